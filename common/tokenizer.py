@@ -1,0 +1,90 @@
+"""Prompt tokeniser: PaliGemma's SentencePiece model from a checkpoint directory, or a tiny one trained offline.
+
+openpi prompt formats (src/openpi/models/tokenizer.py, PaligemmaTokenizer):
+    π0 (and π0.5 without state):  BOS + "text" + "\n"         ("\n" tokenised separately: start of answer)
+    π0.5 with discrete state:     BOS + "Task: text, State: 12 200 ...;\nAction: "
+the state (normalised to ~[-1, 1]) discretised into 256 bins: digitize(s, linspace(-1, 1, 257)[:-1]) - 1.
+Special ids follow PaliGemma: pad 0, eos 1, bos 2, unk 3; padding positions hold token 0 and mask False.
+"""
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+
+TOKENIZER_FILES = ("tokenizer.model", "paligemma_tokenizer.model")
+_TINY_VERSION = "pirl-tiny-spm-v2"   # bump to invalidate cached tiny tokenizers
+
+
+class Tokenizer:
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def tokenize(self, prompt: str, state: np.ndarray | None, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """One prompt -> tokens (max_len,) int64 and mask (max_len,) bool (truncated like openpi)."""
+        text = prompt.strip().replace("_", " ").replace("\n", " ")
+        if state is not None:
+            bins = np.digitize(state, bins=np.linspace(-1, 1, 256 + 1)[:-1]) - 1
+            full = f"Task: {text}, State: {' '.join(map(str, bins))};\nAction: "
+            tokens = [self.sp.bos_id()] + self.sp.encode(full)
+        else:
+            tokens = [self.sp.bos_id()] + self.sp.encode(text) + self.sp.encode("\n")
+        tokens = tokens[:max_len]
+        n = len(tokens)
+        out = np.zeros(max_len, dtype=np.int64)
+        out[:n] = tokens
+        return out, np.arange(max_len) < n
+
+
+def load_tokenizer(directory) -> Tokenizer:
+    """`tokenizer.model` (or `paligemma_tokenizer.model`) from a checkpoint directory."""
+    for name in TOKENIZER_FILES:
+        path = Path(directory) / name
+        if path.is_file():
+            return Tokenizer(path.read_bytes())
+    raise FileNotFoundError(
+        f"no tokenizer in {directory}: expected one of {list(TOKENIZER_FILES)} (for openpi / LeRobot checkpoints, "
+        "copy PaliGemma's SentencePiece model, gs://big_vision/paligemma_tokenizer.model, there as tokenizer.model)")
+
+
+def _tiny_corpus(sentences) -> list[str]:
+    """Instructions in both prompt formats, plus digits and punctuation for π0.5's state text."""
+    lines = []
+    for s in sorted(set(sentences)):
+        text = s.strip().replace("_", " ").replace("\n", " ")
+        lines += [text, f"Task: {text}, State: 0 1 2 127 128 255;", "Action: "]
+    lines.append(" ".join(str(i) for i in range(256)) + " ; , : . - _")
+    return lines
+
+
+def train_tiny_tokenizer(sentences, path, vocab_size: int = 512) -> Tokenizer:
+    """Train (deterministically) a small SentencePiece model on the task instructions and write it to `path`.
+    Cached by content hash: a matching `path` + ".sha256" skips training."""
+    corpus = _tiny_corpus(sentences)
+    digest = hashlib.sha256("\n".join([_TINY_VERSION, str(vocab_size)] + corpus).encode()).hexdigest()
+    path, stamp = Path(path), Path(str(path) + ".sha256")
+    if path.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return Tokenizer(path.read_bytes())
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False, split_digits=False,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, num_threads=1, shuffle_input_sentence=False,
+        user_defined_symbols=["\n"], remove_extra_whitespaces=False, add_dummy_prefix=False,
+        minloglevel=2)   # no dummy prefix, like PaliGemma
+    tok = Tokenizer(buf.getvalue())
+    if tok.vocab_size > vocab_size:
+        raise ValueError(f"tiny tokenizer has {tok.vocab_size} pieces > vocab_size={vocab_size}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(tok.model_proto)
+    os.replace(tmp, path)
+    stamp.write_text(digest)
+    return tok

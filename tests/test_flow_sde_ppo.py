@@ -1,0 +1,222 @@
+"""flow_sde_ppo.py: the SDE step (eq. 9), marginal preservation (eq. 8), GAE (eq. 13), the PPO ratio,
+and end-to-end runs (see tests/test_scripts_e2e.py for the subprocess runs)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # importing must not start a run
+    return module
+
+
+fsp = load_script("flow_sde_ppo")
+
+# A 2-D Gaussian target N(MU, S^2): with x_t = t·noise + (1-t)·x0, the exact velocity
+# v(x, t) = E[noise - x0 | x_t = x] is linear in x (jointly Gaussian), so the sampler is tested alone.
+MU, S = torch.tensor([1.5, -0.7]), torch.tensor([0.3, 0.6])
+
+
+def exact_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    t = t.view(-1, 1)
+    mean_t, var_t = (1 - t) * MU, t**2 + (1 - t) ** 2 * S**2
+    e_noise = t / var_t * (x - mean_t)
+    e_x0 = MU + (1 - t) * S**2 / var_t * (x - mean_t)
+    return e_noise - e_x0
+
+
+def paper_literal_step(x, v, t, dt, a):
+    """eq. 9 read in the paper's τ = 1 - t (τ = 0 noise) with its velocity v_τ = action - noise = -v."""
+    tau, v_paper = 1 - t.view(-1, 1), -v
+    sigma = a * torch.sqrt(tau / (1 - tau).clamp_min(dt))
+    mean = x + dt * (v_paper + sigma**2 / (2 * tau.clamp_min(dt)) * (x + (1 - tau) * v_paper))
+    return mean, sigma * math.sqrt(dt)
+
+
+def sample(num_steps: int, a: float, mode: str, n: int = 100_000) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x, dt = torch.randn(n, 2, generator=gen), 1.0 / num_steps
+    for k in range(num_steps):
+        t = torch.full((n,), 1.0 - k * dt)
+        v = exact_velocity(x, t)
+        if mode == "ode":
+            x = x - dt * v
+            continue
+        if mode == "sde":
+            mean, std = fsp.sde_step(x.view(n, 1, 2), v.view(n, 1, 2), t, dt, a)
+            mean, std = mean.view(n, 2), std.view(n, 1)
+        else:
+            mean, std = paper_literal_step(x, v, t, dt, a)
+        x = mean + std * torch.randn(x.shape, generator=gen)
+    return x
+
+
+def test_sde_step_matches_eq9_at_random_points():
+    gen = torch.Generator().manual_seed(1)
+    x, v = torch.randn(16, 5, 3, generator=gen), torch.randn(16, 5, 3, generator=gen)
+    t = torch.rand(16, generator=gen) * 0.9 + 0.05
+    dt, a = 0.1, 0.5
+    mean, std = fsp.sde_step(x, v, t, dt, a)
+    for i in range(16):
+        ti = float(t[i])
+        sigma = a * math.sqrt(ti / (1 - ti)) if 1 - ti >= dt else a * math.sqrt(ti / dt)
+        expected = x[i] - dt * (v[i] + sigma**2 / (2 * ti) * (x[i] + (1 - ti) * v[i]))
+        torch.testing.assert_close(mean[i], expected, rtol=1e-5, atol=1e-5)
+        assert float(std[i]) == pytest.approx(sigma * math.sqrt(dt), rel=1e-5)
+
+
+def test_sde_step_is_finite_at_t1_and_reduces_to_ode_without_noise():
+    x, v = torch.randn(4, 2, 3), torch.randn(4, 2, 3)
+    mean, std = fsp.sde_step(x, v, torch.ones(4), 0.25, 0.5)
+    assert torch.isfinite(mean).all() and torch.allclose(std, torch.full_like(std, 0.5))  # std = a at t = 1
+    mean0, std0 = fsp.sde_step(x, v, torch.full((4,), 0.6), 0.25, 0.0)
+    torch.testing.assert_close(mean0, x - 0.25 * v)
+    assert float(std0.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("a", [0.2, 0.5, 0.8])
+def test_sde_keeps_the_ode_marginal_and_the_flipped_convention_does_not(a):
+    ode = sample(200, a, "ode")
+    sde = sample(200, a, "sde")
+    flipped = sample(200, a, "flipped")
+    for x in (ode, sde):
+        torch.testing.assert_close(x.mean(0), MU, atol=0.02, rtol=0)
+        torch.testing.assert_close(x.std(0), S, atol=0, rtol=0.04)
+    # the same formulas in the other time convention do not reproduce the target
+    assert ((flipped.std(0) - S).abs() / S).max() > 0.3
+
+
+def test_transition_logprob_is_the_gaussian_density_over_executed_dims():
+    gen = torch.Generator().manual_seed(2)
+    x, mean = torch.randn(3, 6, 8, generator=gen), torch.randn(3, 6, 8, generator=gen)
+    std = torch.full((3, 1, 1), 0.3)
+    got = fsp.transition_logprob(x, mean, std, replan_steps=4, action_dim=5)
+    expected = torch.distributions.Normal(mean[:, :4, :5], 0.3).log_prob(x[:, :4, :5]).sum((1, 2))
+    torch.testing.assert_close(got, expected)
+    assert got.dtype == torch.float32
+
+
+def brute_force_gae(rewards, values, dones, next_value, gamma, lam):
+    """A_t = Σ_k (γλ)^k δ_{t+k}, summing until the episode's end, written as the plain double sum."""
+    T, N = rewards.shape
+    adv = torch.zeros(T, N)
+    for n in range(N):
+        for t in range(T):
+            total, discount = 0.0, 1.0
+            for k in range(t, T):
+                v_next = next_value[n] if k == T - 1 else values[k + 1, n]
+                delta = rewards[k, n] + gamma * v_next * (1 - dones[k, n]) - values[k, n]
+                total += discount * delta
+                if dones[k, n]:
+                    break
+                discount *= gamma * lam
+            adv[t, n] = total
+    return adv
+
+
+def test_gae_matches_brute_force_with_a_truncation_and_a_termination():
+    gen = torch.Generator().manual_seed(3)
+    T, N, gamma, lam = 7, 3, 0.99, 0.95
+    rewards, values = torch.rand(T, N, generator=gen), torch.randn(T, N, generator=gen)
+    dones = torch.zeros(T, N)
+    dones[2, 0] = 1.0  # env 0: true termination (success) at decision 2
+    dones[4, 1] = 1.0  # env 1: truncation at decision 4; its γ V(final obs) sits in the reward
+    final_value = 0.7
+    rewards[4, 1] += gamma * final_value
+    next_value = torch.randn(N, generator=gen)
+    adv, ret = fsp.compute_gae(rewards, values, dones, next_value, torch.zeros(N), gamma, lam)
+    expected = brute_force_gae(rewards, values, dones, next_value, gamma, lam)
+    torch.testing.assert_close(adv, expected)
+    torch.testing.assert_close(ret, adv + values)
+    # the truncated step's target is r + γ V(final obs), not 0 continuation
+    assert float(adv[4, 1]) == pytest.approx(float(rewards[4, 1] - values[4, 1]))
+
+
+def test_presets_follow_the_paper_tables_and_flags_override():
+    args = fsp.resolve_args(fsp.Args(env="libero-long", model="pi05"), None)
+    assert (args.update_epochs, args.denoise_steps, args.noise_level, args.anneal_lr) == (4, 5, 0.5, True)
+    assert (args.interaction_steps, args.replan_steps, args.num_envs, args.minibatch_size) == (480, 10, 64, 2048)
+    args = fsp.resolve_args(fsp.Args(env="libero-spatial", model="pi0", actor_lr=3e-6), None)
+    assert (args.actor_lr, args.update_epochs, args.interaction_steps, args.replan_steps) == (3e-6, 2, 240, 5)
+    args = fsp.resolve_args(fsp.Args(env="libero-object", model="pi05"), None)
+    assert (args.denoise_steps, args.noise_level) == (5, 0.3)
+    args = fsp.resolve_args(fsp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi0"), None)
+    assert (args.update_epochs, args.actor_lr, args.critic_lr, args.num_envs) == (4, 5.6e-6, 1.1e-4, 256)
+
+
+def test_bad_flag_combinations_give_clear_errors():
+    args = fsp.resolve_args(fsp.Args(model="tiny"), None)
+    args.replan_steps = 20
+    with pytest.raises(ValueError, match="--replan-steps"):
+        fsp.check_args(args, world_size=1, action_horizon=8)
+    args = fsp.resolve_args(fsp.Args(model="tiny", num_envs=15), None)
+    with pytest.raises(ValueError, match="--num-envs"):
+        fsp.check_args(args, world_size=2, action_horizon=8)
+
+
+def random_observation(config, batch: int, seed: int = 0):
+    from common.policy import Observation
+
+    gen = torch.Generator().manual_seed(seed)
+    L = config.max_token_len
+    return Observation(
+        images=torch.rand(batch, config.num_cameras, 3, config.image_size, config.image_size, generator=gen) * 2 - 1,
+        image_masks=torch.ones(batch, config.num_cameras, dtype=torch.bool),
+        tokens=torch.randint(4, config.vocab_size, (batch, L), generator=gen),
+        token_masks=torch.arange(L)[None].expand(batch, L) < 10,
+        state=torch.randn(batch, config.action_dim, generator=gen),
+    )
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-pi05"])
+def test_update_logprob_equals_rollout_logprob_for_unchanged_weights(preset):
+    from common.policy import PI0Policy, make_config
+
+    torch.manual_seed(0)
+    policy = PI0Policy(make_config(preset)).eval()
+    args = fsp.Args(model="tiny", denoise_steps=4, noise_level=0.5, replan_steps=5)
+    width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
+    critic = fsp.Critic(width, 32)
+    obs = random_observation(policy.config, batch=12)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        cache = policy.encode(obs)
+        actions, x_j, x_next, j, logp, critic_in, value = fsp.sample_hybrid(policy, cache, critic, args, 4, gen)
+    assert actions.shape == x_j.shape == x_next.shape == (12, policy.config.action_horizon, policy.config.action_dim)
+    assert logp.dtype == torch.float32 and torch.isfinite(logp).all()
+    assert set(j.tolist()) <= set(range(4)) and len(set(j.tolist())) > 1  # drawn per env
+    assert critic_in.shape[1] == (1 if preset == "tiny-pi05" else 4)
+    # the update recomputes the log-prob from ONE expert pass at step j against a fresh prefix pass
+    shuffled = torch.randperm(12)
+    new_logp, _ = fsp.step_logprob(policy, policy.encode(obs).index(shuffled), x_j[shuffled], x_next[shuffled],
+                                   j[shuffled], args, 4)
+    ratio = (new_logp - logp[shuffled]).exp()
+    torch.testing.assert_close(ratio, torch.ones(12), atol=1e-4, rtol=0)
+    approx_kl = ((ratio - 1) - (new_logp - logp[shuffled])).mean()
+    assert abs(float(approx_kl)) < 1e-6
+    # and the value the update regresses is the rollout's value (same inputs, same head)
+    torch.testing.assert_close(critic(critic_in), value)
+
+
+def test_ratio_moves_when_the_expert_changes():
+    from common.policy import PI0Policy, make_config
+
+    torch.manual_seed(0)
+    policy = PI0Policy(make_config("tiny")).eval()
+    args = fsp.Args(model="tiny", denoise_steps=4, noise_level=0.5, replan_steps=5)
+    obs = random_observation(policy.config, batch=6)
+    with torch.no_grad():
+        _, x_j, x_next, j, logp, _, _ = fsp.sample_hybrid(policy, policy.encode(obs), fsp.Critic(policy.expert_width, 8),
+                                                          args, 4, torch.Generator().manual_seed(0))
+        policy.action_out_proj.weight.add_(0.05)
+    new_logp, _ = fsp.step_logprob(policy, policy.encode(obs), x_j, x_next, j, args, 4)
+    assert (new_logp - logp).abs().max() > 1e-2

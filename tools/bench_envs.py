@@ -1,0 +1,55 @@
+"""Raw vectorised env throughput (env steps/s, random actions) at training settings.
+
+    python tools/bench_envs.py                                   # MetaWorld 8/16 envs at 64 and 224
+    python tools/bench_envs.py --names libero-spatial maniskill-PickCube-v1 --num-envs 2 --sizes 224
+"""
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.envs import make_envs  # noqa: E402
+
+
+@dataclass
+class Args:
+    names: list[str] = field(default_factory=lambda: ["metaworld-mt50"])
+    """env names (common.envs.ENV_NAMES)"""
+    num_envs: list[int] = field(default_factory=lambda: [8, 16])
+    """vector sizes to measure"""
+    sizes: list[int] = field(default_factory=lambda: [64, 224])
+    """image sizes to measure"""
+    chunk: int = 5
+    """executed action chunk H' (one render per chunk)"""
+    chunks: int = 20
+    """timed chunks per setting (after one warm-up chunk)"""
+
+
+def bench(name, num_envs, size, chunk, chunks):
+    t0 = time.perf_counter()
+    env = make_envs(name, num_envs, image_size=size)
+    env.reset()
+    setup = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    act = lambda: rng.uniform(-1, 1, (num_envs, chunk, env.action_dim)).astype(np.float32)  # noqa: E731
+    env.step_chunk(act())
+    t0 = time.perf_counter()
+    for _ in range(chunks):
+        env.step_chunk(act())
+    dt = time.perf_counter() - t0
+    env.close()
+    return setup, num_envs * chunk * chunks / dt
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    print(f"{'env':28s} {'envs':>4s} {'size':>4s} {'setup s':>8s} {'steps/s':>8s}")
+    for name in args.names:
+        for n in args.num_envs:
+            for size in args.sizes:
+                setup, sps = bench(name, n, size, args.chunk, args.chunks)
+                print(f"{name:28s} {n:4d} {size:4d} {setup:8.1f} {sps:8.1f}", flush=True)

@@ -1,0 +1,44 @@
+"""Scripted-expert demonstrations for few-shot SFT (cached; see common/sft.py for the format).
+
+    python tools/make_demos.py --env metaworld-button-press-topdown-v3 --num-demos 8 --image-size 64
+"""
+import os
+import sys
+from dataclasses import dataclass
+
+import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import sft  # noqa: E402
+
+
+@dataclass
+class Args:
+    env: str = sft.DEFAULT_ENV
+    """env name (common.envs.ENV_NAMES) with a scripted expert (metaworld-*)"""
+    num_demos: int = sft.DEFAULT_NUM_DEMOS
+    """successful episodes to keep"""
+    seed: int = 0
+    """seed of the train init states the demos start from"""
+    image_size: int = sft.DEFAULT_IMAGE_SIZE
+    """square render size in pixels"""
+    num_envs: int = 1
+    """parallel env workers"""
+    cache_dir: str | None = None
+    """cache root (default $PIRL_CACHE or runs/cache)"""
+    overwrite: bool = False
+    """regenerate even if cached"""
+
+
+def main(args: Args):
+    demos = sft.collect_demos(args.env, args.num_demos, args.seed, args.image_size, args.num_envs,
+                              args.cache_dir, use_cache=not args.overwrite)
+    if args.overwrite:
+        demos.save(sft.demo_cache_path(args.env, args.num_demos, args.seed, args.image_size, args.cache_dir))
+    lengths = [int((demos.episode == e).sum()) for e in range(demos.num_episodes)]
+    print(f"{demos.num_episodes} episodes, {len(demos.actions)} steps (mean length {sum(lengths) / len(lengths):.1f}) -> "
+          f"{sft.demo_cache_path(args.env, args.num_demos, args.seed, args.image_size, args.cache_dir)}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

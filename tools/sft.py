@@ -1,0 +1,79 @@
+"""Few-shot SFT of π0 / π0.5 on scripted-expert demonstrations; writes an openpi-layout checkpoint.
+
+    python tools/sft.py                                   # the embedded default (tiny preset, CPU)
+    python tools/sft.py --preset tiny --steps 2000 --num-demos 16 --out runs/sft_tiny
+    python tools/sft.py --init-from /ckpt/pi0_base --device cuda --out runs/sft_pi0   # from a checkpoint
+    torchrun --standalone --nproc_per_node=2 tools/sft.py ...   # gradient all-reduce, rank 0 saves
+"""
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import sft  # noqa: E402
+
+
+@dataclass
+class Args:
+    env: str = sft.DEFAULT_ENV
+    """env name with a scripted expert (common.envs.ENV_NAMES, metaworld-*)"""
+    num_demos: int = sft.DEFAULT_NUM_DEMOS
+    """successful expert episodes"""
+    demo_seed: int = 0
+    """seed of the demonstrations' init states"""
+    image_size: int = sft.DEFAULT_IMAGE_SIZE
+    """render size of the demonstrations (pixels)"""
+    preset: str = "tiny"
+    """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
+    init_from: str | None = None
+    """checkpoint directory to fine-tune instead of training from scratch"""
+    action_horizon: int = sft.DEFAULT_ACTION_HORIZON
+    """model action horizon H (from scratch only)"""
+    steps: int = sft.DEFAULT_SFT_STEPS
+    """optimizer steps"""
+    batch_size: int = 32
+    """batch size per rank"""
+    lr: float = 3e-4
+    """peak learning rate (warm-up then cosine decay)"""
+    seed: int = 0
+    """model init and batch sampling seed"""
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    out: str | None = None
+    """output checkpoint directory (default runs/cache/sft/<key>)"""
+    cache_dir: str | None = None
+    """cache root (default $PIRL_CACHE or runs/cache)"""
+
+
+def main(args: Args):
+    from common.checkpoint import save_policy
+    from common.distributed import barrier, setup_distributed
+
+    d = setup_distributed(args.device)
+    demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
+                              progress=d.is_main) if d.is_main else None
+    barrier()  # rank 0 wrote the cache; the others read it
+    if demos is None:
+        demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir)
+    t0 = time.time()
+    overrides = dict(sft.DEFAULT_CONFIG_OVERRIDES) if args.init_from is None and args.preset.startswith("tiny") else {}
+    policy, processor, losses = sft.train_sft(
+        demos, args.preset, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=d.device,
+        init_from=args.init_from, action_horizon=None if args.init_from else args.action_horizon,
+        progress=d.is_main, config_overrides=overrides, cache_dir=args.cache_dir)
+    out = args.out or sft.sft_checkpoint_dir(args.env, args.num_demos, args.demo_seed, args.preset, args.steps,
+                                             args.image_size, args.action_horizon, args.cache_dir)
+    if d.is_main:
+        save_policy(out, policy, processor, extra={"sft": {
+            "env_name": args.env, "num_demos": args.num_demos, "steps": args.steps, "losses": losses,
+            "seconds": round(time.time() - t0, 1), "world_size": d.world_size}})
+        print(json.dumps({"checkpoint": str(out), "first_loss": losses[0][1], "final_loss": losses[-1][1]}))
+    barrier()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
