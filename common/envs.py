@@ -659,10 +659,13 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
     def step_chunk(self, actions: np.ndarray):
         import torch
         actions = np.asarray(actions, dtype=np.float32)
-        if actions.ndim != 3 or actions.shape[0] != self.num_envs or actions.shape[2] != self.action_dim:
-            raise ValueError(f"step_chunk(actions): expected shape ({self.num_envs}, H', {self.action_dim}), "
+        if (actions.ndim != 3 or actions.shape[0] != self.num_envs or actions.shape[1] < 1
+                or actions.shape[2] != self.action_dim):
+            raise ValueError(f"step_chunk(actions): expected shape ({self.num_envs}, H' >= 1, {self.action_dim}), "
                              f"got {actions.shape}")
         n = self.num_envs
+        # drawn for every env each chunk, like ChunkVecEnv: same seed -> same episode sequence
+        next_eps = [self.sample_train_episode(i) if self.autoreset else None for i in range(n)]
         acts = torch.as_tensor(actions, device=self.device)             # (N, H', A)
         running = torch.as_tensor(~self._frozen, device=self.device)    # (N,) still in this chunk
         reward = torch.zeros(n, device=self.device)
@@ -708,7 +711,7 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
             final_obs = self._obs_dict(fi, fs, final_task)
             done = np.flatnonzero(ended)
             if self.autoreset:
-                nxt = [self.sample_train_episode(int(i)) for i in done]
+                nxt = [next_eps[i] for i in done]
                 self._task[done] = [t for t, _ in nxt]
                 self._reset_envs(done, np.array([e for _, e in nxt], np.int64))
             else:
@@ -744,12 +747,15 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
 
     image_size: square render size (default 224). max_episode_steps overrides the benchmark's
     limit (tests). asynchronous: one worker process per env; default True when num_envs > 1.
-    device: "cuda..." selects ManiSkill's GPU simulation (all envs in one process).
+    device: "cuda[:k]" runs ManiSkill tasks on ManiSkill's GPU simulation, all envs batched in this
+    process (ManiSkillBatchedEnv); "cpu": one env per worker process. Other simulators run on the CPU.
     """
     if name not in ENV_NAMES:
         raise ValueError(f"unknown env name {name!r}; valid names: {', '.join(ENV_NAMES)}")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"make_envs(device={device!r}): use 'cpu' or 'cuda[:k]'")
     image_size = image_size or 224
     if asynchronous is None:
         asynchronous = num_envs > 1
@@ -777,8 +783,6 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
     key = name.removeprefix("maniskill-")
     env_id = SIMPLER_TASKS.get(key, key)
     _check_maniskill_assets(env_id)
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"make_envs(device={device!r}): use 'cpu' or 'cuda[:k]'")
     desc = {"PickCube-v1": "pick up the cube and move it to the goal position",
             "PushCube-v1": "push the cube to the goal region", "PullCube-v1": "pull the cube to the goal region",
             "StackCube-v1": "stack the red cube on the green cube",

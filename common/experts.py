@@ -9,7 +9,9 @@
         obs, reward, terminated, truncated, info = env.step_chunk(action[:, None])
 
 The expert reads privileged simulator state through `env.call(...)`, so it runs in the very
-ChunkVecEnv the policy will use (same observation layout, autoreset, workers).
+ChunkVecEnv the policy will use (same observation layout, autoreset, workers, and for ManiSkill on
+CUDA the batched ManiSkillBatchedEnv). Experts: every metaworld-* task (MetaWorld's own policies) and
+maniskill-PickCube-v1 (the waypoints of ManiSkill's motion-planning solution, see below).
 """
 from __future__ import annotations
 

@@ -32,8 +32,10 @@ DEFAULT_ENV = "metaworld-button-press-topdown-v3"
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_ACTION_HORIZON = 8       # H: the model's chunk
 DEFAULT_REPLAN_STEPS = 4         # H': actions executed per chunk
-DEFAULT_NUM_DEMOS = 8
-DEFAULT_SFT_STEPS = 1500
+# Few-shot setting (measured, tiny preset, 2-core CPU): 10 demos + 400 steps -> 50% held-out success
+# (10/20 eval episodes; loss 1.49 -> 0.26), leaving room for RL. More demos / steps push it higher.
+DEFAULT_NUM_DEMOS = 10
+DEFAULT_SFT_STEPS = 400
 # tiny-preset changes for the default: a 9-token prompt needs no 32 slots
 DEFAULT_CONFIG_OVERRIDES = {"max_token_len": 16}
 

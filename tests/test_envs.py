@@ -210,3 +210,142 @@ def test_maniskill_pickcube_layout_determinism_and_success():
         assert trunc[0] and info["episode_length"][0] == 6
     finally:
         env.close()
+
+
+PC = "maniskill-PickCube-v1"
+
+
+def test_expert_errors_list_the_envs_that_have_one():
+    with pytest.raises(ValueError, match="no scripted expert.*maniskill-PickCube-v1"):
+        make_expert("maniskill-PushCube-v1")
+    with pytest.raises(ValueError, match="device"):
+        make_envs(PC, 1, device="tpu")
+
+
+@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+def test_maniskill_pickcube_expert_succeeds_through_chunkvecenv():
+    # the demo generator's loop (common/sft.py _expert_episodes): one expert action per step_chunk
+    env = make_envs(PC, 1, image_size=32, asynchronous=False, autoreset=False)
+    expert = make_expert(PC)
+    assert env.action_dim == 7 <= 8  # pd_ee_delta_pose + gripper: fits the tiny model's D=8
+    try:
+        for init_id in (1000, 1001, 1002):
+            env.reset([(0, init_id)])
+            for _ in range(env.max_episode_steps):
+                action = expert.act(env)
+                assert action.shape == (1, 7) and action.dtype == np.float32 and np.abs(action).max() <= 1
+                obs, reward, term, trunc, info = env.step_chunk(action[:, None])
+                if term[0] or trunc[0]:
+                    break
+            assert term[0] and info["success"][0] and reward[0] == 1.0, f"expert failed on init {init_id}"
+            assert 0 < info["episode_length"][0] < env.max_episode_steps
+    finally:
+        env.close()
+
+
+def _batched_on_cpu(**kw):
+    # the GPU path's class, run on the CPU backend (ManiSkill allows one CPU env per process)
+    return E.ManiSkillBatchedEnv("PickCube-v1", 1, task_descriptions=["pick"], image_size=32,
+                                 train_init_ids=range(1000, 2**31 - 1), eval_init_ids=range(1000),
+                                 sim_backend="physx_cpu", render_backend="cpu", **kw)
+
+
+def _assert_same_step(a, b):
+    for x, y in zip(a[:4], b[:4]):
+        if isinstance(x, dict):
+            np.testing.assert_array_equal(x["images"], y["images"])
+            np.testing.assert_array_equal(x["state"], y["state"])
+            assert x["instruction"] == ["pick"] and list(x["task_id"]) == list(y["task_id"])
+        else:
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a[4]["success"], b[4]["success"])
+    np.testing.assert_array_equal(a[4]["episode_length"], b[4]["episode_length"])
+    assert (a[4]["final_obs"] is None) == (b[4]["final_obs"] is None)
+    if a[4]["final_obs"] is not None:
+        np.testing.assert_array_equal(a[4]["final_obs"]["images"], b[4]["final_obs"]["images"])
+        np.testing.assert_array_equal(a[4]["final_obs"]["state"], b[4]["final_obs"]["state"])
+
+
+@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+def test_maniskill_batched_env_matches_per_process_env_step_for_step():
+    # Same seed, same episodes, same actions: the batched (GPU-path) wrapper and the per-process
+    # ChunkVecEnv return identical obs / rewards / flags / final_obs / episode lengths, through a
+    # success inside a chunk, a time-limit truncation inside a chunk, and the autoresets after both.
+    steps = 50  # not a multiple of the chunk length 3
+    cpu = make_envs(PC, 1, seed=0, image_size=32, asynchronous=False, max_episode_steps=steps)
+    cpu.task_descriptions = ["pick"]
+    bat = _batched_on_cpu(seed=0, max_episode_steps=steps)
+    expert = make_expert(PC)
+    try:
+        a, b = cpu.reset([(0, 1003)]), bat.reset([(0, 1003)])
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["state"], b["state"])
+        assert bat.action_dim == cpu.action_dim and bat.state_dim == cpu.state_dim
+        solved = truncated = False
+        for _ in range(2 * steps):
+            if not solved:  # 3-step chunks: the expert's action, then two steps holding the pose
+                a = expert.act(cpu)
+                hold = a.copy()
+                hold[:, :6] = 0.0  # zero ee delta, same gripper command
+                act = np.stack([a, hold, hold], axis=1)
+            else:           # then idle until the time limit
+                act = np.zeros((1, 3, cpu.action_dim), np.float32)
+            ra, rb = cpu.step_chunk(act), bat.step_chunk(act)
+            _assert_same_step(ra, rb)
+            solved |= bool(ra[2][0])
+            if ra[3][0]:
+                truncated = True
+                assert ra[4]["episode_length"][0] == steps and bat._t[0] == 0  # ended mid-chunk
+                break
+        assert solved and truncated
+    finally:
+        cpu.close(), bat.close()
+
+
+@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+def test_maniskill_batched_env_autoreset_false_freezes_until_reset():
+    env = _batched_on_cpu(seed=0, max_episode_steps=5, autoreset=False)
+    try:
+        env.reset([(0, 4)])
+        zeros = np.zeros((1, 3, env.action_dim), np.float32)
+        _, _, _, trunc, info = env.step_chunk(zeros)
+        assert not trunc[0] and info["final_obs"] is None and env._t[0] == 3
+        obs, _, _, trunc, info = env.step_chunk(zeros)
+        assert trunc[0] and info["episode_length"][0] == 5
+        np.testing.assert_array_equal(obs["state"], info["final_obs"]["state"])
+        obs2, reward, term, trunc, info = env.step_chunk(np.ones_like(zeros))
+        np.testing.assert_array_equal(obs2["state"], obs["state"])  # frozen
+        np.testing.assert_array_equal(obs2["images"], obs["images"])
+        assert reward[0] == 0 and not term[0] and not trunc[0] and info["episode_length"][0] == 0
+        first = env.reset([(0, 4)])
+        assert env._t[0] == 0 and not env._frozen[0]
+        _, _, _, trunc, _ = env.step_chunk(zeros)
+        assert not trunc[0]
+        assert not np.array_equal(first["state"], obs["state"])
+    finally:
+        env.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (ManiSkill physx_cuda)")
+def test_maniskill_cuda_batched_expert_and_partial_reset():
+    env = make_envs(PC, 4, image_size=64, device="cuda", autoreset=True)
+    expert = make_expert(PC)
+    try:
+        obs = env.reset([(0, 1000 + i) for i in range(4)])
+        _check_layout(obs, env, 4, 64)
+        solved = np.zeros(4, bool)
+        for step in range(env.max_episode_steps):
+            obs, reward, term, trunc, info = env.step_chunk(expert.act(env)[:, None])
+            _check_layout(obs, env, 4, 64)
+            for i in np.flatnonzero(term):
+                assert reward[i] == 1.0 and env._t[i] == 0  # solved, then reset alone
+                solved[i] = True
+            running = ~term & ~trunc
+            if not solved.all():
+                assert (env._t[running & ~solved] == step + 1).all()  # the others kept their clocks
+            else:
+                break
+        assert solved.all()
+    finally:
+        env.close()

@@ -43,7 +43,7 @@ def make_tiny_checkpoint(env_name: str, out: Path, preset: str = "tiny") -> Path
     return out / "policy"
 
 
-def run_script(script: str, args: list[str], nproc: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_script(script: str, args: list[str], nproc: int = 1, timeout: int = 1800) -> subprocess.CompletedProcess:
     if "--resume" not in args:
         args = [*args, *EXTRA_FLAGS.get(script, [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,647 @@
+"""Flow-Noise + PPO: online RL fine-tuning of a flow-matching VLA (π0 / π0.5), πRL sections 4.1 and 4.3.
+
+The whole method is in this file, top to bottom: the learnable noise network (4.1.1, eq. 4), the one-layer
+MDP whose action log-likelihood is the joint density of the whole denoising chain (4.1.2, eq. 5), the
+critic (4.3.2, eq. 16), GAE (eq. 13) and the PPO update (eq. 14-15). The model, simulators, evaluation,
+logging and torch.distributed plumbing come from common/. `diff flow_sde_ppo.py flow_noise_ppo.py` shows
+exactly what differs from Flow-SDE: the noise injection and the MDP formulation.
+
+Launch:
+    python flow_noise_ppo.py                                 # embedded default: CPU, tiny π0, MetaWorld
+    python flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft      # 1 GPU
+    torchrun --standalone --nproc_per_node 8 flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    # 2 nodes x 8 GPUs (run on each node, node_rank 0 and 1):
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr $HEAD --master_port 29500 \
+        flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    python flow_noise_ppo.py --resume runs/<run_name>        # continue a stopped run exactly
+
+Time convention (openpi, used by every checkpoint we load): t = 1 is pure noise, t = 0 is the action,
+x_t = t * noise + (1 - t) * action and the network predicts v = noise - action. Denoising walks
+t_k = 1 - k / K for k = 0..K-1 with Δ = 1 / K. The paper's eq. 4 (τ = 1 - t, v_τ = -v) reads here:
+x_{k+1} ~ N(x_k - Δ v(x_k, t_k), diag σ_θ'(x_k, o)²), every one of the K steps stochastic in rollouts; the
+evaluation (and deployment) drops the noise network and integrates the deterministic ODE x <- x - Δ v.
+"""
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    # --- experiment ---
+    env: str = "metaworld-button-press-topdown-v3"
+    """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
+    model: Optional[Literal["tiny", "pi0", "pi05"]] = None
+    """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one"""
+    checkpoint: Optional[str] = None
+    """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
+    resume: Optional[str] = None
+    """a run dir (runs/<name>) or one of its checkpoints/iter_* dirs: continue that run exactly"""
+    exp_name: str = "flow_noise_ppo"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the run (each rank adds its rank for its environments)"""
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    run_root: str = "runs"
+    """folder that holds the runs (TensorBoard logs, checkpoints, evals, plot)"""
+    cache_dir: str = "runs/cache"
+    """where the embedded default's demonstrations and SFT policy are cached"""
+    eval_every: Optional[int] = None
+    """evaluate every this many iterations (0: only before and after training)"""
+    eval_episodes_per_task: Optional[int] = None
+    """held-out eval episodes per task (LIBERO: 50 = all fixed init states)"""
+    save_every: int = 10
+    """write a checkpoint every this many iterations (and at the end)"""
+    num_videos: int = 2
+    """eval episodes to save as mp4 in the final evaluation (0: none)"""
+    progress: bool = True
+    """show a tqdm progress bar"""
+    max_episode_steps: Optional[int] = None
+    """override the benchmark's episode length (quick looks and tests)"""
+    # --- algorithm (None = the preset of --env x --model, from the paper's Tables 7-8) ---
+    total_iterations: Optional[int] = None
+    """PPO iterations (the tables' "train epochs"): one rollout phase + one update phase each"""
+    num_envs: Optional[int] = None
+    """parallel environments, summed over all ranks"""
+    interaction_steps: Optional[int] = None
+    """environment steps per env per rollout epoch (a multiple of --replan-steps)"""
+    rollout_epochs: Optional[int] = None
+    """rollout phases (of --interaction-steps each) collected before every update"""
+    minibatch_size: Optional[int] = None
+    """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
+    micro_batch_size: Optional[int] = None
+    """decisions per forward/backward pass on one rank (gradient accumulation inside a minibatch)"""
+    update_epochs: Optional[int] = None
+    """passes over the rollout data per iteration"""
+    actor_lr: Optional[float] = None
+    """learning rate of the action expert"""
+    critic_lr: Optional[float] = None
+    """learning rate of the critic head"""
+    anneal_lr: Optional[bool] = None
+    """cosine schedule of both learning rates over the iterations"""
+    denoise_steps: Optional[int] = None
+    """K: Euler steps from noise to action"""
+    noise_std_min: Optional[float] = None
+    """lower bound of the noise network's std (the tables' "Min log-var"; like the official code we read
+    it as a bound on the std: log-variance >= log(min²))"""
+    noise_std_max: Optional[float] = None
+    """upper bound of the noise network's std (the tables' "Max log-var")"""
+    entropy_coef: Optional[float] = None
+    """entropy bonus on the noise network's Gaussians (the tables' "Entropy bonus")"""
+    logprob_reduction: Literal["sum", "mean"] = "sum"
+    """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper) or their `mean`
+    (the official code: a tempered ratio, exp(Δ log π / (K + 1)))"""
+    replan_steps: Optional[int] = None
+    """H': actions executed per decision (<= the model's action horizon H)"""
+    gamma: float = 0.99
+    """discount per decision (chunk step)"""
+    gae_lambda: float = 0.95
+    """GAE λ (eq. 13)"""
+    clip_coef: float = 0.2
+    """PPO clip ε (eq. 14), also used to clip the value loss"""
+    vf_coef: float = 1.0
+    """weight of the value loss"""
+    max_grad_norm: float = 1.0
+    """gradient-norm clip"""
+    critic_hidden: int = 512
+    """width of the critic's 4-layer MLP"""
+    noise_hidden: int = 128
+    """width of the noise network's hidden layer"""
+    train_vlm: bool = False
+    """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
+
+
+# Presets: the paper's Table 7 (LIBERO) and Table 8 (ManiSkill, SIMPLER tasks); MetaWorld follows
+# Table 7's π0 column with 100-step episodes. "Action chunk H" of Table 7 is our --replan-steps.
+LIBERO_TABLE7 = {  # suite: (pi0 update_epochs, pi0 actor_lr, pi05 update_epochs, pi05 K, pi05 anneal)
+    "spatial": dict(pi0=dict(update_epochs=2, actor_lr=1e-5), pi05=dict(update_epochs=1, denoise_steps=3)),
+    "object": dict(pi0=dict(update_epochs=2, actor_lr=5e-6), pi05=dict(update_epochs=1, denoise_steps=5)),
+    "goal": dict(pi0=dict(update_epochs=4, actor_lr=5e-6), pi05=dict(update_epochs=3, denoise_steps=5)),
+    "long": dict(pi0=dict(update_epochs=4, actor_lr=5e-6), pi05=dict(update_epochs=4, denoise_steps=5, anneal_lr=True)),
+}
+LIBERO_STEPS = {"spatial": 240, "object": 320, "goal": 320, "long": 480, "90": 480}
+GPU_BASE = dict(total_iterations=400, num_envs=64, rollout_epochs=8, minibatch_size=2048, micro_batch_size=32,
+                update_epochs=2, actor_lr=5e-6, critic_lr=1e-4, anneal_lr=False, denoise_steps=4,
+                replan_steps=5, eval_every=10, eval_episodes_per_task=50)
+NOISE_BOUNDS = {  # Tables 7-8, the same for every task: (std min, std max, entropy bonus) per model
+    "pi0": dict(noise_std_min=0.08, noise_std_max=0.16, entropy_coef=0.005),
+    "pi05": dict(noise_std_min=0.04, noise_std_max=0.10, entropy_coef=0.005),
+}
+MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
+                        minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
+                        denoise_steps=4, replan_steps=5)
+# The embedded default: a tiny π0 on 2 CPU cores (measured in the README).
+TINY_CPU = dict(total_iterations=60, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
+                micro_batch_size=200, update_epochs=4, actor_lr=1e-4, critic_lr=1e-3, anneal_lr=False,
+                denoise_steps=4, replan_steps=4, eval_every=10, eval_episodes_per_task=50,
+                noise_std_min=0.08, noise_std_max=0.16, entropy_coef=0.005)
+
+
+def preset(env: str, model: str) -> dict:
+    """The hyper-parameters of the paper's tables for env x model (filled into flags left at None)."""
+    if model == "tiny":
+        values = dict(TINY_CPU)
+        if env.startswith("libero-"):
+            values.update(interaction_steps=LIBERO_STEPS[env.split("-", 1)[1]], replan_steps=5)
+        return values
+    values = dict(GPU_BASE, **NOISE_BOUNDS[model])
+    if env.startswith("libero-"):
+        suite = env.split("-", 1)[1]
+        values.update(interaction_steps=LIBERO_STEPS[suite], replan_steps=10 if suite in ("long", "90") else 5)
+        values.update(LIBERO_TABLE7.get(suite, LIBERO_TABLE7["long"])[model])
+    elif env.startswith("maniskill-"):
+        values.update(MANISKILL_TABLE8)
+        if "Generalization" in env or "PutOnPlateInScene" in env:
+            values.update(total_iterations=150, num_envs=320, actor_lr=7.91e-6, critic_lr=1.55e-4)
+    else:  # metaworld: episodes of 100 steps
+        values.update(interaction_steps=100, replan_steps=5)
+    return values
+
+
+def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
+    """Fill every flag left at None from the preset of --env x --model (--model defaults to the
+    checkpoint's family: tiny, pi0 or pi05)."""
+    if args.model is None:
+        args.model = checkpoint_family or "tiny"
+    if checkpoint_family is not None and checkpoint_family != "tiny" and args.model != checkpoint_family:
+        raise ValueError(f"--model {args.model} does not match the checkpoint, which holds a {checkpoint_family} model")
+    for key, value in preset(args.env, args.model).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def check_args(args: Args, world_size: int, action_horizon: int) -> None:
+    """A clear error for every bad flag combination (never a stack trace from deep inside)."""
+    if args.replan_steps < 1 or args.replan_steps > action_horizon:
+        raise ValueError(f"--replan-steps must be in 1..{action_horizon} (the model's action horizon H), got {args.replan_steps}")
+    if args.interaction_steps % args.replan_steps:
+        raise ValueError(f"--interaction-steps ({args.interaction_steps}) must be a multiple of --replan-steps ({args.replan_steps})")
+    if args.num_envs % world_size:
+        raise ValueError(f"--num-envs ({args.num_envs}) must be divisible by the number of ranks ({world_size})")
+    if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
+        raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
+                         f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
+    batch = args.num_envs * args.rollout_epochs * (args.interaction_steps // args.replan_steps)
+    if batch % args.minibatch_size:
+        raise ValueError(f"the rollout batch (num_envs x rollout_epochs x interaction_steps / replan_steps = {batch}) "
+                         f"must be a multiple of --minibatch-size ({args.minibatch_size})")
+    if args.denoise_steps < 1:
+        raise ValueError(f"--denoise-steps must be >= 1, got {args.denoise_steps}")
+    if not 0.0 < args.noise_std_min <= args.noise_std_max:
+        raise ValueError(f"--noise-std-min / --noise-std-max must satisfy 0 < min <= max, got "
+                         f"{args.noise_std_min} / {args.noise_std_max}")
+    if args.entropy_coef < 0:
+        raise ValueError(f"--entropy-coef must be >= 0, got {args.entropy_coef}")
+
+
+# ALGO LOGIC: the noise network θ' (4.1.1, eq. 4; openpi time: t = 1 noise, t = 0 action)
+def noise_std(raw: torch.Tensor, std_min: float, std_max: float) -> torch.Tensor:
+    """Squash an unbounded output into a std in [std_min, std_max]: log σ = log min + (log max - log min)
+    (tanh(raw) + 1) / 2, i.e. log-variance in [log min², log max²]. tanh saturates to ±1 exactly, so the
+    bounds are reached and never exceeded, and raw = 0 gives the geometric mean sqrt(min max)."""
+    log_min, log_max = math.log(std_min), math.log(std_max)
+    frac = 0.5 * (torch.tanh(raw.float()) + 1.0)
+    return torch.exp(log_min + (log_max - log_min) * frac)
+
+
+class NoiseNet(nn.Module):
+    """σ_θ'(x_k, o): a per-dimension std for every action token, from the action expert's output features
+    at that denoising step (they already encode o, x_k and t_k). The features enter detached: θ' is its
+    own head, so the entropy bonus reshapes the noise, never the expert; the expert is trained through the
+    Gaussian means. Used only in rollouts and updates, never in evaluation (the ODE needs no noise)."""
+
+    def __init__(self, width: int, action_dim: int, hidden: int, std_min: float, std_max: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, action_dim))
+        nn.init.zeros_(self.net[-1].weight)  # start at the geometric mean of the bounds, everywhere
+        nn.init.zeros_(self.net[-1].bias)
+        self.std_min, self.std_max = std_min, std_max
+
+    def forward(self, expert_feats: torch.Tensor) -> torch.Tensor:  # (B, H, W) -> std (B, H, D) fp32
+        return noise_std(self.net(expert_feats.detach().float()), self.std_min, self.std_max)
+
+
+def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, replan_steps: int, action_dim: int):
+    """log N(x; mean, std²) summed over the executed chunk (H') x env action dims (A), in fp32: (B,)."""
+    x, mean = x[:, :replan_steps, :action_dim].float(), mean[:, :replan_steps, :action_dim].float()
+    std = std[:, :replan_steps, :action_dim].float()
+    logp = -0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return logp.sum(dim=(1, 2))
+
+
+def joint_logprob(chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, replan_steps: int, action_dim: int,
+                  reduction: str = "sum") -> torch.Tensor:
+    """log π(x_0..x_K | o) of eq. 5 = log N(x_0; 0, I) + Σ_k log N(x_{k+1}; μ_k, σ_k²), each term over the
+    executed chunk x action dims. chain (B, K+1, H, D); means, stds (B, K, H, D). Returns (B,) fp32.
+    reduction "mean" divides by the K + 1 terms (the official code): the PPO ratio becomes exp(Δ/(K+1)).
+    The x_0 term does not depend on the weights; it is kept so that "sum" is the exact density."""
+    K = means.shape[1]
+    terms = [gaussian_logprob(chain[:, 0], torch.zeros_like(chain[:, 0]), torch.ones_like(chain[:, 0]),
+                              replan_steps, action_dim)]
+    terms += [gaussian_logprob(chain[:, k + 1], means[:, k], stds[:, k], replan_steps, action_dim) for k in range(K)]
+    total = torch.stack(terms, dim=1).sum(dim=1)
+    if reduction == "mean":
+        return total / (K + 1)
+    if reduction != "sum":
+        raise ValueError(f"--logprob-reduction must be sum or mean, got {reduction!r}")
+    return total
+
+
+def noise_entropy(stds: torch.Tensor, replan_steps: int, action_dim: int) -> torch.Tensor:
+    """Mean entropy per executed dim of the transition Gaussians, 0.5 log(2πe) + log σ: (B,)."""
+    return (0.5 * math.log(2 * math.pi * math.e) + torch.log(stds[:, :, :replan_steps, :action_dim])).mean(dim=(1, 2, 3))
+
+
+def denoise_transition(policy, noise_net, cache, x_k: torch.Tensor, k: int, K: int):
+    """Eq. 4 at step k: mean = x_k - Δ v(x_k, t_k) (the Euler ODE step), std = σ_θ'(features).
+    Returns mean (B, H, D), std (B, H, D) and the expert features pooled over the H tokens (B, W)."""
+    t = torch.full((x_k.shape[0],), 1.0 - k / K, device=x_k.device)
+    v, feats = policy.velocity(cache, x_k, t)
+    return x_k - v / K, noise_net(feats), feats.float().mean(dim=1)
+
+
+def chain_logprob(policy, noise_net, cache, chain: torch.Tensor, args: Args, action_dim: int):
+    """Recompute the joint log-likelihood of stored chains (B, K+1, H, D) under the current weights: K expert
+    passes against ONE prefix pass. This is Flow-Noise's cost: the update grows linearly with K, where
+    Flow-SDE's hybrid rollout needs one expert pass per sample (the paper's Fig. 8b). Returns logp, entropy (B,)."""
+    K = args.denoise_steps
+    means, stds = zip(*[denoise_transition(policy, noise_net, cache, chain[:, k], k, K)[:2] for k in range(K)])
+    means, stds = torch.stack(means, dim=1), torch.stack(stds, dim=1)
+    logp = joint_logprob(chain, means, stds, args.replan_steps, action_dim, args.logprob_reduction)
+    return logp, noise_entropy(stds, args.replan_steps, action_dim)
+
+
+@torch.no_grad()
+def sample_chain(policy, noise_net, cache, critic, args: Args, action_dim: int, generator: torch.Generator):
+    """Stochastic rollout (4.1): x_0 ~ N(0, I), then K noisy Euler steps x_{k+1} ~ N(μ_k, σ_k²) (eq. 4);
+    the action is x_K and the whole chain is kept for the one-layer MDP's likelihood (eq. 5).
+    Returns actions (B, H, D), chain (B, K+1, H, D) fp32, log-prob (B,) fp32, critic inputs (B, K, W) fp32
+    and values (B,) fp32."""
+    B, H, D = cache.batch_size, policy.config.action_horizon, policy.config.action_dim
+    device, K = cache.state.device, args.denoise_steps
+    chain = [torch.randn(B, H, D, generator=generator, device=device, dtype=torch.float32)]  # x_0 at t = 1
+    means, stds, expert_feats = [], [], []
+    for k in range(K):
+        mean, std, feats = denoise_transition(policy, noise_net, cache, chain[k], k, K)
+        chain.append(mean + std * torch.randn(mean.shape, generator=generator, device=device))
+        means.append(mean)
+        stds.append(std)
+        expert_feats.append(feats)
+    chain = torch.stack(chain, dim=1)
+    logprob = joint_logprob(chain, torch.stack(means, 1), torch.stack(stds, 1), args.replan_steps, action_dim,
+                            args.logprob_reduction)
+    critic_in = critic_inputs(policy, cache, expert_feats)
+    return chain[:, -1], chain, logprob, critic_in, critic(critic_in)
+
+
+def critic_inputs(policy, cache, expert_feats: list[torch.Tensor]) -> torch.Tensor:
+    """What the value head sees (4.3.2): π0 -> the expert's features at every denoising step (eq. 16
+    averages the value over them); π0.5 -> the VLM's prefix output, V_vlm(o). Shape (B, K or 1, W)."""
+    if policy.config.variant == "pi05":
+        return policy.prefix_features(cache).float().unsqueeze(1)
+    return torch.stack(expert_feats, dim=1)
+
+
+class Critic(nn.Module):
+    """4-layer MLP value head. V(o) = mean over the denoising trajectory of head(features) (eq. 16).
+
+    It reads features computed at rollout time and stored (stop-gradient into the model): rollout and
+    update then use the very same value function, and the update needs no extra expert passes.
+    """
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, K, W) -> (B,)
+        return self.net(features.float()).squeeze(-1).mean(dim=-1)
+
+
+# ALGO LOGIC: returns
+def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, lam: float):
+    """GAE (eq. 13), A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = R_t + γ V(s_{t+1}) (1 - done_t) - V(s_t).
+
+    rewards, values, dones: (T, N); dones[t] = the episode ended during decision t (truncated
+    episodes already carry γ V(final obs) in their reward). next_value/next_done: (N,).
+    Returns advantages, returns: (T, N).
+    """
+    T = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(next_value)
+    for t in reversed(range(T)):
+        next_v = next_value if t == T - 1 else values[t + 1]
+        not_done = 1.0 - dones[t].float()
+        delta = rewards[t] + gamma * next_v * not_done - values[t]
+        last_gae = delta + gamma * lam * not_done * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+def select_obs(raw_obs: dict, rows) -> dict:
+    """Rows of a raw observation dict (images, state, instruction, task_id)."""
+    rows = np.asarray(rows)
+    return {"images": raw_obs["images"][rows], "state": raw_obs["state"][rows],
+            "instruction": [raw_obs["instruction"][i] for i in rows], "task_id": raw_obs["task_id"][rows]}
+
+
+def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np_rng.bit_generator.state, "python": random.getstate(), "sampler": generator.get_state()}
+
+
+def set_rng_state(state: dict, generator: torch.Generator, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(state["python"])
+    generator.set_state(state["sampler"])
+
+
+if __name__ == "__main__":
+    from common import distributed
+    from common.checkpoint import load_policy, save_policy
+    from common.envs import make_envs
+    from common.evaluate import evaluate, policy_act_fn
+    from common.logger import RunLogger, atomic_torch_save, publish_dir
+    from common.sft import make_default_sft_policy
+
+    args = tyro.cli(Args)
+    dist_info = distributed.setup_distributed(args.device)
+    rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
+
+    # TRY NOT TO MODIFY: resume / checkpoint / run directory
+    resume_dir = None
+    if args.resume is not None:
+        resume_dir = Path(args.resume)
+        if (resume_dir / "checkpoints").is_dir():
+            found = sorted((resume_dir / "checkpoints").glob("iter_*"))
+            if not found:
+                raise ValueError(f"--resume {args.resume}: no checkpoints/iter_* in that run")
+            resume_dir = found[-1]
+        if not (resume_dir / "train_state.pt").is_file():
+            raise ValueError(f"--resume {args.resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
+        saved = torch.load(resume_dir / "train_state.pt", map_location="cpu", weights_only=False)
+        # the saved flags, except those given on this command line (e.g. a larger --total-iterations)
+        given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k)}
+        args = Args(**{**saved["args"], **given})
+        args.checkpoint = str(resume_dir / "policy")
+    elif args.checkpoint is None and args.model in (None, "tiny"):
+        # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
+        args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
+    elif args.checkpoint is None:
+        raise ValueError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
+                         "without --checkpoint only --model tiny (the embedded default) runs")
+    policy, processor = load_policy(args.checkpoint, device=device)
+    family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
+    args = resolve_args(args, family)
+
+    # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed)
+    sampler_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
+    np_rng = np.random.default_rng(args.seed * 1000 + rank)
+
+    check_args(args, world, policy.config.action_horizon)
+    if not args.train_vlm:
+        policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
+    critic_width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
+    critic = Critic(critic_width, args.critic_hidden).to(device)
+    noise_net = NoiseNet(policy.expert_width, policy.config.action_dim, args.noise_hidden, args.noise_std_min,
+                         args.noise_std_max).to(device)
+    distributed.broadcast_parameters(policy)
+    distributed.broadcast_parameters(critic)
+    distributed.broadcast_parameters(noise_net)
+    # θ and θ' are trained jointly, with the actor's learning rate (4.1.1)
+    actor_params = [p for p in policy.parameters() if p.requires_grad] + list(noise_net.parameters())
+    optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr},
+                                   {"params": list(critic.parameters()), "lr": args.critic_lr}], eps=1e-5, weight_decay=0.0)
+
+    local_envs = args.num_envs // world
+    num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
+    local_batch = local_envs * num_steps * args.rollout_epochs
+    local_minibatch = args.minibatch_size // world
+    envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
+                     device=str(device), max_episode_steps=args.max_episode_steps)
+    action_dim = envs.action_dim
+    if action_dim > policy.config.action_dim:
+        raise ValueError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
+
+    start_iteration, global_step = 1, 0
+    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.run_root) / run_name
+    if resume_dir is not None:
+        critic.load_state_dict(saved["critic"])
+        noise_net.load_state_dict(saved["noise_net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
+        set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
+        run_dir = resume_dir.parent.parent
+    logger = RunLogger(run_dir, asdict(args), resume=resume_dir is not None) if dist_info.is_main else None
+    if logger and resume_dir is not None:
+        logger.truncate_after(global_step)
+
+    def act_and_value(raw_obs: dict):
+        """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
+        obs = processor.observation(raw_obs, device)
+        cache = policy.encode(obs)
+        actions, chain, logp, c_in, value = sample_chain(policy, noise_net, cache, critic, args, action_dim, sampler_gen)
+        env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
+        return env_actions, chain, logp, c_in, value
+
+    def run_eval(iteration: int, final: bool = False) -> float:
+        act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+        envs.autoreset = False  # the training envs, borrowed: every rollout epoch starts with a reset anyway
+        summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
+                           seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
+                           num_videos=args.num_videos if final else 0)
+        envs.autoreset = True
+        if logger:
+            logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
+            (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+            import json
+            (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
+        return summary["success_rate"]
+
+    def save_checkpoint(iteration: int) -> None:
+        """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0."""
+        final_dir = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+        tmp_dir = final_dir.with_name(f".tmp_{final_dir.name}")
+        if dist_info.is_main:
+            import shutil
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            tmp_dir.mkdir(parents=True)
+        distributed.barrier()
+        atomic_torch_save(rng_state(sampler_gen, np_rng), tmp_dir / f"rng_rank{rank}.pt")
+        distributed.barrier()
+        if dist_info.is_main:
+            save_policy(tmp_dir / "policy", policy, processor)
+            atomic_torch_save({"critic": critic.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                               "global_step": global_step, "args": asdict(args),
+                               "noise_net": noise_net.state_dict()}, tmp_dir / "train_state.pt")  # θ' is not an openpi weight
+            publish_dir(tmp_dir, final_dir)
+        distributed.barrier()
+
+    # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
+    E, T, N = args.rollout_epochs, num_steps, local_envs
+    H, D = policy.config.action_horizon, policy.config.action_dim
+    R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
+    K_in = 1 if policy.config.variant == "pi05" else args.denoise_steps
+    obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
+    obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
+    obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
+    obs_instructions = [[None] * T for _ in range(E)]                 # E x T lists of N strings
+    K = args.denoise_steps
+    chains = torch.zeros(E, T, N, K + 1, H, D, device=device)         # (E, T, N, K+1, H, D) fp32 x_0 (noise) .. x_K (action)
+    logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_0..x_K | o) (eq. 5)
+    critic_ins = torch.zeros(E, T, N, K_in, critic_width, device=device)  # (E, T, N, K or 1, W) fp32 critic inputs
+    rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV on truncation)
+    dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
+    values = torch.zeros(E, T, N, device=device)                      # (E, T, N) V(o_t)
+    advantages = torch.zeros(E, T, N, device=device)
+    returns = torch.zeros(E, T, N, device=device)
+
+    if start_iteration == 1:
+        before = run_eval(0)
+        if dist_info.is_main:
+            print(f"held-out success before RL: {before:.1%}")
+    else:
+        before = None
+    from tqdm import tqdm
+
+    bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
+               desc=f"flow_noise_ppo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
+    for iteration in bar:
+        if args.anneal_lr:  # cosine schedule
+            frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
+            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = frac * args.actor_lr, frac * args.critic_lr
+        iter_start, ep_success, ep_lengths = time.time(), [], []
+        policy.eval()
+        for e in range(E):
+            # each rollout epoch starts from fresh training episodes, seeded by (seed, rank, iteration, epoch)
+            next_obs = envs.reset(seed=int(np_rng.integers(2**31)))
+            for t in range(T):
+                obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
+                obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
+                env_actions, chains[e, t], logprobs[e, t], critic_ins[e, t], values[e, t] = act_and_value(next_obs)
+                next_obs, reward, terminated, truncated, info = envs.step_chunk(env_actions)  # partial reset inside
+                global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
+                reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+                bootstrap = np.flatnonzero(truncated & ~terminated)
+                if len(bootstrap):  # time limit is not a true end: bootstrap γ V(final obs)
+                    final_obs = select_obs(info["final_obs"], bootstrap)
+                    *_, final_value = act_and_value(final_obs)
+                    reward[torch.as_tensor(bootstrap, device=device)] += args.gamma * final_value
+                rewards[e, t], dones[e, t] = reward, torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+                for i in np.flatnonzero(terminated | truncated):
+                    ep_success.append(float(info["success"][i] or terminated[i]))
+                    ep_lengths.append(int(info["episode_length"][i]))
+            *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
+            advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
+                                                     torch.zeros(N, device=device), args.gamma, args.gae_lambda)
+        rollout_time = time.time() - iter_start
+
+        # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
+        b_chains, b_logprobs = chains.reshape(-1, K + 1, H, D), logprobs.reshape(-1)
+        b_critic_in, b_values = critic_ins.reshape(-1, K_in, critic_width), values.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_adv = advantages.reshape(-1)
+        adv_stats = distributed.all_reduce_mean({"mean": b_adv.mean().item(), "sq": (b_adv**2).mean().item()}, device)
+        b_adv = (b_adv - adv_stats["mean"]) / (math.sqrt(max(adv_stats["sq"] - adv_stats["mean"] ** 2, 0.0)) + 1e-8)
+        b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
+        b_task_ids = obs_task_ids.reshape(-1)
+        b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
+
+        # ALGO LOGIC: PPO update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches
+        policy.train()
+        stats = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "ratio")}
+        for epoch in range(args.update_epochs):
+            perm = torch.randperm(local_batch)
+            for start in range(0, local_batch, local_minibatch):
+                mb = perm[start : start + local_minibatch]
+                optimizer.zero_grad(set_to_none=True)
+                for micro in mb.split(args.micro_batch_size):
+                    micro_np = micro.numpy()
+                    raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
+                           "instruction": [b_instructions[i] for i in micro_np]}
+                    micro = micro.to(device)
+                    obs = processor.observation(raw, device)
+                    with torch.set_grad_enabled(args.train_vlm):
+                        cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
+                    new_logprob, entropy = chain_logprob(policy, noise_net, cache, b_chains[micro], args, action_dim)
+                    logratio = new_logprob - b_logprobs[micro]
+                    ratio = logratio.exp()
+                    mb_adv = b_adv[micro]
+                    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                    new_value = critic(b_critic_in[micro])
+                    v_clipped = b_values[micro] + (new_value - b_values[micro]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = 0.5 * torch.max((new_value - b_returns[micro]) ** 2, (v_clipped - b_returns[micro]) ** 2).mean()
+                    loss = (pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy.mean()) * (len(micro) / len(mb))
+                    loss.backward()
+                    with torch.no_grad():
+                        stats["pg_loss"].append(pg_loss.item())
+                        stats["v_loss"].append(v_loss.item())
+                        stats["approx_kl"].append(((ratio - 1) - logratio).mean().item())
+                        stats["clipfrac"].append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                        stats["ratio"].append(ratio.mean().item())
+                        stats["entropy"].append(entropy.mean().item())  # per executed dim, over the K steps
+                distributed.all_reduce_gradients(actor_params + list(critic.parameters()))
+                stats["grad_norm"].append(nn.utils.clip_grad_norm_(actor_params + list(critic.parameters()), args.max_grad_norm).item())
+                optimizer.step()
+
+        # TRY NOT TO MODIFY: record statistics
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        scalars = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+        scalars.update({"losses/explained_variance": float(explained_var),
+                        "charts/train_success_rate": float(np.mean(ep_success)) if ep_success else float("nan"),
+                        "charts/episode_length": float(np.mean(ep_lengths)) if ep_lengths else float("nan"),
+                        "charts/episodes": float(len(ep_success)),
+                        "charts/actor_lr": optimizer.param_groups[0]["lr"],
+                        "charts/env_steps_per_second": N * E * T * args.replan_steps / rollout_time,
+                        "charts/iteration_seconds": time.time() - iter_start})
+        scalars = distributed.all_reduce_mean({k: v for k, v in scalars.items() if not math.isnan(v)}, device)
+        scalars["charts/iteration"] = iteration
+        if logger:
+            logger.log(global_step, scalars)
+            bar.set_postfix(train_success=f"{scalars.get('charts/train_success_rate', float('nan')):.2f}",
+                            kl=f"{scalars['losses/approx_kl']:.4f}")
+        if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
+            run_eval(iteration)
+        if iteration % args.save_every == 0 or iteration == args.total_iterations:
+            save_checkpoint(iteration)
+
+    in_sync = all(distributed.parameters_in_sync(m, device) for m in (policy, critic, noise_net))
+    if not in_sync:
+        raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+    after = run_eval(args.total_iterations, final=True)
+    if logger:
+        plot = logger.plot_learning_curve()
+        if before is not None:
+            print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+        else:
+            print(f"held-out success after RL: {after:.1%}")
+        print(f"weights identical on all {world} ranks: {in_sync}")
+        print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
+        logger.close()
+    envs.close()
+    distributed.cleanup()

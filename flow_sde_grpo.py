@@ -1,0 +1,599 @@
+"""Flow-SDE + GRPO: online RL fine-tuning of a flow-matching VLA (π0 / π0.5), πRL 4.2 and appendix A.
+
+flow_sde_ppo.py with the critic and GAE replaced by group-normalised episode scores (eq. 17): every
+rollout epoch starts G envs from the same initial condition (task, init state), runs one episode per
+env, and each episode's binary success, normalised within its group, is the advantage of all its
+decisions. The sampler (eq. 8-9), hybrid ODE-SDE rollouts (4.2.3) and the clipped update (eq. 14-15)
+are those of flow_sde_ppo.py, written out again here on purpose (one algorithm, one file). The
+model, simulators, evaluation, logging and torch.distributed plumbing come from common/.
+
+Launch:
+    python flow_sde_grpo.py                                  # embedded default: CPU, tiny π0, MetaWorld
+    python flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft        # 1 GPU
+    torchrun --standalone --nproc_per_node 8 flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    # 2 nodes x 8 GPUs (run on each node, node_rank 0 and 1):
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr $HEAD --master_port 29500 \
+        flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    python flow_sde_grpo.py --resume runs/<run_name>         # continue a stopped run exactly
+
+Time convention (openpi, used by every checkpoint we load): t = 1 is pure noise, t = 0 is the action,
+x_t = t * noise + (1 - t) * action and the network predicts v = noise - action. Denoising walks
+t_k = 1 - k / K for k = 0..K-1 with Δ = 1 / K, so the ODE (Euler) step is x <- x - Δ v.
+The paper's τ is 1 - t (τ = 0 noise, τ = 1 action) for the ODE of eq. 6 and the Euler step of section
+3.2; its eq. 8 however borrows Flow-GRPO's score identity ∇log q = -(x + (1 - t) v) / t, which is
+only true in *our* convention (t the noise level, v = noise - action). We therefore write eq. 8-9
+entirely in openpi time; tests/test_flow_sde_ppo.py shows that this keeps the ODE's marginals and
+that reading the same formulas in the other convention does not.
+"""
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    # --- experiment ---
+    env: str = "metaworld-button-press-topdown-v3"
+    """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
+    model: Optional[Literal["tiny", "pi0", "pi05"]] = None
+    """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one"""
+    checkpoint: Optional[str] = None
+    """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
+    resume: Optional[str] = None
+    """a run dir (runs/<name>) or one of its checkpoints/iter_* dirs: continue that run exactly"""
+    exp_name: str = "flow_sde_grpo"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the run (each rank adds its rank for its environments)"""
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    run_root: str = "runs"
+    """folder that holds the runs (TensorBoard logs, checkpoints, evals, plot)"""
+    cache_dir: str = "runs/cache"
+    """where the embedded default's demonstrations and SFT policy are cached"""
+    eval_every: Optional[int] = None
+    """evaluate every this many iterations (0: only before and after training)"""
+    eval_episodes_per_task: Optional[int] = None
+    """held-out eval episodes per task (LIBERO: 50 = all fixed init states)"""
+    save_every: int = 10
+    """write a checkpoint every this many iterations (and at the end)"""
+    num_videos: int = 2
+    """eval episodes to save as mp4 in the final evaluation (0: none)"""
+    progress: bool = True
+    """show a tqdm progress bar"""
+    max_episode_steps: Optional[int] = None
+    """override the benchmark's episode length (quick looks and tests)"""
+    # --- algorithm (None = the preset of --env x --model, from the paper's Tables 7-8) ---
+    total_iterations: Optional[int] = None
+    """PPO iterations (the tables' "train epochs"): one rollout phase + one update phase each"""
+    num_envs: Optional[int] = None
+    """parallel environments, summed over all ranks"""
+    interaction_steps: Optional[int] = None
+    """environment steps per env per rollout epoch (a multiple of --replan-steps). Each env runs ONE episode
+    per rollout epoch: presets cover a whole episode (the epoch stops once every episode has ended); with
+    fewer steps, an episode still running at the end counts as a failure (score 0)"""
+    rollout_epochs: Optional[int] = None
+    """rollout phases (of --interaction-steps each, one episode per env) collected before every update"""
+    group_size: Optional[int] = None
+    """G: episodes per group, all started from the same initial condition (must divide the envs per rank)"""
+    minibatch_size: Optional[int] = None
+    """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
+    micro_batch_size: Optional[int] = None
+    """decisions per forward/backward pass on one rank (gradient accumulation inside a minibatch)"""
+    update_epochs: Optional[int] = None
+    """passes over the rollout data per iteration"""
+    actor_lr: Optional[float] = None
+    """learning rate of the action expert"""
+    anneal_lr: Optional[bool] = None
+    """cosine schedule of the learning rate over the iterations"""
+    denoise_steps: Optional[int] = None
+    """K: Euler steps from noise to action"""
+    noise_level: Optional[float] = None
+    """a: SDE noise level, σ_t = a sqrt(t / (1 - t)) (eq. 8)"""
+    replan_steps: Optional[int] = None
+    """H': actions executed per decision (<= the model's action horizon H)"""
+    filter_groups: bool = True
+    """drop groups whose mean success is outside [0.1, 0.9] (all fail / all succeed: no signal)"""
+    clip_coef: float = 0.2
+    """PPO clip ε (eq. 14)"""
+    kl_coef: float = 0.0
+    """weight of a KL penalty to the initial policy (0: none, as the paper's runs)"""
+    max_grad_norm: float = 1.0
+    """gradient-norm clip"""
+    train_vlm: bool = False
+    """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
+    # --- filled in at runtime ---
+    init_checkpoint: Optional[str] = None
+    """the checkpoint the run started from (kept across --resume: the reference of --kl-coef)"""
+
+
+# Presets: the paper's Table 7 (LIBERO) and Table 8 (ManiSkill, SIMPLER tasks); its GRPO runs (Table 5,
+# appendix A) use the same settings, without the critic. MetaWorld follows Table 7's π0 column with
+# 100-step episodes. "Action chunk H" of Table 7 is our --replan-steps. Table 7's interaction steps are the
+# LIBERO episode lengths: one episode per env per rollout epoch.
+LIBERO_TABLE7 = {  # suite: (pi0 update_epochs, pi0 actor_lr, pi05 update_epochs, pi05 K, pi05 a, pi05 anneal)
+    "spatial": dict(pi0=dict(update_epochs=2, actor_lr=1e-5), pi05=dict(update_epochs=1, denoise_steps=3)),
+    "object": dict(pi0=dict(update_epochs=2, actor_lr=5e-6), pi05=dict(update_epochs=1, denoise_steps=5, noise_level=0.3)),
+    "goal": dict(pi0=dict(update_epochs=4, actor_lr=5e-6), pi05=dict(update_epochs=3, denoise_steps=5, noise_level=0.3)),
+    "long": dict(pi0=dict(update_epochs=4, actor_lr=5e-6), pi05=dict(update_epochs=4, denoise_steps=5, anneal_lr=True)),
+}
+LIBERO_STEPS = {"spatial": 240, "object": 320, "goal": 320, "long": 480, "90": 480}
+GPU_BASE = dict(total_iterations=400, num_envs=64, rollout_epochs=8, minibatch_size=2048, micro_batch_size=32,
+                update_epochs=2, actor_lr=5e-6, anneal_lr=False, denoise_steps=4, group_size=8,
+                noise_level=0.5, replan_steps=5, eval_every=10, eval_episodes_per_task=50)
+MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
+                        minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6,
+                        denoise_steps=4, noise_level=0.5, replan_steps=5)
+FILTER_RANGE = (0.1, 0.9)  # --filter-groups keeps groups whose mean success lies in this range
+# The embedded default: a tiny π0 on 2 CPU cores (measured in the README).
+TINY_CPU = dict(total_iterations=60, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
+                micro_batch_size=200, update_epochs=4, actor_lr=1e-4, anneal_lr=False, group_size=8,
+                denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=10, eval_episodes_per_task=50)
+
+
+def preset(env: str, model: str) -> dict:
+    """The hyper-parameters of the paper's tables for env x model (filled into flags left at None)."""
+    if model == "tiny":
+        values = dict(TINY_CPU)
+        if env.startswith("libero-"):
+            values.update(interaction_steps=LIBERO_STEPS[env.split("-", 1)[1]], replan_steps=5)
+        return values
+    values = dict(GPU_BASE)
+    if env.startswith("libero-"):
+        suite = env.split("-", 1)[1]
+        values.update(interaction_steps=LIBERO_STEPS[suite], replan_steps=10 if suite in ("long", "90") else 5)
+        values.update(LIBERO_TABLE7.get(suite, LIBERO_TABLE7["long"])[model])
+    elif env.startswith("maniskill-"):
+        values.update(MANISKILL_TABLE8)
+        if "Generalization" in env or "PutOnPlateInScene" in env:
+            values.update(total_iterations=150, num_envs=320, actor_lr=7.91e-6)
+    else:  # metaworld: episodes of 100 steps
+        values.update(interaction_steps=100, replan_steps=5)
+    return values
+
+
+def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
+    """Fill every flag left at None from the preset of --env x --model (--model defaults to the
+    checkpoint's family: tiny, pi0 or pi05)."""
+    if args.model is None:
+        args.model = checkpoint_family or "tiny"
+    if checkpoint_family is not None and checkpoint_family != "tiny" and args.model != checkpoint_family:
+        raise ValueError(f"--model {args.model} does not match the checkpoint, which holds a {checkpoint_family} model")
+    for key, value in preset(args.env, args.model).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def check_args(args: Args, world_size: int, action_horizon: int) -> None:
+    """A clear error for every bad flag combination (never a stack trace from deep inside)."""
+    if args.replan_steps < 1 or args.replan_steps > action_horizon:
+        raise ValueError(f"--replan-steps must be in 1..{action_horizon} (the model's action horizon H), got {args.replan_steps}")
+    if args.interaction_steps % args.replan_steps:
+        raise ValueError(f"--interaction-steps ({args.interaction_steps}) must be a multiple of --replan-steps ({args.replan_steps})")
+    if args.num_envs % world_size:
+        raise ValueError(f"--num-envs ({args.num_envs}) must be divisible by the number of ranks ({world_size})")
+    if args.group_size < 1 or (args.num_envs // world_size) % args.group_size:
+        raise ValueError(f"--group-size ({args.group_size}) must be >= 1 and divide the envs per rank (--num-envs "
+                         f"{args.num_envs} / {world_size} ranks = {args.num_envs // world_size}): groups never straddle ranks")
+    if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
+        raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
+                         f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
+    batch = args.num_envs * args.rollout_epochs * (args.interaction_steps // args.replan_steps)
+    if batch % args.minibatch_size:
+        raise ValueError(f"the rollout batch (num_envs x rollout_epochs x interaction_steps / replan_steps = {batch}) "
+                         f"must be a multiple of --minibatch-size ({args.minibatch_size})")
+    if args.denoise_steps < 1:
+        raise ValueError(f"--denoise-steps must be >= 1, got {args.denoise_steps}")
+    if not 0.0 < args.noise_level < 2.0:
+        raise ValueError(f"--noise-level must be in (0, 2), got {args.noise_level}")
+    if args.kl_coef < 0:
+        raise ValueError(f"--kl-coef must be >= 0, got {args.kl_coef}")
+
+
+# ALGO LOGIC: the SDE sampler (eq. 8-9, openpi time: t = 1 noise, t = 0 action)
+def sde_step(x_t: torch.Tensor, v_t: torch.Tensor, t: torch.Tensor, dt: float, noise_level: float):
+    """Mean and std of the Gaussian transition x_t -> x_{t - dt} of the marginal-preserving SDE (eq. 9).
+
+    σ_t = a sqrt(t / (1 - t)); the score is ∇log q_t(x) = -(x + (1 - t) v) / t, so the reverse-time
+    SDE step is  mean = x - dt [v + σ_t² / (2t) (x + (1 - t) v)],  std = σ_t sqrt(dt).
+    σ_t is infinite at t = 1 (the first step): we evaluate 1 - t no closer to 0 than dt, i.e. at the
+    next grid point, which gives std = a at t = 1 (a finite, marginal-keeping first step; see tests).
+    x_t, v_t: (B, H, D) fp32; t: (B,) fp32 in (0, 1]. Returns mean (B, H, D), std (B, 1, 1).
+    """
+    t = t.to(torch.float32).view(-1, 1, 1)
+    sigma = noise_level * torch.sqrt(t / (1.0 - t).clamp_min(dt))
+    mean = x_t - dt * (v_t + sigma**2 / (2.0 * t) * (x_t + (1.0 - t) * v_t))
+    std = sigma * math.sqrt(dt)
+    return mean, std
+
+
+def transition_logprob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, replan_steps: int, action_dim: int):
+    """log N(x_next; mean, std²) summed over the executed chunk (H') x env action dims (A), in fp32: (B,)."""
+    x_next, mean = x_next[:, :replan_steps, :action_dim].float(), mean[:, :replan_steps, :action_dim].float()
+    std = std.float().expand_as(mean)
+    logp = -0.5 * ((x_next - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return logp.sum(dim=(1, 2))
+
+
+def step_logprob(policy, cache, x_j, x_next, denoise_idx, args: Args, action_dim: int):
+    """Log-prob of the stored SDE transition x_j -> x_{j+1} (eq. 10, 15): one expert pass at step j."""
+    dt = 1.0 / args.denoise_steps
+    t = 1.0 - denoise_idx.float() * dt
+    v, _ = policy.velocity(cache, x_j, t)
+    mean, std = sde_step(x_j, v, t, dt, args.noise_level)
+    return transition_logprob(x_next, mean, std, args.replan_steps, action_dim), std
+
+
+@torch.no_grad()
+def sample_hybrid(policy, cache, args: Args, action_dim: int, generator: torch.Generator):
+    """Hybrid ODE-SDE rollout (4.2.3): ONE denoise step j, drawn uniformly per env, is the SDE step of
+    eq. 9; the other K - 1 steps are the deterministic Euler ODE x <- x - Δ v.
+
+    j is drawn per env (not per batch) so that every minibatch mixes all denoising times and the
+    ratio statistics are not tied to one t per iteration.
+    Returns actions (B, H, D), x_j (B, H, D), x_{j+1} (B, H, D), j (B,) and log-prob (B,) fp32.
+    """
+    B, H, D = cache.batch_size, policy.config.action_horizon, policy.config.action_dim
+    device, K, dt = cache.state.device, args.denoise_steps, 1.0 / args.denoise_steps
+    x = torch.randn(B, H, D, generator=generator, device=device, dtype=torch.float32)  # x at t = 1
+    sde_idx = torch.randint(0, K, (B,), generator=generator, device=device)
+    x_j, x_next = torch.zeros_like(x), torch.zeros_like(x)
+    logprob = torch.zeros(B, device=device)
+    for k in range(K):
+        t = torch.full((B,), 1.0 - k * dt, device=device)
+        v, _ = policy.velocity(cache, x, t)
+        is_sde = sde_idx == k
+        if is_sde.any():
+            mean, std = sde_step(x, v, t, dt, args.noise_level)
+            x_sde = mean + std * torch.randn(x.shape, generator=generator, device=device)
+            x_j[is_sde], x_next[is_sde] = x[is_sde], x_sde[is_sde]
+            logprob[is_sde] = transition_logprob(x_sde, mean, std, args.replan_steps, action_dim)[is_sde]
+            x = torch.where(is_sde.view(B, 1, 1), x_sde, x - dt * v)
+        else:
+            x = x - dt * v
+    return x, x_j, x_next, sde_idx, logprob
+
+
+# ALGO LOGIC: groups and their advantages (appendix A, eq. 17)
+def group_episodes(rng: np.random.Generator, num_groups: int, group_size: int, num_tasks: int, train_init_ids) -> list:
+    """num_groups TRAIN initial conditions (task_id, init_id), each repeated group_size times on
+    contiguous envs: [(a), (a), ..., (b), (b), ...]. Drawn from our own seeded RNG (exact resume)."""
+    episodes = []
+    for _ in range(num_groups):
+        task = int(rng.integers(num_tasks))
+        init = int(train_init_ids[int(rng.integers(len(train_init_ids)))])
+        episodes += [(task, init)] * group_size
+    return episodes
+
+
+def episode_scores(dones: torch.Tensor, successes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One episode per env: valid[t] = the episode had not ended before decision t (the decision that
+    ends it counts; the frozen steps after it are masked out), score = its binary success (= the sum of
+    its binary reward until the first done; an episode still running after T decisions scores 0).
+    dones, successes: (T, N) with the episode ended / was solved in decision t. Returns (N,), (T, N)."""
+    ended_before = torch.cumsum(dones, dim=0) - dones
+    valid = (ended_before == 0).float()
+    scores = (successes * valid).sum(dim=0).clamp(max=1.0)
+    return scores, valid
+
+
+def group_advantages(scores: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """eq. 17: A_i = (R_i - mean_G(R)) / (std_G(R) + ε) within each group of group_size CONTIGUOUS
+    scores (N,) -> (N,). std is the sample std (as in GRPO implementations); a group whose scores are
+    all equal (or G = 1) gets zero advantages, never NaN."""
+    groups = scores.float().view(-1, group_size)
+    mean = groups.mean(dim=1, keepdim=True)
+    std = groups.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+    return ((groups - mean) / (std + eps)).view(-1)
+
+
+def groups_kept(scores: torch.Tensor, group_size: int, low: float, high: float) -> torch.Tensor:
+    """Per env (N,) bool: its group's mean success lies in [low, high] (else no learning signal)."""
+    mean = scores.float().view(-1, group_size).mean(dim=1)
+    return ((mean >= low) & (mean <= high)).repeat_interleave(group_size)
+
+
+def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np_rng.bit_generator.state, "python": random.getstate(), "sampler": generator.get_state()}
+
+
+def set_rng_state(state: dict, generator: torch.Generator, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(state["python"])
+    generator.set_state(state["sampler"])
+
+
+if __name__ == "__main__":
+    from common import distributed
+    from common.checkpoint import load_policy, save_policy
+    from common.envs import make_envs
+    from common.evaluate import evaluate, policy_act_fn
+    from common.logger import RunLogger, atomic_torch_save, publish_dir
+    from common.sft import make_default_sft_policy
+
+    args = tyro.cli(Args)
+    dist_info = distributed.setup_distributed(args.device)
+    rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
+
+    # TRY NOT TO MODIFY: resume / checkpoint / run directory
+    resume_dir = None
+    if args.resume is not None:
+        resume_dir = Path(args.resume)
+        if (resume_dir / "checkpoints").is_dir():
+            found = sorted((resume_dir / "checkpoints").glob("iter_*"))
+            if not found:
+                raise ValueError(f"--resume {args.resume}: no checkpoints/iter_* in that run")
+            resume_dir = found[-1]
+        if not (resume_dir / "train_state.pt").is_file():
+            raise ValueError(f"--resume {args.resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
+        saved = torch.load(resume_dir / "train_state.pt", map_location="cpu", weights_only=False)
+        # the saved flags, except those given on this command line (e.g. a larger --total-iterations)
+        given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k)}
+        args = Args(**{**saved["args"], **given})
+        args.checkpoint = str(resume_dir / "policy")
+    elif args.checkpoint is None and args.model in (None, "tiny"):
+        # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
+        args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
+    elif args.checkpoint is None:
+        raise ValueError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
+                         "without --checkpoint only --model tiny (the embedded default) runs")
+    args.init_checkpoint = args.init_checkpoint or args.checkpoint
+    policy, processor = load_policy(args.checkpoint, device=device)
+    family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
+    args = resolve_args(args, family)
+
+    # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed)
+    sampler_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
+    np_rng = np.random.default_rng(args.seed * 1000 + rank)
+
+    check_args(args, world, policy.config.action_horizon)
+    if not args.train_vlm:
+        policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
+    distributed.broadcast_parameters(policy)
+    actor_params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr}], eps=1e-5, weight_decay=0.0)
+    ref_policy = None  # the initial policy, frozen: the KL reference (only loaded when asked for)
+    if args.kl_coef > 0:
+        ref_policy = load_policy(args.init_checkpoint, device=device)[0].eval().requires_grad_(False)
+
+    local_envs = args.num_envs // world
+    G = args.group_size
+    num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
+    local_batch = local_envs * num_steps * args.rollout_epochs
+    local_minibatch = args.minibatch_size // world
+    # autoreset=False: an env that finishes freezes until the next reset (one episode per env per epoch)
+    envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
+                     autoreset=False, device=str(device), max_episode_steps=args.max_episode_steps)
+    action_dim = envs.action_dim
+    if action_dim > policy.config.action_dim:
+        raise ValueError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
+
+    start_iteration, global_step = 1, 0
+    stamp = [int(time.time())]  # rank 0's clock: ranks reaching this line in different seconds share one run dir
+    if world > 1:
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{stamp[0]}"
+    run_dir = Path(args.run_root) / run_name
+    if resume_dir is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
+        set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
+        run_dir = resume_dir.parent.parent
+    logger = RunLogger(run_dir, asdict(args), resume=resume_dir is not None) if dist_info.is_main else None
+    if logger and resume_dir is not None:
+        logger.truncate_after(global_step)
+
+    def act(raw_obs: dict):
+        """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
+        obs = processor.observation(raw_obs, device)
+        cache = policy.encode(obs)
+        actions, x_j, x_next, j, logp = sample_hybrid(policy, cache, args, action_dim, sampler_gen)
+        env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
+        return env_actions, x_j, x_next, j, logp
+
+    def run_eval(iteration: int, final: bool = False) -> float:
+        act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+        # the training envs (autoreset=False), borrowed: every rollout epoch starts with a reset anyway
+        summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
+                           seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
+                           num_videos=args.num_videos if final else 0)
+        if logger:
+            logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
+            (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+            import json
+            (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
+        return summary["success_rate"]
+
+    def save_checkpoint(iteration: int) -> None:
+        """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0."""
+        final_dir = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+        tmp_dir = final_dir.with_name(f".tmp_{final_dir.name}")
+        if dist_info.is_main:
+            import shutil
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            tmp_dir.mkdir(parents=True)
+        distributed.barrier()
+        atomic_torch_save(rng_state(sampler_gen, np_rng), tmp_dir / f"rng_rank{rank}.pt")
+        distributed.barrier()
+        if dist_info.is_main:
+            save_policy(tmp_dir / "policy", policy, processor)
+            atomic_torch_save({"optimizer": optimizer.state_dict(), "iteration": iteration,
+                               "global_step": global_step, "args": asdict(args)}, tmp_dir / "train_state.pt")
+            publish_dir(tmp_dir, final_dir)
+        distributed.barrier()
+
+    # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
+    E, T, N = args.rollout_epochs, num_steps, local_envs
+    H, D = policy.config.action_horizon, policy.config.action_dim
+    R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
+    obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
+    obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
+    obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
+    obs_instructions = [[[""] * N] * T for _ in range(E)]             # E x T lists of N strings ("": skipped steps)
+    x_js = torch.zeros(E, T, N, H, D, device=device)                  # (E, T, N, H, D) fp32 chain state before the SDE step
+    x_nexts = torch.zeros(E, T, N, H, D, device=device)               # (E, T, N, H, D) fp32 chain state after the SDE step
+    denoise_idxs = torch.zeros(E, T, N, dtype=torch.long, device=device)  # (E, T, N) the SDE step j
+    logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_{j+1} | o, x_j)
+    dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
+    successes = torch.zeros(E, T, N, device=device)                   # (E, T, N) episode solved in this decision
+    scores = torch.zeros(E, N, device=device)                         # (E, N) episode success R^(i)
+    masks = torch.zeros(E, T, N, device=device)                       # (E, T, N) 1: decision used by the update
+    advantages = torch.zeros(E, T, N, device=device)                  # (E, T, N) eq. 17, constant along an episode
+
+    if start_iteration == 1:
+        before = run_eval(0)
+        if dist_info.is_main:
+            print(f"held-out success before RL: {before:.1%}")
+    else:
+        before = None
+    from tqdm import tqdm
+
+    bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
+               desc=f"flow_sde_grpo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
+    for iteration in bar:
+        if args.anneal_lr:  # cosine schedule
+            frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
+            optimizer.param_groups[0]["lr"] = frac * args.actor_lr
+        iter_start, ep_lengths, kept = time.time(), [], []
+        policy.eval()
+        for e in range(E):
+            # N / G initial conditions, each on G contiguous envs, drawn by (seed, rank, iteration, epoch)
+            episodes = group_episodes(np_rng, N // G, G, envs.num_tasks, envs.train_init_ids)
+            next_obs = envs.reset(episodes=episodes)
+            dones[e], successes[e] = 0.0, 0.0
+            length = np.full(N, T * args.replan_steps)  # an unfinished episode: the whole epoch
+            for t in range(T):
+                obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
+                obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
+                env_actions, x_js[e, t], x_nexts[e, t], denoise_idxs[e, t], logprobs[e, t] = act(next_obs)
+                next_obs, _, terminated, truncated, info = envs.step_chunk(env_actions)  # done envs freeze
+                global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
+                dones[e, t] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+                successes[e, t] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+                length[terminated | truncated] = info["episode_length"][terminated | truncated]
+                if bool((dones[e, : t + 1].sum(0) > 0).all()):  # every episode over: skip the frozen steps
+                    global_step += N * args.replan_steps * world * (T - 1 - t)
+                    break
+            ep_lengths += length.tolist()
+            scores[e], valid = episode_scores(dones[e], successes[e])
+            keep = groups_kept(scores[e], G, *FILTER_RANGE) if args.filter_groups else torch.ones(N, dtype=torch.bool, device=device)
+            kept.append(keep.float().mean().item())
+            masks[e] = valid * keep.float()  # steps after the first done, and dropped groups, are left out
+            advantages[e] = group_advantages(scores[e], G).view(1, N) * masks[e]  # broadcast over the episode
+        rollout_time = time.time() - iter_start
+
+        # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
+        b_x_j, b_x_next = x_js.reshape(-1, H, D), x_nexts.reshape(-1, H, D)
+        b_idx, b_logprobs = denoise_idxs.reshape(-1), logprobs.reshape(-1)
+        b_adv, b_mask = advantages.reshape(-1), masks.reshape(-1).cpu()
+        b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
+        b_task_ids = obs_task_ids.reshape(-1)
+        b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
+
+        # ALGO LOGIC: clipped update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches;
+        # only the kept decisions enter, and the loss is their mean over all ranks
+        policy.train()
+        sums = {k: 0.0 for k in ("pg_loss", "kl_ref", "approx_kl", "clipfrac", "entropy", "ratio")}
+        num_used, grad_norms = 0, []
+        for epoch in range(args.update_epochs):
+            perm = torch.randperm(local_batch)
+            for start in range(0, local_batch, local_minibatch):
+                mb = perm[start : start + local_minibatch]
+                mb = mb[b_mask[mb] > 0]
+                mb_total = round(distributed.all_reduce_mean({"n": len(mb)}, device)["n"] * world)
+                if mb_total == 0:  # nothing kept in this minibatch on any rank: no step
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                for micro in mb.split(args.micro_batch_size):
+                    micro_np = micro.numpy()
+                    raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
+                           "instruction": [b_instructions[i] for i in micro_np]}
+                    micro = micro.to(device)
+                    obs = processor.observation(raw, device)
+                    with torch.set_grad_enabled(args.train_vlm):
+                        cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
+                    new_logprob, std = step_logprob(policy, cache, b_x_j[micro], b_x_next[micro], b_idx[micro], args, action_dim)
+                    logratio = new_logprob - b_logprobs[micro]
+                    ratio = logratio.exp()
+                    mb_adv = b_adv[micro]
+                    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                    kl_ref = torch.zeros((), device=device)
+                    if ref_policy is not None:  # k3 estimator of KL(π_θ || π_ref) on the same transition
+                        with torch.no_grad():
+                            ref_logprob, _ = step_logprob(ref_policy, ref_policy.encode(obs), b_x_j[micro], b_x_next[micro],
+                                                          b_idx[micro], args, action_dim)
+                        kl_ref = ((ref_logprob - new_logprob).exp() - (ref_logprob - new_logprob) - 1).mean()
+                    # all_reduce_gradients averages over ranks: x world makes it the mean over all kept decisions
+                    loss = (pg_loss + args.kl_coef * kl_ref) * (len(micro) * world / mb_total)
+                    loss.backward()
+                    with torch.no_grad():
+                        n = len(micro)
+                        num_used += n
+                        sums["pg_loss"] += pg_loss.item() * n
+                        sums["kl_ref"] += kl_ref.item() * n
+                        sums["approx_kl"] += ((ratio - 1) - logratio).sum().item()
+                        sums["clipfrac"] += ((ratio - 1.0).abs() > args.clip_coef).float().sum().item()
+                        sums["ratio"] += ratio.sum().item()
+                        # entropy proxy: the step-j Gaussian's entropy per executed action dim
+                        sums["entropy"] += (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum().item()
+                distributed.all_reduce_gradients(actor_params)
+                grad_norms.append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
+                optimizer.step()
+
+        # TRY NOT TO MODIFY: record statistics
+        totals = distributed.all_reduce_mean({**sums, "n": num_used}, device)  # ranks may use different counts
+        scalars = {f"losses/{k}": totals[k] / totals["n"] for k in sums} if totals["n"] > 0 else {}
+        if grad_norms:
+            scalars["losses/grad_norm"] = float(np.mean(grad_norms))
+        scalars.update({"charts/train_success_rate": scores.mean().item(),
+                        "charts/groups_kept": float(np.mean(kept)),
+                        "charts/decisions_used": b_mask.mean().item(),
+                        "charts/episode_length": float(np.mean(ep_lengths)),
+                        "charts/episodes": float(E * N),
+                        "charts/actor_lr": optimizer.param_groups[0]["lr"],
+                        "charts/env_steps_per_second": N * E * T * args.replan_steps / rollout_time,
+                        "charts/iteration_seconds": time.time() - iter_start})
+        scalars = distributed.all_reduce_mean(scalars, device)
+        scalars["charts/iteration"] = iteration
+        if logger:
+            logger.log(global_step, scalars)
+            bar.set_postfix(train_success=f"{scalars['charts/train_success_rate']:.2f}",
+                            kept=f"{scalars['charts/groups_kept']:.2f}", kl=f"{scalars.get('losses/approx_kl', 0.0):.4f}")
+        if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
+            run_eval(iteration)
+        if iteration % args.save_every == 0 or iteration == args.total_iterations:
+            save_checkpoint(iteration)
+
+    in_sync = distributed.parameters_in_sync(policy, device)
+    if not in_sync:
+        raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+    after = run_eval(args.total_iterations, final=True)
+    if logger:
+        plot = logger.plot_learning_curve()
+        if before is not None:
+            print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+        else:
+            print(f"held-out success after RL: {after:.1%}")
+        print(f"weights identical on all {world} ranks: {in_sync}")
+        print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
+        logger.close()
+    envs.close()
+    distributed.cleanup()
