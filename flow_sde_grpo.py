@@ -79,9 +79,7 @@ class Args:
     num_envs: Optional[int] = None
     """parallel environments, summed over all ranks"""
     interaction_steps: Optional[int] = None
-    """environment steps per env per rollout epoch (a multiple of --replan-steps). Each env runs ONE episode
-    per rollout epoch: presets cover a whole episode (the epoch stops once every episode has ended); with
-    fewer steps, an episode still running at the end counts as a failure (score 0)"""
+    """environment steps per env per rollout epoch, a multiple of --replan-steps (ONE episode per env: one still running at the end scores 0)"""
     rollout_epochs: Optional[int] = None
     """rollout phases (of --interaction-steps each, one episode per env) collected before every update"""
     group_size: Optional[int] = None

@@ -32,8 +32,8 @@ DEFAULT_ENV = "metaworld-button-press-topdown-v3"
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_ACTION_HORIZON = 8       # H: the model's chunk
 DEFAULT_REPLAN_STEPS = 4         # H': actions executed per chunk
-# Few-shot setting (measured, tiny preset, 2-core CPU): 10 demos + 400 steps -> 50% held-out success
-# (10/20 eval episodes; loss 1.49 -> 0.26), leaving room for RL. More demos / steps push it higher.
+# Few-shot setting (measured, tiny preset, 2-core CPU): 10 demos (649 steps) + 400 steps of batch 32
+# -> 58% held-out success (29/50 eval init ids, mean length 82.1; loss 1.49 -> 0.26), room left for RL.
 DEFAULT_NUM_DEMOS = 10
 DEFAULT_SFT_STEPS = 400
 # tiny-preset changes for the default: a 9-token prompt needs no 32 slots

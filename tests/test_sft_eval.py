@@ -56,6 +56,7 @@ def test_action_chunks_repeat_last_action_past_episode_end():
     np.testing.assert_array_equal(chunks, [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]])
 
 
+@pytest.mark.slow  # ~80 optimizer steps: ~10-30 s on an idle 2-core CPU, minutes when the machine is loaded
 def test_sft_lowers_loss_and_checkpoint_reloads_bit_identically(demos, cache, tmp_path):
     policy, processor, losses = train_sft(demos, "tiny", steps=1, batch_size=8, progress=False, cache_dir=cache,
                                           action_horizon=4, config_overrides={"max_token_len": 16})
@@ -66,11 +67,11 @@ def test_sft_lowers_loss_and_checkpoint_reloads_bit_identically(demos, cache, tm
     noise, t = torch.randn(actions.shape, generator=g), torch.rand(len(idx), generator=g) * 0.999 + 0.001
     with torch.no_grad():
         before = policy.sft_loss(obs, actions, noise, t).item()
-    policy, processor, losses = train_sft(demos, steps=150, batch_size=16, lr=1e-3, warmup_steps=10, progress=False,
+    policy, processor, losses = train_sft(demos, steps=80, batch_size=16, lr=1e-3, warmup_steps=10, progress=False,
                                           log_every=10, policy=policy, processor=processor)
     with torch.no_grad():
         after = policy.sft_loss(obs, actions, noise, t).item()
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.6 * before, (before, after)
     # norm stats come from the demonstrations (openpi layout)
     stats = processor.norm_stats["norm_stats"]
     np.testing.assert_allclose(stats["actions"]["mean"], demos.actions.mean(0), rtol=1e-5, atol=1e-6)
