@@ -114,7 +114,7 @@ class Args:
     vf_coef: float = 1.0
     """weight of the value loss"""
     max_grad_norm: float = 1.0
-    """gradient-norm clip"""
+    """gradient-norm clip (actor and critic each)"""
     critic_hidden: int = 512
     """width of the critic's 4-layer MLP"""
     noise_hidden: int = 128
@@ -143,9 +143,9 @@ MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, replan_steps=5)
 # The embedded default: a tiny π0 on 2 CPU cores (measured in the README).
-TINY_CPU = dict(total_iterations=60, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
-                micro_batch_size=200, update_epochs=4, actor_lr=1e-4, critic_lr=1e-3, anneal_lr=False,
-                denoise_steps=4, replan_steps=4, eval_every=10, eval_episodes_per_task=50,
+TINY_CPU = dict(total_iterations=100, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
+                micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=False,
+                denoise_steps=4, replan_steps=4, eval_every=20, eval_episodes_per_task=50,
                 noise_std_min=0.08, noise_std_max=0.16, entropy_coef=0.005)
 
 
@@ -447,7 +447,10 @@ if __name__ == "__main__":
         raise ValueError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
 
     start_iteration, global_step = 1, 0
-    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    stamp = [int(time.time())]  # rank 0's clock: ranks reaching this line in different seconds share one run dir
+    if world > 1:
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{stamp[0]}"
     run_dir = Path(args.run_root) / run_name
     if resume_dir is not None:
         critic.load_state_dict(saved["critic"])
@@ -573,7 +576,7 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: PPO update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches
         policy.train()
-        stats = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "ratio")}
+        stats = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "critic_grad_norm", "ratio")}
         for epoch in range(args.update_epochs):
             perm = torch.randperm(local_batch)
             for start in range(0, local_batch, local_minibatch):
@@ -605,7 +608,9 @@ if __name__ == "__main__":
                         stats["ratio"].append(ratio.mean().item())
                         stats["entropy"].append(entropy.mean().item())  # per executed dim, over the K steps
                 distributed.all_reduce_gradients(actor_params + list(critic.parameters()))
-                stats["grad_norm"].append(nn.utils.clip_grad_norm_(actor_params + list(critic.parameters()), args.max_grad_norm).item())
+                # clip actor and critic separately: the fresh critic's large gradients must not shrink the actor's step
+                stats["grad_norm"].append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
+                stats["critic_grad_norm"].append(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm).item())
                 optimizer.step()
 
         # TRY NOT TO MODIFY: record statistics

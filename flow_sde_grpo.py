@@ -134,9 +134,9 @@ MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 
                         denoise_steps=4, noise_level=0.5, replan_steps=5)
 FILTER_RANGE = (0.1, 0.9)  # --filter-groups keeps groups whose mean success lies in this range
 # The embedded default: a tiny π0 on 2 CPU cores (measured in the README).
-TINY_CPU = dict(total_iterations=60, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
-                micro_batch_size=200, update_epochs=4, actor_lr=1e-4, anneal_lr=False, group_size=8,
-                denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=10, eval_episodes_per_task=50)
+TINY_CPU = dict(total_iterations=100, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
+                micro_batch_size=100, update_epochs=2, actor_lr=5e-5, anneal_lr=False, group_size=8,
+                denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=20, eval_episodes_per_task=50)
 
 
 def preset(env: str, model: str) -> dict:
