@@ -23,7 +23,6 @@ evaluation (and deployment) drops the noise network and integrates the determini
 """
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass

@@ -27,7 +27,6 @@ that reading the same formulas in the other convention does not.
 """
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
 import traceback
 from pathlib import Path
 

@@ -2,22 +2,15 @@
 chain (eq. 4-5), the PPO ratio of the one-layer MDP, presets and flag errors (the subprocess runs are in
 tests/test_scripts_e2e.py)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script, random_observation  # noqa: E402
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importing must not start a run
-    return module
 
 
 fnp = load_script("flow_noise_ppo")
@@ -72,18 +65,6 @@ def test_joint_logprob_equals_a_hand_computed_sum_on_a_small_chain():
         fnp.joint_logprob(chain, means, stds, Hp, A, "max")
 
 
-def random_observation(config, batch: int, seed: int = 0):
-    from common.policy import Observation
-
-    gen = torch.Generator().manual_seed(seed)
-    L = config.max_token_len
-    return Observation(
-        images=torch.rand(batch, config.num_cameras, 3, config.image_size, config.image_size, generator=gen) * 2 - 1,
-        image_masks=torch.ones(batch, config.num_cameras, dtype=torch.bool),
-        tokens=torch.randint(4, config.vocab_size, (batch, L), generator=gen),
-        token_masks=torch.arange(L)[None].expand(batch, L) < 10,
-        state=torch.randn(batch, config.action_dim, generator=gen),
-    )
 
 
 def tiny_setup(preset: str = "tiny", reduction: str = "sum"):

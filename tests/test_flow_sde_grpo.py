@@ -3,22 +3,15 @@ group filtering, groups made of identical initial states on a real simulator, pr
 and the rollout/update log-prob identity. The subprocess runs (e2e, torchrun, resume) are in
 tests/test_scripts_e2e.py."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script, random_observation  # noqa: E402
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importing must not start a run
-    return module
 
 
 grpo = load_script("flow_sde_grpo")
@@ -132,18 +125,6 @@ def test_bad_group_size_gives_a_clear_error():
         grpo.check_args(args, world_size=1, action_horizon=8)
 
 
-def random_observation(config, batch: int, seed: int = 0):
-    from common.policy import Observation
-
-    gen = torch.Generator().manual_seed(seed)
-    L = config.max_token_len
-    return Observation(
-        images=torch.rand(batch, config.num_cameras, 3, config.image_size, config.image_size, generator=gen) * 2 - 1,
-        image_masks=torch.ones(batch, config.num_cameras, dtype=torch.bool),
-        tokens=torch.randint(4, config.vocab_size, (batch, L), generator=gen),
-        token_masks=torch.arange(L)[None].expand(batch, L) < 10,
-        state=torch.randn(batch, config.action_dim, generator=gen),
-    )
 
 
 def test_update_logprob_equals_rollout_logprob_for_unchanged_weights():

@@ -1,22 +1,15 @@
 """flow_sde_ppo.py: the SDE step (eq. 9), marginal preservation (eq. 8), GAE (eq. 13), the PPO ratio,
 and end-to-end runs (see tests/test_scripts_e2e.py for the subprocess runs)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script, random_observation  # noqa: E402
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importing must not start a run
-    return module
 
 
 fsp = load_script("flow_sde_ppo")
@@ -163,18 +156,6 @@ def test_bad_flag_combinations_give_clear_errors():
         fsp.check_args(args, world_size=2, action_horizon=8)
 
 
-def random_observation(config, batch: int, seed: int = 0):
-    from common.policy import Observation
-
-    gen = torch.Generator().manual_seed(seed)
-    L = config.max_token_len
-    return Observation(
-        images=torch.rand(batch, config.num_cameras, 3, config.image_size, config.image_size, generator=gen) * 2 - 1,
-        image_masks=torch.ones(batch, config.num_cameras, dtype=torch.bool),
-        tokens=torch.randint(4, config.vocab_size, (batch, L), generator=gen),
-        token_masks=torch.arange(L)[None].expand(batch, L) < 10,
-        state=torch.randn(batch, config.action_dim, generator=gen),
-    )
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-pi05"])

@@ -1,0 +1,30 @@
+"""Helpers shared by the algorithm scripts' tests: import a top-level script as a module (importing
+must not start a run) and build a random model Observation."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # importing must not start a run
+    return module
+
+
+def random_observation(config, batch: int, seed: int = 0):
+    from common.policy import Observation
+
+    gen = torch.Generator().manual_seed(seed)
+    L = config.max_token_len
+    return Observation(
+        images=torch.rand(batch, config.num_cameras, 3, config.image_size, config.image_size, generator=gen) * 2 - 1,
+        image_masks=torch.ones(batch, config.num_cameras, dtype=torch.bool),
+        tokens=torch.randint(4, config.vocab_size, (batch, L), generator=gen),
+        token_masks=torch.arange(L)[None].expand(batch, L) < 10,
+        state=torch.randn(batch, config.action_dim, generator=gen),
+    )
