@@ -324,6 +324,10 @@ if __name__ == "__main__":
     from common.sft import make_default_sft_policy
 
     args = tyro.cli(Args)
+    from common.envs import ENV_NAMES
+
+    if args.env not in ENV_NAMES:  # fail before any model or simulator is built
+        raise SystemExit(f"error: --env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
     dist_info = distributed.setup_distributed(args.device)
     rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
 
@@ -334,10 +338,10 @@ if __name__ == "__main__":
         if (resume_dir / "checkpoints").is_dir():
             found = sorted((resume_dir / "checkpoints").glob("iter_*"))
             if not found:
-                raise ValueError(f"--resume {args.resume}: no checkpoints/iter_* in that run")
+                raise SystemExit(f"error: --resume {args.resume}: no checkpoints/iter_* in that run")
             resume_dir = found[-1]
         if not (resume_dir / "train_state.pt").is_file():
-            raise ValueError(f"--resume {args.resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
+            raise SystemExit(f"error: --resume {args.resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
         saved = torch.load(resume_dir / "train_state.pt", map_location="cpu", weights_only=False)
         # the saved flags, except those given on this command line (e.g. a larger --total-iterations)
         given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k)}
@@ -347,7 +351,7 @@ if __name__ == "__main__":
         # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
         args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
     elif args.checkpoint is None:
-        raise ValueError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
+        raise SystemExit(f"error: --model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                          "without --checkpoint only --model tiny (the embedded default) runs")
     args.init_checkpoint = args.init_checkpoint or args.checkpoint
     policy, processor = load_policy(args.checkpoint, device=device)
@@ -361,7 +365,10 @@ if __name__ == "__main__":
     sampler_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
     np_rng = np.random.default_rng(args.seed * 1000 + rank)
 
-    check_args(args, world, policy.config.action_horizon)
+    try:
+        check_args(args, world, policy.config.action_horizon)
+    except ValueError as err:  # a bad flag combination: say which, no stack trace
+        raise SystemExit(f"error: {err}") from None
     if not args.train_vlm:
         policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
     distributed.broadcast_parameters(policy)
