@@ -26,8 +26,10 @@ entirely in openpi time; tests/test_flow_sde_ppo.py shows that this keeps the OD
 that reading the same formulas in the other convention does not.
 """
 
+import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -388,7 +390,7 @@ if __name__ == "__main__":
                      autoreset=False, device=str(device), max_episode_steps=args.max_episode_steps)
     action_dim = envs.action_dim
     if action_dim > policy.config.action_dim:
-        raise ValueError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
+        raise SystemExit(f"error: --env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
 
     start_iteration, global_step = 1, 0
     stamp = [int(time.time())]  # rank 0's clock: ranks reaching this line in different seconds share one run dir
@@ -422,7 +424,6 @@ if __name__ == "__main__":
         if logger:
             logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
             (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-            import json
             (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
         return summary["success_rate"]
 
@@ -431,7 +432,6 @@ if __name__ == "__main__":
         final_dir = run_dir / "checkpoints" / f"iter_{iteration:06d}"
         tmp_dir = final_dir.with_name(f".tmp_{final_dir.name}")
         if dist_info.is_main:
-            import shutil
             shutil.rmtree(tmp_dir, ignore_errors=True)
             tmp_dir.mkdir(parents=True)
         distributed.barrier()
