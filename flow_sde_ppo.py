@@ -288,11 +288,12 @@ class Critic(nn.Module):
 
 
 # ALGO LOGIC: returns
-def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, lam: float):
+def compute_gae(rewards, values, dones, next_value, gamma: float, lam: float):
     """GAE (eq. 13), A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = R_t + γ V(s_{t+1}) (1 - done_t) - V(s_t).
 
     rewards, values, dones: (T, N); dones[t] = the episode ended during decision t (truncated
-    episodes already carry γ V(final obs) in their reward). next_value/next_done: (N,).
+    episodes already carry γ V(final obs) in their reward). next_value: (N,), V of the
+    observation after the last decision (ignored where dones[T-1] ends the episode).
     Returns advantages, returns: (T, N).
     """
     T = rewards.shape[0]
@@ -513,7 +514,7 @@ if __name__ == "__main__":
                     ep_lengths.append(int(info["episode_length"][i]))
             *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
             advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
-                                                     torch.zeros(N, device=device), args.gamma, args.gae_lambda)
+                                                     args.gamma, args.gae_lambda)
         rollout_time = time.time() - iter_start
 
         # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
