@@ -122,6 +122,8 @@ class Args:
     """width of the noise network's hidden layer"""
     train_vlm: bool = False
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
+    vlm_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
 
 
 # Presets: the paper's Table 7 (LIBERO) and Table 8 (ManiSkill, SIMPLER tasks); MetaWorld follows
@@ -182,6 +184,14 @@ def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def vlm_dtype(args: Args, device: torch.device) -> Optional[torch.dtype]:
+    """The VLM's weight dtype (None: as loaded, fp32). A frozen 3B VLM in bf16 halves its memory on a GPU;
+    a trained one stays fp32 so that its optimizer updates are not rounded away."""
+    if args.vlm_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and not args.train_vlm else None
+    return getattr(torch, args.vlm_dtype)
 
 
 def check_args(args: Args, world_size: int, action_horizon: int) -> None:
@@ -416,7 +426,7 @@ if __name__ == "__main__":
     elif args.checkpoint is None:
         raise SystemExit(f"error: --model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                          "without --checkpoint only --model tiny (the embedded default) runs")
-    policy, processor = load_policy(args.checkpoint, device=device)
+    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_dtype(args, device))
     family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
     args = resolve_args(args, family)
 
@@ -472,6 +482,7 @@ if __name__ == "__main__":
     if logger and resume_dir is not None:
         logger.truncate_after(global_step)
 
+    @torch.no_grad()  # rollout: no graph, even when the VLM is trained
     def act_and_value(raw_obs: dict):
         """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
         obs = processor.observation(raw_obs, device)

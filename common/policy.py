@@ -237,9 +237,13 @@ class PI0Policy(nn.Module):
         P = img.shape[1]
         img = img.reshape(B, n_cam * P, -1)                                # (B, n_cam*P, W_vlm)
         img_pad = obs.image_masks.bool().repeat_interleave(P, dim=1)       # per-camera mask over its tokens
+        # prompt slots past the last one any row uses are masked for every query: drop them, so neither
+        # the prefix pass nor any denoising step spends time on them (the same numbers, up to rounding)
+        used = obs.token_masks.bool().any(dim=0).nonzero()
+        L = int(used[-1]) + 1 if len(used) else 0
         # transformers 5's Gemma embedding already multiplies by sqrt(width) (openpi does it by hand)
-        lang = self._vlm.embed_tokens(obs.tokens).to(dtype)                # (B, L, W_vlm)
-        return torch.cat([img, lang], dim=1), torch.cat([img_pad, obs.token_masks.bool()], dim=1)
+        lang = self._vlm.embed_tokens(obs.tokens[:, :L]).to(dtype)         # (B, L, W_vlm)
+        return torch.cat([img, lang], dim=1), torch.cat([img_pad, obs.token_masks[:, :L].bool()], dim=1)
 
     # ---- suffix ----------------------------------------------------------------------------------
     def _embed_suffix(self, state: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -74,7 +74,8 @@ class Processor:
     # ---- observations ----------------------------------------------------------------------------
     def observation(self, raw_obs: dict, device) -> Observation:
         c = self.config
-        images = torch.as_tensor(np.asarray(raw_obs["images"]))             # (N, n_cam, R0, R0, 3) uint8
+        # uint8 to the device first: a quarter of the bytes of the float image, converted there
+        images = torch.as_tensor(np.asarray(raw_obs["images"])).to(device)  # (N, n_cam, R0, R0, 3) uint8
         if images.ndim != 5 or images.shape[-1] != 3:
             raise ValueError(f"raw_obs['images'] must be (N, n_cam, H, W, 3) uint8, got {tuple(images.shape)}")
         N, n_cam = images.shape[:2]
@@ -84,13 +85,14 @@ class Processor:
         masks = torch.ones(N, c.num_cameras, dtype=torch.bool)
         if n_cam < c.num_cameras:   # absent cameras: black images, masked out (as openpi)
             masks[:, n_cam:] = False
-            img = torch.cat([img, -torch.ones(N, c.num_cameras - n_cam, 3, c.image_size, c.image_size)], 1)
+            img = torch.cat([img, -torch.ones(N, c.num_cameras - n_cam, 3, c.image_size, c.image_size,
+                                              device=img.device)], 1)
         state = self._normalize(np.asarray(raw_obs["state"], dtype=np.float32), "state")   # (N, S)
         discrete = c.variant == "pi05" and c.discrete_state_input
         toks = [self.tokenizer.tokenize(p, state[i] if discrete else None, c.max_token_len)
                 for i, p in enumerate(raw_obs["instruction"])]
         return Observation(
-            images=img.to(device), image_masks=masks.to(device),
+            images=img, image_masks=masks.to(device),
             tokens=torch.as_tensor(np.stack([t for t, _ in toks]), device=device),
             token_masks=torch.as_tensor(np.stack([m for _, m in toks]), device=device),
             state=torch.as_tensor(self._pad(state, "state").astype(np.float32), device=device))

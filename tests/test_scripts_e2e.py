@@ -148,3 +148,21 @@ def test_resume_equals_an_uninterrupted_run(script, checkpoints, tmp_path):
     assert (full_s["iteration"], full_s["global_step"]) == (split_s["iteration"], split_s["global_step"])
     # the resumed run's log continues the same curve: iterations 1, 2, 3 once each
     assert [r["charts/iteration"] for r in metrics(split_run) if "charts/iteration" in r] == [1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bf16_vlm_runs_and_keeps_the_trained_expert_fp32(script, checkpoints, tmp_path):
+    """--vlm-dtype bfloat16 (the default on CUDA with the VLM frozen), exercised on the CPU: rollout,
+    update and checkpoint run through the mixed-dtype path; the VLM is saved in bf16, the expert fp32."""
+    env_name = ENVS[0]
+    run_script(script, ["--env", env_name, "--checkpoint", str(checkpoints(env_name)), "--total-iterations", "1",
+                        "--run-root", str(tmp_path), "--vlm-dtype", "bfloat16", *TINY_FLAGS, "--num-videos", "0"])
+    run_dir = only_run(tmp_path)
+    rows = metrics(run_dir)
+    assert all(np.isfinite(r["losses/approx_kl"]) for r in rows if "losses/approx_kl" in r)
+    weights, _ = load_state(run_dir / "checkpoints" / "iter_000001")
+    vlm = {k: v.dtype for k, v in weights.items() if k.startswith("paligemma_with_expert.paligemma.")}
+    expert = {k: v.dtype for k, v in weights.items() if k.startswith("paligemma_with_expert.gemma_expert.")}
+    assert vlm and set(vlm.values()) == {torch.bfloat16}
+    assert expert and set(expert.values()) == {torch.float32}

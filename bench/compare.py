@@ -1,0 +1,143 @@
+"""The paper's comparison (Tables 1 and 5) at CPU scale: SFT vs Flow-SDE PPO vs Flow-Noise PPO vs
+Flow-SDE GRPO on the embedded default, same env-step budget, same seeds; mean ± std over seeds.
+
+    python bench/compare.py                                  # 3 algorithms x 3 seeds, runs one after another
+    python bench/compare.py --algos flow_sde_ppo --seeds 1   # one run
+    python bench/compare.py --no-launch                      # only re-read runs/compare/* and re-plot
+
+Every run is the script itself with the same flags (subprocess, one at a time so each has the whole
+machine and its wall time means something); the runs land in --run-root. Then the held-out eval
+success of every run is read back from its metrics.jsonl and written as
+    bench/results/compare.json   per algorithm: success at each eval point, mean ± std over seeds
+    bench/results/compare.png    success vs env steps and vs training wall time (evals excluded)
+and a Markdown table is printed for the README. The SFT row is the eval before RL (iteration 0),
+which every run repeats on the same held-out episodes.
+"""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+ALGOS = ("flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo")
+
+
+@dataclass
+class Args:
+    algos: tuple[str, ...] = ALGOS
+    """which scripts to compare (any of flow_sde_ppo, flow_noise_ppo, flow_sde_grpo)"""
+    seeds: tuple[int, ...] = (1, 2, 3)
+    """run seeds (the same for every algorithm)"""
+    total_iterations: int = 30
+    """iterations of every run: the same env-step budget for all (num_envs x interaction steps each)"""
+    eval_every: int = 10
+    """held-out evaluation every this many iterations"""
+    extra: tuple[str, ...] = ()
+    """flags passed to every script unchanged (e.g. --extra=--train-vlm)"""
+    run_root: str = "runs/compare"
+    """where the runs go (one folder per algorithm x seed)"""
+    launch: bool = True
+    """run what is missing (False: only read the runs already in --run-root)"""
+    out: str = "bench/results/compare"
+    """prefix of the JSON and PNG written"""
+    threads: int = 2
+    """OMP threads of each run"""
+
+
+def run_dir(args: Args, algo: str, seed: int) -> Path | None:
+    """The finished run of (algo, seed) in --run-root, if any (the newest one)."""
+    runs = sorted(Path(args.run_root).glob(f"*__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime)
+    done = [r for r in runs if (r / "learning_curve.png").exists()]   # the plot is written at the very end
+    return done[-1] if done else None
+
+
+def launch(args: Args, algo: str, seed: int) -> None:
+    cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--seed", str(seed), "--exp-name", algo,
+           "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
+           "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *args.extra]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+
+
+def read_curve(path: Path) -> dict:
+    """Eval success against env steps and against cumulative training seconds (evals excluded)."""
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds, clock = 0.0, {}
+    for r in rows:
+        seconds += r.get("charts/iteration_seconds", 0.0)
+        clock[r["global_step"]] = seconds
+    evals = [(r["global_step"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+    steps = [s for s, _ in evals]
+    return {"env_steps": steps, "train_seconds": [clock[s] for s in steps], "success": [v for _, v in evals]}
+
+
+def summarise(curves: list[dict]) -> dict:
+    """Mean ± std over seeds at the eval points all seeds share."""
+    n = min(len(c["success"]) for c in curves)
+    success = np.array([c["success"][:n] for c in curves])                 # (seeds, evals)
+    return {"env_steps": curves[0]["env_steps"][:n],
+            "train_seconds": np.mean([c["train_seconds"][:n] for c in curves], axis=0).tolist(),
+            "mean": success.mean(0).tolist(), "std": success.std(0).tolist(),
+            "sft": [float(x) for x in success[:, 0]], "final": [float(x) for x in success[:, -1]],
+            "seeds": len(curves)}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for algo, r in results.items():
+        mean, std = np.array(r["mean"]), np.array(r["std"])
+        for ax, x in zip(axes, (np.array(r["env_steps"]), np.array(r["train_seconds"]) / 60)):
+            ax.plot(x, mean, marker="o", markersize=3, label=f"{algo} ({r['seeds']} seeds)")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    axes[0].set_xlabel("environment steps")
+    axes[1].set_xlabel("training wall time, minutes (evals excluded)")
+    axes[0].set_ylabel("held-out success rate")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args: Args) -> None:
+    bad = [a for a in args.algos if a not in ALGOS]
+    if bad:
+        raise SystemExit(f"error: --algos takes {', '.join(ALGOS)}; got {', '.join(bad)}")
+    results = {}
+    for algo in args.algos:
+        curves = []
+        for seed in args.seeds:
+            if run_dir(args, algo, seed) is None and args.launch:
+                launch(args, algo, seed)
+            found = run_dir(args, algo, seed)
+            if found is not None:
+                curves.append(read_curve(found))
+        if curves:
+            results[algo] = summarise(curves)
+    if not results:
+        raise SystemExit(f"error: no finished runs in {args.run_root} (run without --no-launch first)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    plot(results, out.with_suffix(".png"))
+    print("| algorithm | seeds | SFT | after RL | Δ |\n|---|---|---|---|---|")
+    for algo, r in results.items():
+        sft, final = np.array(r["sft"]) * 100, np.array(r["final"]) * 100
+        print(f"| {algo} | {r['seeds']} | {sft.mean():.1f} ± {sft.std():.1f} | {final.mean():.1f} ± {final.std():.1f} "
+              f"| {final.mean() - sft.mean():+.1f} |")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
