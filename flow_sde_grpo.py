@@ -44,7 +44,7 @@ import tyro
 @dataclass
 class Args:
     # --- experiment ---
-    env: str = "metaworld-button-press-topdown-v3"
+    env: str = "metaworld-drawer-open-v3"
     """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
     model: Optional[Literal["tiny", "pi0", "pi05"]] = None
     """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one"""
