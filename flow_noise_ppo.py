@@ -102,8 +102,8 @@ class Args:
     """entropy bonus on the noise network's Gaussians (the tables' "Entropy bonus")"""
     logprob_reduction: Literal["sum", "mean"] = "sum"
     """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper, the exact ratio) or
-    their `mean` (the official code: a tempered ratio exp(Δ log π / (K + 1)) that hides (K + 1)x larger
-    policy steps from the clip and from approx-KL; on the embedded default `mean` degraded the policy)"""
+    their `mean` (the official code: a tempered ratio exp(Δ log π / (K + 1)), which lets the likelihood move
+    (K + 1)x further before the clip acts; on the embedded default `mean` degraded the policy: README)"""
     replan_steps: Optional[int] = None
     """H': actions executed per decision (<= the model's action horizon H)"""
     gamma: float = 0.99
