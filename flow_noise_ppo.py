@@ -186,14 +186,6 @@ def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
     return args
 
 
-def vlm_dtype(args: Args, device: torch.device) -> Optional[torch.dtype]:
-    """The VLM's weight dtype (None: as loaded, fp32). A frozen 3B VLM in bf16 halves its memory on a GPU;
-    a trained one stays fp32 so that its optimizer updates are not rounded away."""
-    if args.vlm_dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and not args.train_vlm else None
-    return getattr(torch, args.vlm_dtype)
-
-
 def check_args(args: Args, world_size: int, action_horizon: int) -> None:
     """A clear error for every bad flag combination (never a stack trace from deep inside)."""
     if args.replan_steps < 1 or args.replan_steps > action_horizon:
@@ -390,7 +382,7 @@ def set_rng_state(state: dict, generator: torch.Generator, np_rng: np.random.Gen
 
 if __name__ == "__main__":
     from common import distributed
-    from common.checkpoint import load_policy, save_policy
+    from common.checkpoint import load_policy, save_policy, vlm_dtype
     from common.envs import make_envs
     from common.evaluate import evaluate, policy_act_fn
     from common.logger import RunLogger, atomic_torch_save, publish_dir
@@ -426,7 +418,7 @@ if __name__ == "__main__":
     elif args.checkpoint is None:
         raise SystemExit(f"error: --model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                          "without --checkpoint only --model tiny (the embedded default) runs")
-    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_dtype(args, device))
+    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
     family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
     args = resolve_args(args, family)
 

@@ -118,6 +118,15 @@ def load_state_dict_checked(policy: PI0Policy, sd: dict, source: str = "checkpoi
     policy.load_state_dict(sd, strict=True)
 
 
+def vlm_dtype(choice: str, device: torch.device, train_vlm: bool) -> torch.dtype | None:
+    """The VLM's weight dtype for load_policy from the scripts' --vlm-dtype (auto | float32 | bfloat16).
+    auto: bfloat16 on CUDA while the VLM is frozen (a frozen 3B VLM in bf16 halves its memory), else None
+    (fp32, as loaded): a trained VLM stays fp32 so that its optimizer updates are not rounded away."""
+    if choice == "auto":
+        return torch.bfloat16 if device.type == "cuda" and not train_vlm else None
+    return getattr(torch, choice)
+
+
 def load_policy(path, device="cpu", dtype=None) -> tuple[PI0Policy, Processor]:
     """Detect the format, build the model, load weights strictly, and build its Processor.
     dtype (e.g. torch.bfloat16 on CUDA) applies to the PaliGemma part only; the expert and heads stay fp32."""
