@@ -22,7 +22,6 @@ Writes bench/results/ablation_sft.json: one row per (K, a) with eval / train suc
 (eval - train, points) and the mean episode lengths (successful episodes end early).
 """
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -40,8 +39,8 @@ from flow_sde_ppo import sample_hybrid  # noqa: E402
 
 @dataclass
 class Args:
-    checkpoint: str = "runs/cache/sft/metaworld-button-press-topdown-v3__n10__seed0__tiny__400steps__64px__H8"
-    """the SFT policy (the embedded default's cache; `python tools/sft.py` builds it)"""
+    checkpoint: str | None = None
+    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
     env: str = "metaworld-button-press-topdown-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50
@@ -98,11 +97,12 @@ class hybrid_act_fn:
 
 def main(args: Args):
     from common.checkpoint import load_policy
+    from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import evaluate, policy_act_fn
 
     torch.set_num_threads(args.threads)
-    policy, processor = load_policy(ROOT / args.checkpoint if not os.path.isabs(args.checkpoint) else args.checkpoint)
+    policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env))
     policy.eval()
     envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=policy.config.image_size, autoreset=False)
     cells = [(args.noise_sweep_steps, a) for a in args.noise_levels]

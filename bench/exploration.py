@@ -23,8 +23,8 @@ import flow_sde_ppo as sde  # noqa: E402  (module import has no side effects)
 
 @dataclass
 class Args:
-    checkpoint: str = "runs/cache/sft/metaworld-button-press-topdown-v3__n10__seed0__tiny__400steps__64px__H8"
-    """the policy (the embedded default's SFT cache)"""
+    checkpoint: str | None = None
+    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
     env: str = "metaworld-button-press-topdown-v3"
     """simulator task"""
     init_id: int = 0
@@ -44,10 +44,11 @@ class Args:
 @torch.no_grad()
 def main(args: Args) -> None:
     from common.checkpoint import load_policy
+    from common.sft import make_default_sft_policy
     from common.envs import make_envs
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor = load_policy(args.checkpoint)
+    policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env))
     envs = make_envs(args.env, 1, seed=0, image_size=policy.config.image_size, autoreset=False, asynchronous=False)
     try:
         raw = envs.reset([(0, args.init_id)])

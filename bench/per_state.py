@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 @dataclass
 class Args:
-    checkpoint: str = "runs/cache/sft/metaworld-button-press-topdown-v3__n10__seed0__tiny__400steps__64px__H8"
-    """the policy (the embedded default's SFT cache; `python tools/sft.py` builds it)"""
+    checkpoint: str | None = None
+    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
     env: str = "metaworld-button-press-topdown-v3"
     """a metaworld-* task (the object position is read from MetaWorld's state)"""
     num_states: int = 32
@@ -46,13 +46,14 @@ class Args:
 
 def main(args: Args) -> None:
     from common.checkpoint import load_policy
+    from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import _run_wave, policy_act_fn
 
     if not args.env.startswith("metaworld-"):
         raise SystemExit(f"error: --env must be a metaworld-* task (got {args.env})")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor = load_policy(args.checkpoint, device=torch.device("cpu"))
+    policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env), device=torch.device("cpu"))
     envs = make_envs(args.env, args.num_envs, seed=0, image_size=policy.config.image_size, autoreset=False,
                      max_episode_steps=args.max_episode_steps)
     act_fn = policy_act_fn(policy, processor, args.denoise_steps, args.replan_steps)

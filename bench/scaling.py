@@ -81,8 +81,8 @@ class Args:
     """held-out episodes of the evals before and after training (not timed)"""
     cores: int = 2
     """CPU threads shared by the ranks: each process gets OMP_NUM_THREADS = cores // nprocs"""
-    checkpoint: str = "runs/cache/sft/metaworld-button-press-topdown-v3__n10__seed0__tiny__400steps__64px__H8"
-    """SFT policy to start from (the embedded default's cache)"""
+    checkpoint: str | None = None
+    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
     env: str = "metaworld-button-press-topdown-v3"
     """simulator task"""
     run_root: str = "runs/bench_tmp"
@@ -94,7 +94,7 @@ class Args:
 def launch(args: Args, nproc: int, tag: str) -> tuple[Path, float]:
     """Run flow_sde_ppo.py with nproc processes; return its run dir and the wall time of the launch."""
     exp_name = f"scaling_p{nproc}_{tag}"
-    flags = ["--checkpoint", args.checkpoint, "--env", args.env, "--exp-name", exp_name, "--run-root", args.run_root,
+    flags = [*(["--checkpoint", args.checkpoint] if args.checkpoint else []), "--env", args.env, "--exp-name", exp_name, "--run-root", args.run_root,
              "--total-iterations", str(args.total_iterations), "--num-envs", str(args.num_envs),
              "--interaction-steps", str(args.interaction_steps), "--minibatch-size", str(args.minibatch_size),
              "--micro-batch-size", str(args.micro_batch_size), "--eval-every", "0",
