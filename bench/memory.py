@@ -226,16 +226,16 @@ def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArg
         logprob.mean().backward()
 
     peaks = {"update": None, "encode": None}
-    try:  # data-dependent ops in the prefix pass (e.g. trimming unused prompt slots) have no meta kernel
-        expert(encode())  # the first backward allocates .grad: static memory, not the micro-batch's
+    if device == "meta":  # the prefix pass trims unused prompt slots (a data-dependent op): no meta kernel
+        cache = stand_in_cache()
+        expert(cache)  # the first backward allocates .grad: static memory, not the micro-batch's
+    else:
+        expert(encode())
         for phase, fn in (("update", lambda: expert(encode())), ("encode", encode)):
             with LiveBytes() as tracker:
                 fn()
             peaks[phase] = tracker.peak
         cache = encode()
-    except (NotImplementedError, RuntimeError):
-        cache = stand_in_cache()
-        expert(cache)
     with LiveBytes() as tracker:  # the cache is made outside: not counted
         expert(cache)
     peaks["expert"] = tracker.peak
