@@ -24,18 +24,23 @@ import numpy as np
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common.sft import DEFAULT_ENV  # noqa: E402
+
 ALGOS = ("flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo")
 
 
 @dataclass
 class Args:
+    env: str = DEFAULT_ENV
+    """task of every run (the scripts' --env; default: the embedded default)"""
     algos: tuple[str, ...] = ALGOS
     """which scripts to compare (any of flow_sde_ppo, flow_noise_ppo, flow_sde_grpo)"""
     seeds: tuple[int, ...] = (1, 2, 3)
     """run seeds (the same for every algorithm)"""
-    total_iterations: int = 30
+    total_iterations: int = 60
     """iterations of every run: the same env-step budget for all (num_envs x interaction steps each)"""
-    eval_every: int = 10
+    eval_every: int = 20
     """held-out evaluation every this many iterations"""
     extra: tuple[str, ...] = ()
     """flags passed to every script unchanged (e.g. --extra=--train-vlm)"""
@@ -50,14 +55,15 @@ class Args:
 
 
 def run_dir(args: Args, algo: str, seed: int) -> Path | None:
-    """The finished run of (algo, seed) in --run-root, if any (the newest one)."""
-    runs = sorted(Path(args.run_root).glob(f"*__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime)
-    done = [r for r in runs if (r / "learning_curve.png").exists()]   # the plot is written at the very end
+    """The finished run of (algo, seed) with this --env and budget in --run-root, if any (the newest one)."""
+    runs = sorted(Path(args.run_root).glob(f"{args.env}__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime)
+    done = [r for r in runs if (r / "learning_curve.png").exists()   # the plot is written at the very end
+            and json.loads((r / "args.json").read_text())["total_iterations"] == args.total_iterations]
     return done[-1] if done else None
 
 
 def launch(args: Args, algo: str, seed: int) -> None:
-    cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--seed", str(seed), "--exp-name", algo,
+    cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env", args.env, "--seed", str(seed), "--exp-name", algo,
            "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
            "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *args.extra]
     print("+", " ".join(cmd), flush=True)
@@ -83,6 +89,7 @@ def summarise(curves: list[dict]) -> dict:
     return {"env_steps": curves[0]["env_steps"][:n],
             "train_seconds": np.mean([c["train_seconds"][:n] for c in curves], axis=0).tolist(),
             "mean": success.mean(0).tolist(), "std": success.std(0).tolist(),
+            "per_seed": success.tolist(),
             "sft": [float(x) for x in success[:, 0]], "final": [float(x) for x in success[:, -1]],
             "seeds": len(curves)}
 
@@ -94,11 +101,13 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for algo, r in results.items():
+    for color, (algo, r) in zip(("C0", "C1", "C2"), results.items()):
         mean, std = np.array(r["mean"]), np.array(r["std"])
         for ax, x in zip(axes, (np.array(r["env_steps"]), np.array(r["train_seconds"]) / 60)):
-            ax.plot(x, mean, marker="o", markersize=3, label=f"{algo} ({r['seeds']} seeds)")
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+            ax.plot(x, mean, color=color, marker="o", markersize=3, label=f"{algo} (mean ± std, {r['seeds']} seeds)")
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
+            for seed_curve in r.get("per_seed", []):   # thin lines: the seeds themselves
+                ax.plot(x, seed_curve, color=color, linewidth=0.6, alpha=0.4)
     axes[0].set_xlabel("environment steps")
     axes[1].set_xlabel("training wall time, minutes (evals excluded)")
     axes[0].set_ylabel("held-out success rate")
@@ -131,11 +140,14 @@ def main(args: Args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     plot(results, out.with_suffix(".png"))
-    print("| algorithm | seeds | SFT | after RL | Δ |\n|---|---|---|---|---|")
+    print("| algorithm | seeds | SFT % | success % at each eval (mean ± std) | Δ final − SFT, per seed |\n"
+          "|---|---|---|---|---|")
     for algo, r in results.items():
         sft, final = np.array(r["sft"]) * 100, np.array(r["final"]) * 100
-        print(f"| {algo} | {r['seeds']} | {sft.mean():.1f} ± {sft.std():.1f} | {final.mean():.1f} ± {final.std():.1f} "
-              f"| {final.mean() - sft.mean():+.1f} |")
+        curve = " → ".join(f"{m * 100:.0f} ± {s * 100:.0f}" for m, s in zip(r["mean"], r["std"]))
+        delta = final - sft   # paired by seed: each run's own SFT eval (same episodes and eval noise)
+        print(f"| {algo} | {r['seeds']} | {sft.mean():.1f} ± {sft.std():.1f} | {curve} "
+              f"| {delta.mean():+.1f} ± {delta.std():.1f} ({', '.join(f'{d:+.0f}' for d in delta)}) |")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 

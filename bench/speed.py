@@ -85,8 +85,8 @@ class Args:
     """a, the Flow-SDE noise level (TINY_CPU preset)"""
     device: str = "cpu"
     """cpu | cuda"""
-    threads: int = 1
-    """torch CPU threads (1: the machine is shared)"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, all cores, as the RL scripts run; 1: a quieter share of a busy machine)"""
     seed: int = 0
     """seed of the weights, the env episodes and the sampler"""
     parts: tuple[int, ...] = (1, 2, 3)
@@ -296,14 +296,16 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     from common.envs import make_envs
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    results = {"args": vars(args), "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"}
+    results = {"args": vars(args), "torch_threads": torch.get_num_threads(),
+               "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"}
     envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=args.image_size)
     try:
         policy, processor = build_policy(args, envs, device)
         print(f"{args.env}, {args.num_envs} envs, {args.image_size} px, preset {args.preset}, H'={args.replan_steps}, "
-              f"device {args.device}, {args.threads} thread(s)", flush=True)
+              f"device {args.device}, {torch.get_num_threads()} thread(s)", flush=True)
         if 1 in args.parts:
             results["rollout_vs_simulator"] = rollout_vs_simulator(args, policy, processor, envs, device)
             print_rollout(args, results["rollout_vs_simulator"])
