@@ -22,8 +22,12 @@ flow_noise_ppo.chain_logprob):
   3. sampling one action chunk with the prefix KV cache (one prefix pass + K expert passes,
      policy.sample_actions) vs the full [prefix, suffix] forward at every step (policy.velocity_full).
 
-Measured here (2 cores shared with three RL runs and their 48 env workers, load average 5-29,
---threads 1; bench/results/speed.json is the last run):
+Measured here, alone, on the embedded default (--env metaworld-drawer-open-v3 --parts 1):
+  1. rollout / simulator 0.65 with torch's 2 threads (436 vs 668 env steps/s; per decision step_chunk
+     107 ms, encode 20, denoise 16, processor 2), 0.64 with --threads 1 (encode 36, denoise 26):
+     bench/results/speed_rollout_threads{2,1}.json. The denoise steps are dispatch-bound at this size.
+Earlier (button-press, 2 cores shared with three RL runs and their 48 env workers, load average 5-29,
+--threads 1; bench/results/speed.json, whose alone re-run gave 0.70 in part 1):
   1. rollout / simulator 0.82 (309 vs 375 env steps/s). Per decision: step_chunk 180 ms, encode 24,
      denoise 15 (4 expert passes, critic, SDE), processor 1. Runs of `--parts 1` vary 0.56-0.87 with
      the load, before and after the fix below alike.

@@ -56,6 +56,7 @@ METAWORLD_MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawe
                   "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3",
                   "window-open-v3", "window-close-v3"]
 METAWORLD_EVAL_INITS = 50  # eval init ids 0..49 (like MT1's 50 fixed variations); train ids >= 50
+METAWORLD_MAX_CACHED_TASKS = 10  # task envs one worker keeps built (MT10: all; MT50: the 10 last used)
 
 MANISKILL_MAX_STEPS = 50  # ManiSkill's default for PickCube-v1; SIMPLER WidowX tasks use 60+
 MANISKILL_TASKS = ["PickCube-v1", "PushCube-v1", "PullCube-v1", "StackCube-v1", "PegInsertionSide-v1"]
@@ -121,7 +122,16 @@ class _MetaWorldSim:
         self.env = self.renderer = None
 
     def _get(self, task_id: int):
-        if task_id not in self._envs:
+        if task_id in self._envs:   # most recently used last: the first one is evicted below
+            self._envs[task_id] = self._envs.pop(task_id)
+            self._renderers[task_id] = self._renderers.pop(task_id)
+        else:
+            if len(self._envs) >= METAWORLD_MAX_CACHED_TASKS:
+                # one env + renderer per task costs ~120 MB per worker: bound it, or MT50 x 64 envs needs
+                # hundreds of GB; a task evicted here is rebuilt (~1 s) the next time this worker draws it
+                oldest = next(iter(self._envs))
+                self._renderers.pop(oldest).close()
+                self._envs.pop(oldest).close()
             import mujoco
             from metaworld.env_dict import ALL_V3_ENVIRONMENTS
             env = ALL_V3_ENVIRONMENTS[self.tasks[task_id]]()

@@ -99,6 +99,25 @@ def test_metaworld_same_seed_same_observations_and_heldout_inits():
     assert a.eval_init_ids.start == 0 and a.eval_init_ids.stop <= a.train_init_ids.start
 
 
+def test_metaworld_worker_keeps_a_bounded_number_of_task_envs(monkeypatch):
+    """MT10/MT50: a worker builds one env + renderer per task it draws (~120 MB each); past
+    METAWORLD_MAX_CACHED_TASKS the least recently used is closed, and rebuilt identically if drawn again."""
+    monkeypatch.setattr(E, "METAWORLD_MAX_CACHED_TASKS", 2)
+    sim = E._MetaWorldSim(E.METAWORLD_MT10[:3], image_size=32)
+    try:
+        first, _ = sim.reset(0, 5)
+        sim.reset(1, 5)
+        sim.reset(0, 6)                        # task 0 used again: task 1 is now the oldest
+        sim.reset(2, 5)                        # a third task: evicts task 1, keeps 0
+        assert list(sim._envs) == [0, 2] and list(sim._renderers) == [0, 2]
+        sim.reset(1, 5)                        # evicts 0; task 1 is rebuilt
+        assert list(sim._envs) == [2, 1]
+        again, _ = sim.reset(0, 5)             # rebuilt from scratch: the very same scene
+        np.testing.assert_array_equal(first, again)
+    finally:
+        sim.close()
+
+
 def test_metaworld_expert_succeeds_and_partial_reset_only_resets_finished_env():
     env = make_envs(MW, 2, image_size=64, asynchronous=True)  # worker processes
     expert = make_expert(MW)
