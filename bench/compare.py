@@ -15,6 +15,7 @@ which every run repeats on the same held-out episodes.
 """
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -42,10 +43,11 @@ class Args:
     """iterations of every run: the same env-step budget for all (num_envs x interaction steps each)"""
     eval_every: int = 20
     """held-out evaluation every this many iterations"""
-    extra: tuple[str, ...] = ()
-    """flags passed to every script unchanged (e.g. --extra=--train-vlm)"""
+    extra: str = ""
+    """flags passed to every script unchanged, as one string (e.g. --extra="--train-vlm --actor-lr 1e-4")"""
     run_root: str = "runs/compare"
-    """where the runs go (one folder per algorithm x seed)"""
+    """where the runs go (one folder per algorithm x seed); finished runs of the same --env and
+    --total-iterations found there are reused, so give other --extra flags their own --run-root"""
     launch: bool = True
     """run what is missing (False: only read the runs already in --run-root)"""
     out: str = "bench/results/compare"
@@ -65,7 +67,7 @@ def run_dir(args: Args, algo: str, seed: int) -> Path | None:
 def launch(args: Args, algo: str, seed: int) -> None:
     cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env", args.env, "--seed", str(seed), "--exp-name", algo,
            "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
-           "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *args.extra]
+           "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *shlex.split(args.extra)]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
 
