@@ -358,7 +358,8 @@ if __name__ == "__main__":
         raise SystemExit(f"error: --model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                          "without --checkpoint only --model tiny (the embedded default) runs")
     args.init_checkpoint = args.init_checkpoint or args.checkpoint
-    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
+    vlm_weights_dtype = vlm_dtype(args.vlm_dtype, device, args.train_vlm)
+    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_weights_dtype)
     family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
     args = resolve_args(args, family)
 
@@ -380,7 +381,7 @@ if __name__ == "__main__":
     optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr}], eps=1e-5, weight_decay=0.0)
     ref_policy = None  # the initial policy, frozen: the KL reference (only loaded when asked for)
     if args.kl_coef > 0:
-        ref_policy = load_policy(args.init_checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))[0].eval().requires_grad_(False)
+        ref_policy = load_policy(args.init_checkpoint, device=device, dtype=vlm_weights_dtype)[0].eval().requires_grad_(False)
 
     local_envs = args.num_envs // world
     G = args.group_size

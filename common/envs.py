@@ -118,20 +118,19 @@ class _MetaWorldSim:
     def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA):
         _require("metaworld", "metaworld==3.1.1")
         self.tasks, self.image_size, self.camera = tasks, image_size, camera
-        self._envs, self._renderers = {}, {}
+        self._built = {}  # task_id -> (env, renderer), least recently used first
         self.env = self.renderer = None
 
     def _get(self, task_id: int):
-        if task_id in self._envs:   # most recently used last: the first one is evicted below
-            self._envs[task_id] = self._envs.pop(task_id)
-            self._renderers[task_id] = self._renderers.pop(task_id)
+        if task_id in self._built:   # move to the end: most recently used
+            self._built[task_id] = self._built.pop(task_id)
         else:
-            if len(self._envs) >= METAWORLD_MAX_CACHED_TASKS:
+            if len(self._built) >= METAWORLD_MAX_CACHED_TASKS:
                 # one env + renderer per task costs ~120 MB per worker: bound it, or MT50 x 64 envs needs
                 # hundreds of GB; a task evicted here is rebuilt (~1 s) the next time this worker draws it
-                oldest = next(iter(self._envs))
-                self._renderers.pop(oldest).close()
-                self._envs.pop(oldest).close()
+                old_env, old_renderer = self._built.pop(next(iter(self._built)))
+                old_renderer.close()
+                old_env.close()
             import mujoco
             from metaworld.env_dict import ALL_V3_ENVIRONMENTS
             env = ALL_V3_ENVIRONMENTS[self.tasks[task_id]]()
@@ -147,8 +146,8 @@ class _MetaWorldSim:
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
-            self._envs[task_id], self._renderers[task_id] = env, renderer
-        return self._envs[task_id], self._renderers[task_id]
+            self._built[task_id] = env, renderer
+        return self._built[task_id]
 
     def reset(self, task_id: int, init_id: int):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -173,10 +172,9 @@ class _MetaWorldSim:
         return self.full_obs.copy()  # 39-D MetaWorld observation (with goal) for scripted policies
 
     def close(self):
-        for r in self._renderers.values():
-            r.close()
-        for e in self._envs.values():
-            e.close()
+        for env, renderer in self._built.values():
+            renderer.close()
+            env.close()
 
 
 # ----------------------------------------------------------------------------- LIBERO

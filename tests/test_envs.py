@@ -109,9 +109,9 @@ def test_metaworld_worker_keeps_a_bounded_number_of_task_envs(monkeypatch):
         sim.reset(1, 5)
         sim.reset(0, 6)                        # task 0 used again: task 1 is now the oldest
         sim.reset(2, 5)                        # a third task: evicts task 1, keeps 0
-        assert list(sim._envs) == [0, 2] and list(sim._renderers) == [0, 2]
+        assert list(sim._built) == [0, 2]
         sim.reset(1, 5)                        # evicts 0; task 1 is rebuilt
-        assert list(sim._envs) == [2, 1]
+        assert list(sim._built) == [2, 1]
         again, _ = sim.reset(0, 5)             # rebuilt from scratch: the very same scene
         np.testing.assert_array_equal(first, again)
     finally:
