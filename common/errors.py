@@ -1,9 +1,10 @@
 """Expected failures end in ONE line on stderr and exit code 2; unexpected ones keep their traceback.
 
-    from common.errors import UsageError, fail, main_errors
+    from common.errors import UsageError, check_writable, fail, main_errors
 
     if args.num_steps < 1:
         fail(f"--num-steps must be >= 1 (got {args.num_steps})")
+    check_writable(args.out, "--out")   # before any work: a bad --out costs nothing
     with main_errors():            # UsageError, a missing file, a full or read-only disk -> "error: ..."
         main(args)
 
@@ -14,8 +15,10 @@ the flag or file and says what would work.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 EXIT_CODE = 2  # what argparse / tyro use for a bad command line
@@ -31,15 +34,31 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_CODE)
 
 
+def check_writable(path, flag: str):
+    """UsageError unless `path` (a file or folder to be made) could be written: its nearest existing
+    ancestor is a writable folder. Call it before any work, so that a bad --out costs nothing."""
+    p = Path(path).absolute()
+    base = p
+    while not base.exists():
+        base = base.parent
+    if base != p and not base.is_dir():
+        raise UsageError(f"{flag} {path}: {base} is a file, not a folder; pick another path")
+    if not base.is_dir():  # an existing file, replaced: its folder must be writable
+        base = base.parent
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write {base} (permission denied or read-only); pick a writable folder")
+
+
 def _os_error_line(e: OSError) -> str | None:
     """The one line for an OSError the user can fix, or None for an unexpected one."""
-    path = e.filename if e.filename is not None else "?"
+    if e.filename is None:  # raised by our own checks with a full message, e.g. FileNotFoundError("...")
+        return str(e) if isinstance(e, FileNotFoundError) else None
     if e.errno == errno.ENOSPC:
-        return f"no space left on device: {path}"
+        return f"no space left on device: {e.filename}"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {path}: {e.strerror}; pick a writable directory"
+        return f"cannot write {e.filename}: {e.strerror}; pick a writable directory"
     if isinstance(e, FileNotFoundError):
-        return f"no such file or directory: {path}"
+        return f"no such file or directory: {e.filename}"
     return None
 
 
