@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import UsageError
+
 ROOT = Path(__file__).resolve().parents[1]
 SIMS_DIR = ROOT / ".sims"  # written by tools/setup_sims.sh
 
@@ -39,6 +41,26 @@ def _set_simulator_env_vars():
 
 
 _set_simulator_env_vars()
+
+
+def _mujoco_warnings_to_stderr():
+    """MuJoCo appends every warning to MUJOCO_LOG.TXT in the current directory (a diverging run wrote
+    4,848 lines into the repository root). With a user handler installed it calls that instead: print
+    each kind of warning once per process to stderr, and write no file."""
+    import sys
+
+    import mujoco
+    if mujoco.get_mju_user_warning() is not None:
+        return
+    seen = set()
+
+    def warn(msg: str):
+        kind = msg.split(" Time =")[0]    # "Nan, Inf or huge value in QACC at DOF 0. ..." without the time
+        if kind not in seen:
+            seen.add(kind)
+            print(f"MuJoCo warning (repeats not shown): {msg}", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(warn)
 
 # ----------------------------------------------------------------------------- names
 LIBERO_SUITES = {  # our name -> (LIBERO benchmark name, max episode steps)
@@ -87,6 +109,21 @@ def _all_env_names() -> list[str]:
 ENV_NAMES: list[str] = _all_env_names()
 
 
+class UnknownEnvError(UsageError, ValueError):
+    """An env name that is not in ENV_NAMES."""
+
+
+def check_env_name(name: str, flag: str = "--env"):
+    """Raise UnknownEnvError (a UsageError: one `error:` line in the entry points) for a name not in ENV_NAMES."""
+    if name not in ENV_NAMES:
+        import difflib
+        close = difflib.get_close_matches(name, ENV_NAMES, n=1)
+        others = [n for n in ENV_NAMES if not n.startswith("metaworld-") or n in ("metaworld-mt10", "metaworld-mt50")]
+        raise UnknownEnvError(f"{flag} {name!r}: unknown env name{f' (did you mean {close[0]}?)' if close else ''}; "
+                              f"valid names: {', '.join(others)}, metaworld-<task-v3> for the "
+                              f"{len(ENV_NAMES) - len(others)} MetaWorld tasks (e.g. metaworld-drawer-open-v3)")
+
+
 def _require(module: str, package: str):
     try:
         return __import__(module)
@@ -117,6 +154,7 @@ class _MetaWorldSim:
 
     def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA):
         _require("metaworld", "metaworld==3.1.1")
+        _mujoco_warnings_to_stderr()
         self.tasks, self.image_size, self.camera = tasks, image_size, camera
         self._built = {}  # task_id -> (env, renderer), least recently used first
         self.env = self.renderer = None
@@ -212,6 +250,7 @@ class _LiberoSim:
 
     def __init__(self, suite: str, image_size: int):
         _require("libero", "hf-libero==0.1.4")
+        _mujoco_warnings_to_stderr()
         assets = _libero_assets_dir()
         import libero.libero as ll
         if assets is not None:
@@ -757,8 +796,7 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
     device: "cuda[:k]" runs ManiSkill tasks on ManiSkill's GPU simulation, all envs batched in this
     process (ManiSkillBatchedEnv); "cpu": one env per worker process. Other simulators run on the CPU.
     """
-    if name not in ENV_NAMES:
-        raise ValueError(f"unknown env name {name!r}; valid names: {', '.join(ENV_NAMES)}")
+    check_env_name(name, "make_envs(name)")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if device != "cpu" and not device.startswith("cuda"):

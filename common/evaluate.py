@@ -19,6 +19,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.errors import UsageError
+
+PALIGEMMA_VOCAB = 257152  # full-size π0 / π0.5: openpi's 3 camera slots (absent ones masked), renders resized to R
+
 
 def eval_episodes(eval_init_ids, num_tasks: int, num_episodes_per_task: int | None, seed: int) -> list:
     """[(task_id, init_id)], task-major. None, or >= len(eval ids), takes every eval id (LIBERO's 50)."""
@@ -89,6 +93,36 @@ def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs:
     return summary
 
 
+def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: str = "the env",
+                          checkpoint: str = "the checkpoint"):
+    """Raise a UsageError naming both sides when the model cannot see or drive `envs` (rendered at
+    `image_size`) as it was trained to: such a pair would otherwise run, silently, at 0% success.
+
+    Models we train from scratch (tiny presets) are sized to their demonstrations, so cameras and render
+    size must match exactly; full-size openpi models have fixed camera slots (absent cameras are masked)
+    and resize any render to their R, as openpi does. States and actions must fit the model's D and the
+    checkpoint's norm stats.
+    """
+    c = policy.config
+    S, A, n_cam = envs.state_dim, envs.action_dim, envs.num_cameras
+    sized_to_demos = c.vocab_size != PALIGEMMA_VOCAB
+    problems = []
+    if n_cam > c.num_cameras or (sized_to_demos and n_cam != c.num_cameras):
+        problems.append(f"{n_cam} camera(s) in the env but {c.num_cameras} in the model")
+    if sized_to_demos and image_size != c.image_size:
+        problems.append(f"renders of {image_size} px but the model was trained on {c.image_size} px "
+                        f"(use --image-size {c.image_size})")
+    if max(S, A) > c.action_dim:
+        problems.append(f"{S}-D states / {A}-D actions but the model's action_dim is {c.action_dim}")
+    stats = processor.norm_stats["norm_stats"]
+    s_len, a_len = (len(next(v for v in stats[k].values() if v is not None)) for k in ("state", "actions"))
+    if s_len < S or a_len < A:
+        problems.append(f"{S}-D states / {A}-D actions but norm stats for {s_len}-D states / {a_len}-D actions")
+    if problems:
+        raise UsageError(f"{checkpoint} does not fit {env_name}: {'; '.join(problems)}; "
+                         "use a checkpoint trained on this env")
+
+
 def _run_wave(envs, act_fn, wave, real, record, frames) -> list:
     """One episode per env until all are done (autoreset=False freezes finished envs)."""
     obs = envs.reset(wave)
@@ -141,7 +175,7 @@ class policy_act_fn:
     def __init__(self, policy, processor, num_steps: int = 10, replan_steps: int | None = None,
                  action_dim: int | None = None, zero_noise: bool = False):
         H = policy.config.action_horizon
-        replan_steps = replan_steps or H
+        replan_steps = H if replan_steps is None else replan_steps   # 0 is an error, not "all of H"
         if not 1 <= replan_steps <= H:
             raise ValueError(f"replan_steps must be in [1, action_horizon={H}], got {replan_steps}")
         self.policy, self.processor = policy, processor

@@ -17,6 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.errors import UsageError
+
+
+class NoExpertError(UsageError, ValueError):
+    """The env has no scripted expert, so no demonstrations (and no embedded default policy) for it."""
+
 
 class MetaWorldExpert:
     """MetaWorld's hand-written per-task policies (metaworld.policies), one per env's task."""
@@ -104,19 +110,27 @@ class ManiSkillPickCubeExpert:
 MANISKILL_EXPERTS = {"PickCube-v1": ManiSkillPickCubeExpert}
 
 
+def has_expert(env_name: str) -> bool:
+    """Whether make_expert(env_name) has a scripted expert, from the name alone (imports no simulator)."""
+    return env_name.startswith("metaworld-") or env_name.removeprefix("maniskill-") in MANISKILL_EXPERTS
+
+
+def check_expert(env_name: str, hint: str = ""):
+    """Raise UnknownEnvError / NoExpertError (UsageErrors) unless env_name has a scripted expert."""
+    from common.envs import check_env_name
+    check_env_name(env_name)
+    if not has_expert(env_name):
+        have = ["metaworld-*"] + [f"maniskill-{t}" for t in MANISKILL_EXPERTS]
+        raise NoExpertError(f"--env {env_name} has no scripted expert here (LIBERO ships human demonstrations, "
+                            f"not a scripted policy); experts exist for: {', '.join(have)}" + (f"; {hint}" if hint else ""))
+
+
 def make_expert(env_name: str):
     """Scripted expert for `env_name` (a common.envs.ENV_NAMES entry)."""
-    from common.envs import ENV_NAMES, METAWORLD_MT10, _metaworld_task_names
-    if env_name not in ENV_NAMES:
-        raise ValueError(f"unknown env name {env_name!r}; valid names: {', '.join(ENV_NAMES)}")
+    from common.envs import METAWORLD_MT10, _metaworld_task_names
+    check_expert(env_name)
     if env_name.startswith("metaworld-"):
         task = env_name.removeprefix("metaworld-")
         tasks = METAWORLD_MT10 if task == "mt10" else _metaworld_task_names() if task == "mt50" else [task]
         return MetaWorldExpert(tasks)
-    if env_name.startswith("maniskill-"):
-        task = env_name.removeprefix("maniskill-")
-        if task in MANISKILL_EXPERTS:
-            return MANISKILL_EXPERTS[task]()
-    have = ["metaworld-*"] + [f"maniskill-{t}" for t in MANISKILL_EXPERTS]
-    raise ValueError(f"{env_name} has no scripted expert (LIBERO ships human demonstrations, not a "
-                     f"scripted policy); experts exist for: {', '.join(have)}")
+    return MANISKILL_EXPERTS[env_name.removeprefix("maniskill-")]()

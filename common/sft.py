@@ -21,10 +21,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from common.experts import NoExpertError, check_expert  # noqa: F401  (NoExpertError: re-exported for the scripts)
 
 DEMO_FORMAT_VERSION = 1
 # The embedded default (README main command): one MetaWorld task, 64 px, one camera, H=8, H'=4.
@@ -252,17 +255,29 @@ def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS
     """
     from common.distributed import all_reduce_gradients, broadcast_parameters
 
+    from common.evaluate import check_policy_fits_env
+    from common.policy import make_config
+
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"train_sft needs steps >= 1 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
     device = torch.device(device)
+    S, A = demos.state.shape[-1], demos.actions.shape[-1]
     if policy is None:
         overrides = {k: v for k, v in dict(action_horizon=action_horizon, image_size=image_size,
                                            num_cameras=num_cameras).items() if v is not None}
         overrides.update(config_overrides or {})
-        if init_from is None:
+        if init_from is None:  # sized to the demos: cameras, render size, and D >= S, A (openpi pads both to D)
             overrides.setdefault("num_cameras", demos.images.shape[1])
             overrides.setdefault("image_size", demos.images.shape[2])
+            overrides.setdefault("action_dim", max(make_config(preset).action_dim, S, A))
         elif overrides:
             raise ValueError(f"init_from={init_from} fixes the model config; drop {sorted(overrides)}")
         policy, processor = build_policy(demos, preset, init_from, device, seed, cache_dir, **overrides)
+    # a checkpoint must see the demos' cameras / render size and fit their S, A (else SFT trains a model
+    # that can never work on this env): one UsageError naming both
+    check_policy_fits_env(policy, processor, SimpleNamespace(state_dim=S, action_dim=A, num_cameras=demos.images.shape[1]),
+                          demos.images.shape[2], demos.env_name or "the demonstrations",
+                          f"checkpoint {init_from}" if init_from is not None else "the model")
     distributed = distributed and dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     if distributed:
@@ -321,6 +336,8 @@ def make_default_sft_policy(env_name: str = DEFAULT_ENV, num_demos: int = DEFAUL
     other ranks wait at a barrier, then every rank gets the same path."""
     from common.checkpoint import save_policy
 
+    check_expert(env_name, hint="without a scripted expert the embedded default cannot make its demonstrations: "
+                               "pass --checkpoint DIR (a local SFT checkpoint of that env)")
     out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir)
     if _is_main() and not (out / "model.safetensors").is_file():
         t0 = time.time()

@@ -12,7 +12,8 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.envs import make_envs  # noqa: E402
+from common.envs import check_env_name, make_envs  # noqa: E402
+from common.errors import UsageError, main_errors  # noqa: E402
 
 
 @dataclass
@@ -27,6 +28,16 @@ class Args:
     """executed action chunk H' (one render per chunk)"""
     chunks: int = 20
     """timed chunks per setting (after one warm-up chunk)"""
+
+
+def check_args(args: Args):
+    """Every flag checked before any simulator is built (UsageError: one `error:` line)."""
+    for name in args.names:
+        check_env_name(name, "--names")
+    for flag, values in (("--num-envs", args.num_envs), ("--sizes", args.sizes), ("--chunk", [args.chunk]),
+                         ("--chunks", [args.chunks])):
+        if not values or min(values) < 1:
+            raise UsageError(f"{flag} must be >= 1 (got {values})")
 
 
 def bench(name, num_envs, size, chunk, chunks):
@@ -45,11 +56,17 @@ def bench(name, num_envs, size, chunk, chunks):
     return setup, num_envs * chunk * chunks / dt
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def main(args: Args):
+    check_args(args)
     print(f"{'env':28s} {'envs':>4s} {'size':>4s} {'setup s':>8s} {'steps/s':>8s}")
     for name in args.names:
         for n in args.num_envs:
             for size in args.sizes:
                 setup, sps = bench(name, n, size, args.chunk, args.chunks)
                 print(f"{name:28s} {n:4d} {size:4d} {setup:8.1f} {sps:8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

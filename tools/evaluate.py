@@ -3,6 +3,8 @@
     python tools/evaluate.py --checkpoint runs/cache/sft/<key> --env metaworld-button-press-topdown-v3
     python tools/evaluate.py --policy expert --env metaworld-button-press-topdown-v3 --episodes-per-task 20
     torchrun --standalone --nproc_per_node=2 tools/evaluate.py --checkpoint ...   # episodes split by rank
+
+A bad flag, a missing checkpoint or one that does not fit the env ends in one `error: ...` line, exit 2.
 """
 import json
 import os
@@ -13,6 +15,7 @@ import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import sft  # noqa: E402
+from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 POLICIES = ("checkpoint", "expert", "random")
 
@@ -31,8 +34,8 @@ class Args:
     """parallel envs"""
     seed: int = 0
     """eval seed: which eval init ids and the ODE's initial noise"""
-    image_size: int = sft.DEFAULT_IMAGE_SIZE
-    """render size (pixels)"""
+    image_size: int | None = None
+    """render size (pixels); default: the checkpoint's image size (64 for expert / random)"""
     num_steps: int = 10
     """Euler ODE steps"""
     replan_steps: int = sft.DEFAULT_REPLAN_STEPS
@@ -47,28 +50,60 @@ class Args:
     """JSON summary path (default <checkpoint>/eval_<env>_seed<seed>.json, or printed only)"""
 
 
+def check_args(args: Args):
+    """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+    from common.experts import check_expert
+
+    check_env_name(args.env)
+    if args.policy not in POLICIES:
+        raise UsageError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
+    if args.policy == "checkpoint":
+        if args.checkpoint is None:
+            raise UsageError("--checkpoint DIR is required with --policy checkpoint (or --policy expert | random)")
+        if not os.path.isdir(args.checkpoint):
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such directory")
+    if args.policy == "expert":
+        check_expert(args.env)
+    for flag, value, low in (("--num-envs", args.num_envs, 1), ("--num-steps", args.num_steps, 1),
+                             ("--replan-steps", args.replan_steps, 1), ("--num-videos", args.num_videos, 0),
+                             ("--episodes-per-task", args.episodes_per_task, 1), ("--image-size", args.image_size, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low} (got {value})")
+    if args.num_videos and args.video_dir is None:
+        raise UsageError(f"--num-videos {args.num_videos} needs --video-dir DIR")
+    out = args.out or (os.path.join(args.checkpoint, f"eval_{args.env}_seed{args.seed}.json")
+                       if args.policy == "checkpoint" else None)
+    for flag, path in (("--out", out), ("--video-dir", args.video_dir)):
+        if path is not None:
+            check_writable(path, flag)
+    return out
+
+
 def main(args: Args):
     from common.distributed import setup_distributed
-    from common.evaluate import evaluate, expert_act_fn, policy_act_fn, random_act_fn
+    from common.evaluate import check_policy_fits_env, evaluate, expert_act_fn, policy_act_fn, random_act_fn
     from common.envs import make_envs
 
-    if args.policy not in POLICIES:
-        raise ValueError(f"--policy must be one of {', '.join(POLICIES)} (got {args.policy!r})")
+    out = check_args(args)
     d = setup_distributed(args.device)
-    envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=args.image_size, autoreset=False)
+    policy = processor = None
+    if args.policy == "checkpoint":
+        from common.checkpoint import load_policy
+        policy, processor = load_policy(args.checkpoint, device=d.device)
+        H = policy.config.action_horizon
+        if args.replan_steps > H:
+            raise UsageError(f"--replan-steps {args.replan_steps} > the checkpoint's action horizon H={H}; use 1..{H}")
+    image_size = args.image_size or (policy.config.image_size if policy is not None else sft.DEFAULT_IMAGE_SIZE)
+    envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False)
     try:
-        if args.policy == "checkpoint":
-            if args.checkpoint is None:
-                raise ValueError("--checkpoint is required with --policy checkpoint")
-            from common.checkpoint import load_policy
-            policy, processor = load_policy(args.checkpoint, device=d.device)
-            act_fn = policy_act_fn(policy, processor, args.num_steps, args.replan_steps)
+        if policy is not None:
+            check_policy_fits_env(policy, processor, envs, image_size, args.env, f"--checkpoint {args.checkpoint}")
+            act_fn = policy_act_fn(policy, processor, args.num_steps, args.replan_steps, action_dim=envs.action_dim)
         elif args.policy == "expert":
             act_fn = expert_act_fn(args.env, envs)
         else:
             act_fn = random_act_fn(envs.action_dim, args.replan_steps)
-        out = args.out or (os.path.join(args.checkpoint, f"eval_{args.env}_seed{args.seed}.json")
-                           if args.policy == "checkpoint" else None)
         summary = evaluate(act_fn, args.env, args.episodes_per_task, seed=args.seed, envs=envs,
                            video_dir=args.video_dir, num_videos=args.num_videos, json_path=out, progress=True)
     finally:
@@ -78,4 +113,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

@@ -10,12 +10,13 @@ import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import sft  # noqa: E402
+from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
-    """env name (common.envs.ENV_NAMES) with a scripted expert (metaworld-*)"""
+    """env name with a scripted expert (metaworld-*, maniskill-PickCube-v1)"""
     num_demos: int = sft.DEFAULT_NUM_DEMOS
     """successful episodes to keep"""
     seed: int = 0
@@ -30,7 +31,17 @@ class Args:
     """regenerate even if cached"""
 
 
+def check_args(args: Args):
+    """Every flag checked before any simulator is built (UsageError: one `error:` line)."""
+    sft.check_expert(args.env)
+    for flag, value in (("--num-demos", args.num_demos), ("--image-size", args.image_size), ("--num-envs", args.num_envs)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1 (got {value})")
+    check_writable(args.cache_dir or sft.default_cache_dir(), "--cache-dir")
+
+
 def main(args: Args):
+    check_args(args)
     demos = sft.collect_demos(args.env, args.num_demos, args.seed, args.image_size, args.num_envs,
                               args.cache_dir, use_cache=not args.overwrite)
     if args.overwrite:
@@ -41,4 +52,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

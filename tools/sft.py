@@ -4,6 +4,9 @@
     python tools/sft.py --preset tiny --steps 2000 --num-demos 16 --out runs/sft_tiny
     python tools/sft.py --init-from /ckpt/pi0_base --device cuda --out runs/sft_pi0   # from a checkpoint
     torchrun --standalone --nproc_per_node=2 tools/sft.py ...   # gradient all-reduce, rank 0 saves
+
+A bad flag, an env without a scripted expert or an unwritable --out ends in one `error: ...` line, exit 2,
+before any demonstration is collected; the checkpoint is written atomically, only after training.
 """
 import json
 import os
@@ -15,12 +18,13 @@ import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import sft  # noqa: E402
+from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
-    """env name with a scripted expert (common.envs.ENV_NAMES, metaworld-*)"""
+    """env name with a scripted expert (metaworld-*, maniskill-PickCube-v1)"""
     num_demos: int = sft.DEFAULT_NUM_DEMOS
     """successful expert episodes"""
     demo_seed: int = 0
@@ -49,10 +53,35 @@ class Args:
     """cache root (default $PIRL_CACHE or runs/cache)"""
 
 
+def check_args(args: Args):
+    """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.policy import PRESETS
+
+    sft.check_expert(args.env)
+    for flag, value in (("--num-demos", args.num_demos), ("--steps", args.steps), ("--batch-size", args.batch_size),
+                        ("--image-size", args.image_size), ("--action-horizon", args.action_horizon)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1 (got {value})")
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be > 0 (got {args.lr})")
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset {args.preset}: unknown; use one of {', '.join(PRESETS)}")
+    if args.init_from is None and not args.preset.startswith("tiny"):
+        choices = ", ".join(p for p in PRESETS if p.startswith("tiny"))
+        raise UsageError(f"--preset {args.preset} from scratch needs PaliGemma's tokenizer and weights: pass "
+                         f"--init-from DIR (a {args.preset} checkpoint), or use --preset {choices}")
+    if args.init_from is not None and not os.path.isdir(args.init_from):
+        raise UsageError(f"--init-from {args.init_from}: no such directory")
+    check_writable(args.cache_dir or sft.default_cache_dir(), "--cache-dir")
+    if args.out is not None:
+        check_writable(args.out, "--out")
+
+
 def main(args: Args):
     from common.checkpoint import save_policy
     from common.distributed import barrier, setup_distributed
 
+    check_args(args)
     d = setup_distributed(args.device)
     demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
                               progress=d.is_main) if d.is_main else None
@@ -76,4 +105,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)
