@@ -32,6 +32,7 @@ from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 class PI0Config:
     variant: str = "pi0"                 # "pi0" | "pi05"
     action_dim: int = 32                 # D (state and actions are zero-padded to D)
+    state_dim: int | None = None         # π0's padded state width (LeRobot's max_state_dim); None: D
     action_horizon: int = 50             # H
     max_token_len: int = 48              # L (openpi: 48 for π0, 200 for π0.5)
     image_size: int = 224                # R
@@ -60,6 +61,8 @@ class PI0Config:
     time_beta_beta: float = 1.0
 
     def __post_init__(self):
+        if self.state_dim is None:
+            self.state_dim = self.action_dim
         if self.variant not in ("pi0", "pi05"):
             raise ValueError(f"PI0Config.variant={self.variant!r}; allowed values: 'pi0', 'pi05'")
         if self.expert_width % 2:
@@ -90,7 +93,7 @@ class Observation:
     image_masks: Tensor   # (B, n_cam) bool
     tokens: Tensor        # (B, L) int64
     token_masks: Tensor   # (B, L) bool
-    state: Tensor         # (B, D) float32, normalised and padded (unused by π0.5)
+    state: Tensor         # (B, state_dim) float32, normalised and padded (unused by π0.5)
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,27 @@ def _att_2d(pad: Tensor, ar: Tensor) -> Tensor:
     return (cum[:, None, :] <= cum[:, :, None]) & pad[:, None, :] & pad[:, :, None]
 
 
+GROUPED_KV = True   # False: the previous attention (KV heads repeated to every query head), kept as a reference
+_SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")   # torch >= 2.5
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
+    """Grouped-query attention: q (B, heads, Nq, hd) over k, v (B, n_kv, Nk, hd); query head h reads KV head
+    h // (heads / n_kv). Repeating k, v to all heads (`repeat_interleave`) makes a copy that the backward
+    keeps, per layer (bench/memory.py: most of the expert's activations at 3B). Instead:
+      n_kv = 1 (π0, π0.5): a stride-0 `expand`, a view: the same kernel and numbers, no copy;
+      n_kv > 1: SDPA's enable_gqa on CPU (its flash kernel groups natively); on CUDA, enable_gqa with a mask
+      falls back to the math kernel (fp32 Nq x Nk probabilities, pytorch/pytorch#139586): repeat there."""
+    heads, n_kv = q.shape[1], k.shape[1]
+    if heads != n_kv and GROUPED_KV and n_kv == 1:
+        k, v = k.expand(-1, heads, -1, -1), v.expand(-1, heads, -1, -1)
+    elif heads != n_kv and GROUPED_KV and _SDPA_GQA and q.device.type == "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale, enable_gqa=True)
+    elif heads != n_kv:
+        k, v = k.repeat_interleave(heads // n_kv, 1), v.repeat_interleave(heads // n_kv, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+
+
 def _sinusoidal(t: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
     """openpi time embedding, computed in float64 where available: (B,) -> (B, dim) fp32."""
     dtype = torch.float32 if t.device.type == "mps" else torch.float64
@@ -205,7 +229,7 @@ class PI0Policy(nn.Module):
         if c.variant == "pi05":
             self.time_mlp_in, self.time_mlp_out = nn.Linear(W, W), nn.Linear(W, W)
         else:
-            self.state_proj = nn.Linear(D, W)
+            self.state_proj = nn.Linear(c.state_dim, W)
             self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * W, W), nn.Linear(W, W)
 
     # ---- handles on the blocks ------------------------------------------------------------------
@@ -297,9 +321,7 @@ class PI0Policy(nn.Module):
             if past is not None:
                 k = torch.cat([past.keys[i].to(att_dtype), k], dim=2)
                 v = torch.cat([past.values[i].to(att_dtype), v], dim=2)
-            rep = c.num_heads // c.num_kv_heads   # grouped-query attention
-            att = F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
-                                                 attn_mask=bias, scale=c.head_dim ** -0.5)
+            att = _attention(q, k, v, bias, scale=c.head_dim ** -0.5)  # (B, heads, N_total, head_dim)
             att = att.transpose(1, 2).flatten(2)                        # (B, N_total, heads*head_dim)
             new_hs = []
             for h, (_, model, cond), g, a in zip(hs, streams, gates, att.split(lengths, dim=1)):

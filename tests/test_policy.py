@@ -266,3 +266,72 @@ def test_bad_preset_and_variant_name_allowed_values():
         make_config("small")
     with pytest.raises(ValueError, match="'pi0', 'pi05'"):
         make_config("tiny", variant="pi1")
+
+
+# ---- grouped-query attention without repeating the KV heads ---------------------------------------
+def _outputs_and_grads(m, c, obs):
+    x, t = xt(c)
+    m.zero_grad(set_to_none=True)
+    cache = m.encode(obs)
+    v, feats = m.velocity(cache, x, t)
+    v_full, _ = m.velocity_full(obs, x, t)
+    (v.square().mean() + v_full.square().mean()).backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    actions = m.sample_actions(obs, noise=torch.randn(3, c.action_horizon, c.action_dim,
+                                                      generator=torch.Generator().manual_seed(5)), num_steps=4)
+    return [v.detach(), feats.detach(), v_full.detach(), actions], grads
+
+
+@pytest.mark.parametrize("preset,overrides", [("tiny", {}), ("tiny-pi05", {}), ("tiny", dict(num_heads=4, num_kv_heads=2))])
+def test_grouped_kv_attention_equals_the_repeated_kv_attention(preset, overrides, monkeypatch):
+    """The KV heads are no longer repeated to every query head (a stride-0 expand for one KV head, SDPA's
+    enable_gqa for several): velocities (cached and joint pass), sampled actions and every gradient are
+    those of the previous repeat_interleave code, to float tolerance."""
+    import common.policy as policy_module
+
+    torch.manual_seed(0)
+    m = PI0Policy(make_config(preset, **overrides))
+    obs = make_obs(m.config)
+    new_out, new_grads = _outputs_and_grads(m, m.config, obs)
+    monkeypatch.setattr(policy_module, "GROUPED_KV", False)
+    old_out, old_grads = _outputs_and_grads(m, m.config, obs)
+    for a, b in zip(new_out, old_out):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert new_grads.keys() == old_grads.keys() and len(new_grads) > 10
+    for k in new_grads:
+        torch.testing.assert_close(new_grads[k], old_grads[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_grouped_kv_attention_saves_less_for_backward(monkeypatch):
+    """The expert pass with gradient keeps fewer bytes for the backward: the repeated prefix keys/values
+    (heads x Nk x hd per layer) are gone; what is left of the attention is one KV head."""
+    import common.policy as policy_module
+
+    torch.manual_seed(0)
+    c = make_config("tiny", num_heads=8, num_kv_heads=1)
+    m = PI0Policy(c)
+    m.freeze_vlm()
+    obs = make_obs(c)
+    with torch.no_grad():
+        cache = m.encode(obs)
+    x, t = xt(c)
+
+    def saved_bytes():
+        seen = {}
+
+        def pack(tensor):
+            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+        params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            m.velocity(cache, x, t)
+        return sum(n for ptr, n in seen.items() if ptr not in params)
+
+    grouped = saved_bytes()
+    monkeypatch.setattr(policy_module, "GROUPED_KV", False)
+    repeated = saved_bytes()
+    B, (Lp, Ls) = 3, (cache.pad_mask.shape[1], c.action_horizon + 1)
+    # the repeated fp32 k and v (heads of them) were kept; now the one KV head they were made from is
+    saved_less = c.depth * 2 * B * (c.num_heads - c.num_kv_heads) * (Lp + Ls) * c.head_dim * 4
+    assert repeated - grouped == saved_less
+    assert grouped < 0.6 * repeated
