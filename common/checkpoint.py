@@ -11,6 +11,7 @@ Formats, detected from the files (nothing is downloaded):
 The variant is read from the weights (`time_mlp_in` -> π0.5, `state_proj` -> π0).
 """
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,24 +26,38 @@ from common.policy import PI0Config, PI0Policy, make_config
 from common.processor import Processor
 from common.tokenizer import load_tokenizer
 
-WEIGHT_FILES = ("model.safetensors", "full_weights.pt")
+# RLinf writes full_weights.pt under model_state_dict/ (and actor/model_state_dict/ from its runner):
+# rlinf/hybrid_engines/fsdp/strategy/base.py save_checkpoint; rlinf/models/embodiment/openpi/__init__.py get_model
+WEIGHT_FILES = ("model.safetensors", "full_weights.pt", "model_state_dict/full_weights.pt",
+                "actor/model_state_dict/full_weights.pt")
 # pairs of names for one tensor (weight tying): a file may hold either
 TIED = {"paligemma_with_expert.paligemma.lm_head.weight":
         "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"}
-_STRIP = ("module.", "_orig_mod.", "model.")   # DDP / torch.compile / LeRobot prefixes
+_STRIP = ("module.", "_orig_mod.", "model.", "_fsdp_wrapped_module.")   # DDP / torch.compile / LeRobot / FSDP prefixes
 
 
 def _read_weights(path: Path) -> tuple[dict, str]:
     if (path / "model.safetensors").is_file():
         sd = load_file(str(path / "model.safetensors"))
         fmt = "lerobot" if any(k.startswith("model.paligemma_with_expert.") for k in sd) else "openpi"
-    elif (path / "full_weights.pt").is_file():
-        sd = torch.load(path / "full_weights.pt", map_location="cpu", weights_only=True)
+    elif any((path / f).is_file() for f in WEIGHT_FILES[1:]):
+        file = next(path / f for f in WEIGHT_FILES[1:] if (path / f).is_file())
+        sd = torch.load(file, map_location="cpu", weights_only=True)
         sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
         fmt = "rlinf"
     else:
         raise FileNotFoundError(f"no weights in {path}: expected one of {list(WEIGHT_FILES)}")
-    return normalize_keys(sd), fmt
+    sd = normalize_keys(sd)
+    if any(k.startswith(("img.", "llm.")) for k in sd):
+        raise ValueError(f"{weights_file(path)}: keys `img.*` / `llm.*` are RLinf's OpenPI_RLinf (JAX-named) layout, not "
+                         "loadable here; convert it with `python -m rlinf.utils.ckpt_convertor.openpi.convert "
+                         "--mode openpi_rlinf_to_openpi_pytorch`")
+    return sd, fmt
+
+
+def weights_file(path: Path) -> Path:
+    """The weights file a checkpoint directory holds (the first of WEIGHT_FILES present)."""
+    return next((path / f for f in WEIGHT_FILES if (path / f).is_file()), path / WEIGHT_FILES[0])
 
 
 def normalize_keys(sd: dict) -> dict:
@@ -68,22 +83,98 @@ def _config_from(path: Path, sd: dict, variant: str) -> PI0Config:
     meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     if "pirl" in meta:
         return PI0Config(**{f.name: meta["pirl"][f.name] for f in fields(PI0Config) if f.name in meta["pirl"]})
-    # openpi / LeRobot / RLinf: full-size PaliGemma + Gemma-300M, dims from the weights
-    D, W = sd["action_in_proj.weight"].shape[1], sd["action_in_proj.weight"].shape[0]
+    # openpi / LeRobot / RLinf: every size from the weights (any width / depth), the horizon from config.json
     horizon = meta.get("action_horizon", meta.get("chunk_size", 50))
     max_len = meta.get("max_token_len", meta.get("tokenizer_max_length", 200 if variant == "pi05" else 48))
-    cfg = make_config(variant, action_dim=D, action_horizon=horizon, max_token_len=max_len)
-    if W != cfg.expert_width:
-        raise ValueError(f"{path}: expert width {W} is not Gemma-300M's {cfg.expert_width}; only the "
-                         "gemma_2b + gemma_300m variants are known for non-pirl checkpoints")
-    return cfg
+    return make_config(variant, **sizes_from_weights(sd, weights_file(path)), action_horizon=horizon,
+                       max_token_len=max_len)
 
 
-def _norm_stats(path: Path) -> dict:
-    direct = [path / "norm_stats.json"] + sorted(path.glob("assets/*/norm_stats.json")) + sorted(path.glob("*/norm_stats.json"))
-    for f in direct:
-        if f.is_file():
-            return json.loads(f.read_text())
+_PG = "paligemma_with_expert.paligemma."
+_VIT, _LM = _PG + "model.vision_tower.vision_model.", _PG + "model.language_model."
+_EXPERT = "paligemma_with_expert.gemma_expert.model."
+OPENPI_HEADS = 8     # openpi's joint attention reshapes to 1 * 8 * head_dim (models_pytorch/gemma_pytorch.py)
+SIGLIP_HEADS = 16    # openpi never sets SigLIP's heads: transformers' PaliGemmaConfig default (So400m/14)
+
+
+def sizes_from_weights(sd: dict, source) -> dict:
+    """PI0Config sizes read from the tensors' shapes, for any width / depth. What shapes cannot tell (the number
+    of attention heads) is openpi's fixed value. Keys absent from sd leave the preset's value."""
+    def shape(key):
+        return tuple(sd[key].shape) if key in sd else None
+
+    def count(prefix):   # layers.<i>. indices under prefix
+        return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+
+    def bad(key, why):
+        raise ValueError(f"{source}: {key}: {why}")
+    out = {}
+    if s := shape("action_in_proj.weight"):
+        out["expert_width"], out["action_dim"] = s                     # (W_expert, D)
+    if s := shape(_EXPERT + "layers.0.mlp.gate_proj.weight"):
+        out["expert_mlp_dim"] = s[0]
+    if s := shape(_PG + "lm_head.weight") or shape(_LM + "embed_tokens.weight"):
+        out["vocab_size"], out["vlm_width"] = s                        # (V, W_vlm)
+    if s := shape(_LM + "layers.0.mlp.gate_proj.weight"):
+        out["vlm_mlp_dim"] = s[0]
+    if n := count(_LM + "layers."):
+        out["depth"] = n
+        if count(_EXPERT + "layers.") not in (0, n):
+            bad(_EXPERT + "layers", f"{count(_EXPERT + 'layers.')} expert layers but {n} VLM layers; the joint "
+                "attention pairs one expert layer with each VLM layer")
+    q, k = (shape(_LM + f"layers.0.self_attn.{n}_proj.weight") for n in "qk")
+    if q and k:                                                        # (heads * head_dim, W), (kv * head_dim, W)
+        head_dim = q[0] // OPENPI_HEADS
+        if q[0] % OPENPI_HEADS or k[0] % head_dim:
+            bad(_LM + "layers.0.self_attn.q_proj.weight", f"{q[0]} query rows / {k[0]} key rows are not 8 heads x "
+                "head_dim and kv_heads x head_dim (openpi's joint attention has 8 heads)")
+        out.update(num_heads=OPENPI_HEADS, head_dim=head_dim, num_kv_heads=k[0] // head_dim)
+        eq = shape(_EXPERT + "layers.0.self_attn.q_proj.weight")
+        if eq and eq[0] != q[0]:
+            bad(_EXPERT + "layers.0.self_attn.q_proj.weight", f"{eq[0]} query rows != the VLM's {q[0]} (shared heads)")
+    if s := shape(_VIT + "embeddings.patch_embedding.weight"):         # (W_vision, 3, p, p)
+        out["vision_width"], out["patch_size"], out["vision_heads"] = s[0], s[-1], SIGLIP_HEADS
+        if s[0] % SIGLIP_HEADS:
+            bad(_VIT + "embeddings.patch_embedding.weight", f"SigLIP width {s[0]} is not a multiple of its 16 heads")
+        if n := shape(_VIT + "embeddings.position_embedding.weight"):  # ((R / p)^2, W_vision)
+            side = math.isqrt(n[0])
+            if side * side != n[0]:
+                bad(_VIT + "embeddings.position_embedding.weight", f"{n[0]} positions are not a square grid of patches")
+            out["image_size"] = side * s[-1]
+    if n := count(_VIT + "encoder.layers."):
+        out["vision_depth"] = n
+    if s := shape(_VIT + "encoder.layers.0.mlp.fc1.weight"):
+        out["vision_mlp_dim"] = s[0]
+    return out
+
+
+def find_norm_stats(path: Path, asset_id: str | None = None) -> tuple[Path | None, str | None]:
+    """openpi keeps norm stats per asset id: DIR/assets/<asset_id>/norm_stats.json (openpi), DIR/<asset_id>/
+    norm_stats.json (RLinf); ids may be nested ("physical-intelligence/libero"). asset_id picks one, as openpi's
+    data config does; without it the only one, or a ValueError listing the ids. (None, None) if there is none."""
+    found = {}
+    for f in sorted(path.rglob("norm_stats.json")):
+        rel = f.parent.relative_to(path).as_posix()
+        aid = rel[len("assets/"):] if rel.startswith("assets/") else rel
+        if aid not in found or rel.startswith("assets/"):   # openpi's assets/ first
+            found[aid] = f
+    if asset_id is not None:
+        if asset_id not in found:
+            raise FileNotFoundError(f"{path}: no norm stats for asset id {asset_id!r} (expected "
+                                    f"assets/{asset_id}/norm_stats.json); asset ids there: {sorted(found) or 'none'}")
+        return found[asset_id], asset_id
+    if len(found) > 1:
+        raise ValueError(f"{path} holds norm stats for {len(found)} asset ids {sorted(found)}: choose one with "
+                         "asset_id=... (the scripts' --asset-id)")
+    return next(((f, a) for a, f in found.items()), (None, None))
+
+
+
+
+def _norm_stats(path: Path, asset_id: str | None = None) -> dict:
+    f, _ = find_norm_stats(path, asset_id)
+    if f is not None:
+        return json.loads(f.read_text())
     for f in sorted(path.glob("*normalizer*.safetensors")):   # LeRobot processor state
         stats = {"state": {}, "actions": {}}
         with safe_open(str(f), "pt") as fh:
@@ -127,9 +218,10 @@ def vlm_dtype(choice: str, device: torch.device, train_vlm: bool) -> torch.dtype
     return getattr(torch, choice)
 
 
-def load_policy(path, device="cpu", dtype=None) -> tuple[PI0Policy, Processor]:
+def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> tuple[PI0Policy, Processor]:
     """Detect the format, build the model, load weights strictly, and build its Processor.
-    dtype (e.g. torch.bfloat16 on CUDA) applies to the PaliGemma part only; the expert and heads stay fp32."""
+    dtype (e.g. torch.bfloat16 on CUDA) applies to the PaliGemma part only; the expert and heads stay fp32.
+    asset_id picks the norm stats of an openpi / RLinf checkpoint that holds several (see find_norm_stats)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
@@ -144,14 +236,16 @@ def load_policy(path, device="cpu", dtype=None) -> tuple[PI0Policy, Processor]:
     if fmt == "rlinf":   # RLinf RL outputs may carry extra heads (e.g. a critic): keep the policy's keys
         extra = sorted(set(sd) - set(policy.state_dict()))
         if extra:
-            print(f"load_policy: ignoring {len(extra)} non-policy keys of {path / 'full_weights.pt'}: {extra[:5]}")
+            print(f"load_policy: ignoring {len(extra)} non-policy keys of {weights_file(path)}: {extra[:5]}")
             sd = {k: v for k, v in sd.items() if k not in extra}
     _reset_buffers(policy)
     load_state_dict_checked(policy, sd, source=f"{fmt} checkpoint {path}")
     policy = policy.to(device)
     if dtype is not None:
         policy.set_vlm_dtype(dtype)
-    processor = Processor.from_stats(_norm_stats(path), load_tokenizer(path), config)
+    processor = Processor.from_stats(_norm_stats(path, asset_id), load_tokenizer(path), config)
+    found = find_norm_stats(path, asset_id)[1]
+    processor.asset_id = None if found in (None, ".") else found   # save_policy writes the stats back under this id
     return policy, processor
 
 
@@ -181,8 +275,9 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
             "precision": "float32" if policy.action_out_proj.weight.dtype == torch.float32 else "bfloat16",
             "pi05": c.variant == "pi05", "pirl": asdict(c), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    (tmp / "assets" / "pirl").mkdir(parents=True)
-    (tmp / "assets" / "pirl" / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
+    asset_dir = tmp / "assets" / (getattr(processor, "asset_id", None) or "pirl")   # the source's id: openpi looks there
+    asset_dir.mkdir(parents=True)
+    (asset_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
     (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
     if path.exists():
         old = path.with_name(path.name + f".old{os.getpid()}")
