@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 
 from common.policy import PI0Config, PI0Policy, make_config
 from common.processor import Processor
@@ -86,8 +86,48 @@ def _config_from(path: Path, sd: dict, variant: str) -> PI0Config:
     # openpi / LeRobot / RLinf: every size from the weights (any width / depth), the horizon from config.json
     horizon = meta.get("action_horizon", meta.get("chunk_size", 50))
     max_len = meta.get("max_token_len", meta.get("tokenizer_max_length", 200 if variant == "pi05" else 48))
-    return make_config(variant, **sizes_from_weights(sd, weights_file(path)), action_horizon=horizon,
-                       max_token_len=max_len)
+    return make_config(variant, **{**sizes_from_weights(sd, weights_file(path)), **_lerobot_config(path, meta)},
+                       action_horizon=horizon, max_token_len=max_len)
+
+
+def _lerobot_config(path: Path, meta: dict) -> dict:
+    """What a LeRobot config.json fixes that the weights cannot tell: the cameras (its input_features of type
+    VISUAL, then `empty_cameras` more; absent ones are black and masked, as LeRobot does), the time embedding's
+    periods, the SFT time distribution and the resolution."""
+    if meta.get("type") not in ("pi0", "pi05") or "input_features" not in meta:
+        return {}
+    cams = [k for k, f in meta["input_features"].items() if f.get("type") == "VISUAL"]
+    cams += [k for k in (f"observation.images.empty_camera_{i}" for i in range(meta.get("empty_cameras", 0)))
+             if k not in cams]
+    out = {"num_cameras": len(cams)} if cams else {}
+    out.update({ours: meta[theirs] for ours, theirs in (("min_period", "min_period"), ("max_period", "max_period"),
+                ("time_beta_alpha", "time_sampling_beta_alpha"), ("time_beta_beta", "time_sampling_beta_beta"))
+                if theirs in meta})
+    if res := meta.get("image_resolution"):
+        if res[0] != res[1]:
+            raise ValueError(f"{path / 'config.json'}: image_resolution {res} is not square (PaliGemma's is)")
+        out["image_size"] = res[0]
+    return out
+
+
+LEROBOT_FILES = ("config.json", "policy_preprocessor*", "policy_postprocessor*")   # written back as they came
+
+
+def _lerobot_processor(path: Path, meta: dict) -> dict:
+    """LeRobot's normalisation modes and eps: from the saved pipelines' (un)normalizer steps, which are what its
+    from_pretrained runs, else from config.json's normalization_mapping (its defaults: π0 MEAN_STD, π0.5 QUANTILES)."""
+    mapping = meta.get("normalization_mapping") or {}
+    modes = {k: mapping[t] for k, t in (("state", "STATE"), ("actions", "ACTION")) if t in mapping}
+    eps = 1e-8
+    for name, key, ftype, step_name in (("policy_preprocessor.json", "state", "STATE", "normalizer_processor"),
+                                        ("policy_postprocessor.json", "actions", "ACTION", "unnormalizer_processor")):
+        if (path / name).is_file():
+            for step in json.loads((path / name).read_text()).get("steps", []):
+                if step.get("registry_name") == step_name:
+                    cfg = step.get("config", {})
+                    modes[key] = cfg.get("norm_map", {}).get(ftype, "IDENTITY")   # LeRobot's default for a type
+                    eps = cfg.get("eps", eps)
+    return {"source": "lerobot", "norm_modes": modes, "eps": eps}
 
 
 _PG = "paligemma_with_expert.paligemma."
@@ -111,6 +151,8 @@ def sizes_from_weights(sd: dict, source) -> dict:
     out = {}
     if s := shape("action_in_proj.weight"):
         out["expert_width"], out["action_dim"] = s                     # (W_expert, D)
+    if s := shape("state_proj.weight"):
+        out["state_dim"] = s[1]                                        # π0 (W_expert, state_dim); LeRobot's may != D
     if s := shape(_EXPERT + "layers.0.mlp.gate_proj.weight"):
         out["expert_mlp_dim"] = s[0]
     if s := shape(_PG + "lm_head.weight") or shape(_LM + "embed_tokens.weight"):
@@ -167,8 +209,6 @@ def find_norm_stats(path: Path, asset_id: str | None = None) -> tuple[Path | Non
         raise ValueError(f"{path} holds norm stats for {len(found)} asset ids {sorted(found)}: choose one with "
                          "asset_id=... (the scripts' --asset-id)")
     return next(((f, a) for a, f in found.items()), (None, None))
-
-
 
 
 def _norm_stats(path: Path, asset_id: str | None = None) -> dict:
@@ -231,8 +271,12 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> 
     with torch.device("meta"):
         policy = PI0Policy(config)
     policy = policy.to_empty(device=device)
-    pg = policy.paligemma_with_expert.paligemma   # to_empty unties shared parameters: tie them again
-    pg.lm_head.weight = pg.model.language_model.embed_tokens.weight
+    pg = policy.paligemma_with_expert.paligemma   # to_empty unties shared parameters: tie them again,
+    head, emb = next(iter(TIED.items()))         # unless the file holds two different tables (LeRobot: fine-tuning
+    if head in sd and emb in sd and not torch.equal(sd[head], sd[emb]):   # moves embed_tokens, never lm_head)
+        pg.lm_head.weight.requires_grad_(False)   # kept as it came; unused here (no text decoding)
+    else:
+        pg.lm_head.weight = pg.model.language_model.embed_tokens.weight
     if fmt == "rlinf":   # RLinf RL outputs may carry extra heads (e.g. a critic): keep the policy's keys
         extra = sorted(set(sd) - set(policy.state_dict()))
         if extra:
@@ -243,7 +287,11 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> 
     policy = policy.to(device)
     if dtype is not None:
         policy.set_vlm_dtype(dtype)
-    processor = Processor.from_stats(_norm_stats(path, asset_id), load_tokenizer(path), config)
+    meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    conventions = _lerobot_processor(path, meta) if fmt == "lerobot" else {}   # the source's, kept at save
+    processor = Processor.from_stats(_norm_stats(path, asset_id), load_tokenizer(path), config, **conventions)
+    if fmt == "lerobot":
+        processor.source_files = {f.name: f.read_bytes() for pat in LEROBOT_FILES for f in sorted(path.glob(pat))}
     found = find_norm_stats(path, asset_id)[1]
     processor.asset_id = None if found in (None, ".") else found   # save_policy writes the stats back under this id
     return policy, processor
@@ -262,7 +310,10 @@ def _reset_buffers(policy: PI0Policy):
 
 
 def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | None = None):
-    """openpi PyTorch layout, written to a temp dir next to `path` and renamed into place."""
+    """openpi PyTorch layout, written to a temp dir next to `path` and renamed into place; LeRobot's layout
+    for a policy loaded from a LeRobot checkpoint (save_lerobot)."""
+    if getattr(processor, "source", "openpi") == "lerobot":
+        return save_lerobot(path, policy, processor, extra)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
@@ -279,6 +330,40 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
     asset_dir.mkdir(parents=True)
     (asset_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
     (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
+    if path.exists():
+        old = path.with_name(path.name + f".old{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | None = None):
+    """LeRobot's layout, as its save_pretrained writes it, so that LeRobot's own from_pretrained (policy and
+    processors) loads it: the source checkpoint's config.json and policy_{pre,post}processor files (RL moves no
+    stats), model.safetensors with every tensor under `model.` (both embedding tables), our tokenizer.model;
+    `extra` goes to pirl.json (LeRobot's config parser refuses unknown fields). Atomic like save_policy."""
+    if not processor.source_files:
+        raise ValueError("save_lerobot: the processor holds no LeRobot config / processor files (load_policy "
+                         "records them from a LeRobot checkpoint)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+    for name, data in processor.source_files.items():
+        (tmp / name).write_bytes(data)
+    fp32 = json.loads(processor.source_files["config.json"]).get("dtype", "float32") == "float32"
+    sd, seen = {}, set()
+    for k, v in policy.state_dict().items():
+        v = v.detach().float() if fp32 else v.detach()
+        if v.data_ptr() in seen:   # a tied table is written under both names, as LeRobot holds it
+            v = v.clone()
+        seen.add(v.data_ptr())
+        sd["model." + k] = v.contiguous().cpu()
+    save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
+    if extra:
+        (tmp / "pirl.json").write_text(json.dumps(extra, indent=2))
     if path.exists():
         old = path.with_name(path.name + f".old{os.getpid()}")
         os.replace(path, old)

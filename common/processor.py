@@ -4,6 +4,13 @@
 state and actions are zero-padded from S / A to the model's D; images resized-with-pad to R and scaled
 from uint8 [0, 255] to [-1, 1] (padding is black, i.e. -1). Stats use openpi's norm_stats.json layout:
 {"norm_stats": {"state": {"mean", "std", "q01", "q99"}, "actions": {...}}}.
+
+A checkpoint from LeRobot (source="lerobot", recorded by load_policy) keeps LeRobot's conventions instead:
+  normalisation per its normalization_mapping (norm_modes), lerobot/processor/normalize_processor.py:
+    MEAN_STD   x' = (x - mean) / (std + eps),              x = x' * std + mean
+    QUANTILES  x' = 2 (x - q01) / (q99 - q01) - 1,         x = (x' + 1) (q99 - q01) / 2 + q01   (MIN_MAX, QUANTILE10 alike)
+  eps = 1e-8; images resized-with-pad as resize_with_pad_lerobot; π0's prompt = the task + "\n", uncleaned;
+  the state zero-padded to its own max_state_dim (config.state_dim).
 """
 import numpy as np
 import torch
@@ -35,40 +42,91 @@ def resize_with_pad(images: torch.Tensor, size: int) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
+def resize_with_pad_lerobot(images: torch.Tensor, size: int) -> torch.Tensor:
+    """LeRobot's version (policies/common/vla_utils.py resize_with_pad_torch on [0, 1] floats, then 2x - 1):
+    sizes truncated, int(h / ratio), and bilinear without antialiasing. (N, H, W, 3) uint8 -> (N, 3, size, size)."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        ratio = max(w / size, h / size)
+        nh, nw = int(h / ratio), int(w / ratio)
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        x = F.pad(x, (left, size - nw - left, top, size - nh - top), value=0.0)
+    return x * 2.0 - 1.0
+
+
+LEROBOT_NORM_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
+_BOUNDS = {"MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
+
+
 class Processor:
-    def __init__(self, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config):
+    def __init__(self, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config, source: str = "openpi",
+                 norm_modes: dict | None = None, eps: float = 1e-8):
+        """source: whose conventions to follow ("openpi" | "lerobot"); norm_modes ({"state": ..., "actions": ...}
+        LeRobot NormalizationMode names) and eps are LeRobot's only."""
+        if source not in ("openpi", "lerobot"):
+            raise ValueError(f"Processor source={source!r}; allowed values: 'openpi', 'lerobot'")
         if "norm_stats" in norm_stats:
             norm_stats = norm_stats["norm_stats"]
         for key in ("state", "actions"):
             if key not in norm_stats:
                 raise ValueError(f"norm stats lack {key!r} (have {sorted(norm_stats)}); openpi layout expected")
         self.norm_stats = {"norm_stats": norm_stats}
-        self.tokenizer, self.config = tokenizer, config
+        self.tokenizer, self.config, self.source = tokenizer, config, source
         self.quantile = config.variant == "pi05"   # openpi: quantile norm for π0.5, z-score for π0
+        default = "QUANTILES" if self.quantile else "MEAN_STD"   # LeRobot's per-variant defaults
+        self.norm_modes = {k: (norm_modes or {}).get(k, default) for k in ("state", "actions")}
+        if source == "lerobot" and not set(self.norm_modes.values()) <= set(LEROBOT_NORM_MODES):
+            raise ValueError(f"LeRobot normalisation modes {self.norm_modes}; known: {list(LEROBOT_NORM_MODES)}")
+        self.eps = eps
+        self.source_files: dict[str, bytes] = {}   # LeRobot: config / processor files, written back by save_policy
         self._stats = {k: {s: np.asarray(v, dtype=np.float32) for s, v in norm_stats[k].items() if v is not None}
                        for k in ("state", "actions")}
 
     @classmethod
-    def from_stats(cls, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config) -> "Processor":
-        return cls(norm_stats, tokenizer, config)
+    def from_stats(cls, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config, **kwargs) -> "Processor":
+        return cls(norm_stats, tokenizer, config, **kwargs)
 
     # ---- normalisation ---------------------------------------------------------------------------
+    def _lerobot_norm(self, x: np.ndarray, key: str, inverse: bool) -> np.ndarray:
+        """LeRobot's NormalizerProcessorStep / UnnormalizerProcessorStep, in its order of operations."""
+        s, n, mode = self._stats[key], x.shape[-1], self.norm_modes[key]
+        if mode == "IDENTITY":
+            return x
+        if mode == "MEAN_STD":
+            mean, std = s["mean"][:n], s["std"][:n]
+            return x * std + mean if inverse else (x - mean) / (std + np.float32(self.eps))
+        lo_key, hi_key = _BOUNDS[mode]
+        if lo_key not in s or hi_key not in s:
+            raise ValueError(f"LeRobot {mode} normalisation needs {lo_key!r} / {hi_key!r} stats for {key}; "
+                             f"have {sorted(s)}")
+        lo, hi = s[lo_key][:n], s[hi_key][:n]
+        denom = np.where(hi - lo == 0, np.float32(self.eps), hi - lo)
+        if mode == "MIN_MAX":
+            return (x + 1) / 2 * denom + lo if inverse else 2 * (x - lo) / denom - 1
+        return (x + 1.0) * denom / 2.0 + lo if inverse else 2.0 * (x - lo) / denom - 1.0
+
     def _normalize(self, x: np.ndarray, key: str) -> np.ndarray:
+        if self.source == "lerobot":
+            return self._lerobot_norm(x, key, inverse=False)
         s, n = self._stats[key], x.shape[-1]
         if self.quantile:
             return (x - s["q01"][:n]) / (s["q99"][:n] - s["q01"][:n] + 1e-6) * 2.0 - 1.0
         return (x - s["mean"][:n]) / (s["std"][:n] + 1e-6)
 
     def _unnormalize(self, x: np.ndarray, key: str) -> np.ndarray:
+        if self.source == "lerobot":
+            return self._lerobot_norm(x, key, inverse=True)
         s, n = self._stats[key], x.shape[-1]
         if self.quantile:
             return (x + 1.0) / 2.0 * (s["q99"][:n] - s["q01"][:n] + 1e-6) + s["q01"][:n]
         return x * (s["std"][:n] + 1e-6) + s["mean"][:n]
 
     def _pad(self, x: np.ndarray, name: str) -> np.ndarray:
-        D = self.config.action_dim
+        D = self.config.state_dim if name == "state" else self.config.action_dim
         if x.shape[-1] > D:
-            raise ValueError(f"{name} has {x.shape[-1]} dims > model action_dim={D}")
+            raise ValueError(f"{name} has {x.shape[-1]} dims > the model's {name}_dim={D}")
         return np.concatenate([x, np.zeros((*x.shape[:-1], D - x.shape[-1]), x.dtype)], axis=-1)
 
     # ---- observations ----------------------------------------------------------------------------
@@ -81,7 +139,8 @@ class Processor:
         N, n_cam = images.shape[:2]
         if n_cam > c.num_cameras:
             raise ValueError(f"raw_obs has {n_cam} cameras > config.num_cameras={c.num_cameras}")
-        img = resize_with_pad(images.flatten(0, 1), c.image_size).reshape(N, n_cam, 3, c.image_size, c.image_size)
+        resize = resize_with_pad_lerobot if self.source == "lerobot" else resize_with_pad
+        img = resize(images.flatten(0, 1), c.image_size).reshape(N, n_cam, 3, c.image_size, c.image_size)
         masks = torch.ones(N, c.num_cameras, dtype=torch.bool)
         if n_cam < c.num_cameras:   # absent cameras: black images, masked out (as openpi)
             masks[:, n_cam:] = False
@@ -89,8 +148,12 @@ class Processor:
                                               device=img.device)], 1)
         state = self._normalize(np.asarray(raw_obs["state"], dtype=np.float32), "state")   # (N, S)
         discrete = c.variant == "pi05" and c.discrete_state_input
-        toks = [self.tokenizer.tokenize(p, state[i] if discrete else None, c.max_token_len)
-                for i, p in enumerate(raw_obs["instruction"])]
+        if self.source == "lerobot" and not discrete:   # LeRobot's π0: Pi0NewLineProcessor, then the tokenizer
+            toks = [self.tokenizer.tokenize_text(p if p.endswith("\n") else p + "\n", c.max_token_len)
+                    for p in raw_obs["instruction"]]
+        else:
+            toks = [self.tokenizer.tokenize(p, state[i] if discrete else None, c.max_token_len)
+                    for i, p in enumerate(raw_obs["instruction"])]
         return Observation(
             images=img, image_masks=masks.to(device),
             tokens=torch.as_tensor(np.stack([t for t, _ in toks]), device=device),

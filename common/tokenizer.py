@@ -1,6 +1,6 @@
 """Prompt tokeniser: PaliGemma's SentencePiece model from a checkpoint directory, or a tiny one trained offline.
 
-openpi prompt formats (src/openpi/models/tokenizer.py, PaligemmaTokenizer):
+openpi prompt formats (src/openpi/models/tokenizer.py, PaligemmaTokenizer; LeRobot's differ: see tokenize_text):
     π0 (and π0.5 without state):  BOS + "text" + "\n"         ("\n" tokenised separately: start of answer)
     π0.5 with discrete state:     BOS + "Task: text, State: 12 200 ...;\nAction: "
 the state (normalised to ~[-1, 1]) discretised into 256 bins: digitize(s, linspace(-1, 1, 257)[:-1]) - 1.
@@ -36,6 +36,15 @@ class Tokenizer:
             tokens = [self.sp.bos_id()] + self.sp.encode(full)
         else:
             tokens = [self.sp.bos_id()] + self.sp.encode(text) + self.sp.encode("\n")
+        return self._pad(tokens, max_len)
+
+    def tokenize_text(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """BOS + the text as it is, as LeRobot's TokenizerProcessorStep runs PaliGemma's HF tokenizer
+        (add_bos_token, no EOS, truncation, right padding with id 0): no cleaning, one piece of text."""
+        return self._pad([self.sp.bos_id()] + self.sp.encode(text), max_len)
+
+    @staticmethod
+    def _pad(tokens: list, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         tokens = tokens[:max_len]
         n = len(tokens)
         out = np.zeros(max_len, dtype=np.int64)

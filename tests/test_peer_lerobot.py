@@ -1,0 +1,193 @@
+"""LeRobot peer fixtures (tests/fixtures/peers/lerobot, written by tools/peers/lerobot_fixtures.py with LeRobot
+0.6.1's own code: tiny random π0 / π0.5 saved by its save_pretrained + processors, and its outputs for fixed raw
+inputs). Without LeRobot installed: loading those files reproduces LeRobot's velocity, sampled actions and env
+actions; each convention that matters is checked by breaking it (the result must move far past the tolerance);
+the full-size key lists and config fields of LeRobot's π0 / π0.5 match ours; saving a LeRobot-sourced policy
+writes LeRobot's layout back (that LeRobot's from_pretrained loads it: `lerobot_fixtures.py --check-dir`)."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from common.checkpoint import _config_from, detect_variant, load_policy, save_policy
+from common.policy import PI0Policy, make_config
+from common.processor import resize_with_pad, resize_with_pad_lerobot
+
+torch.set_num_threads(1)
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "peers" / "lerobot"
+MODELS = ["pi0", "pi05", "pi05_mean_std", "pi0_state12_action8"]
+TOL = 1e-4      # fp32, LeRobot vs us
+CAUGHT = 1e-2   # a broken convention must move the result at least this much (100x the tolerance)
+
+
+def reference(name):
+    d = FIXTURES / name
+    ref = load_file(str(d / "reference.safetensors"))
+    meta = json.loads((d / "reference.json").read_text())
+    raw = {"images": ref["raw_images"].numpy(), "state": ref["raw_state"].numpy(), "instruction": meta["instruction"]}
+    return d, ref, raw, meta["num_steps"]
+
+
+@torch.no_grad()
+def outputs(policy, proc, raw, ref, num_steps, t=None, obs_edit=None):
+    obs = proc.observation(raw, "cpu")
+    if obs_edit:
+        obs_edit(obs)
+    v, _ = policy.velocity(policy.encode(obs), ref["x_t"], ref["t"] if t is None else t)
+    actions = policy.sample_actions(obs, ref["noise"].clone(), num_steps)
+    env = torch.as_tensor(proc.actions_to_env(actions, ref["env_actions"].shape[-1]))
+    return {"velocity": v, "actions": actions, "env_actions": env}
+
+
+def max_diff(out, ref):
+    return {k: float((out[k] - ref[k]).abs().max()) for k in out}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            policy, proc = load_policy(FIXTURES / name)
+            cache[name] = (policy.eval(), proc)
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_lerobot_checkpoint_reproduces_lerobots_velocity_sampled_and_env_actions(loaded, name):
+    d, ref, raw, K = reference(name)
+    policy, proc = loaded(name)
+    obs = proc.observation(raw, "cpu")
+    L = obs.tokens.shape[1]
+    assert torch.equal(obs.tokens, ref["tokens"]) and torch.equal(obs.token_masks, ref["token_masks"].bool())
+    assert obs.image_masks.tolist() == ref["image_masks"].tolist()
+    diff = max_diff(outputs(policy, proc, raw, ref, K), ref)
+    assert max(diff.values()) < TOL, diff
+    assert L == json.loads((d / "config.json").read_text())["tokenizer_max_length"]
+
+
+def test_lerobot_images_prompt_and_state_match_lerobots_processors_exactly(loaded):
+    d, ref, raw, _ = reference("pi0")
+    policy, proc = loaded("pi0")
+    obs = proc.observation(raw, "cpu")
+    assert proc.source == "lerobot" and raw["images"].shape[2:4] == (45, 61)   # odd, non-square, downscaled
+    torch.testing.assert_close(obs.images, ref["images"], atol=1e-6, rtol=0)
+    openpi_resize = resize_with_pad(torch.from_numpy(raw["images"][:, 0]), 32)   # antialiased, rounded sizes
+    assert (openpi_resize - ref["images"][:, 0]).abs().max() > CAUGHT
+    assert torch.equal(resize_with_pad_lerobot(torch.from_numpy(raw["images"][:, 0]), 32), obs.images[:, 0])
+    # LeRobot's π0 keeps "_" and edge spaces and only appends "\n" (openpi cleans them)
+    text = proc.tokenizer.sp.decode([int(t) for t in obs.tokens[0][obs.token_masks[0]]])
+    assert raw["instruction"][0] == "pick_up the red cube " and text == "pick_up the red cube \n"
+    torch.testing.assert_close(obs.state[:, :raw["state"].shape[1]], ref["state"], atol=1e-6, rtol=0)
+
+
+def test_lerobot_checkpoint_keeps_its_two_embedding_tables_and_reads_sizes_cameras_and_dims(loaded):
+    sd = load_file(str(FIXTURES / "pi0" / "model.safetensors"))
+    head, emb = (sd[f"model.paligemma_with_expert.paligemma.{k}.weight"] for k in
+                 ("lm_head", "model.language_model.embed_tokens"))
+    assert not torch.equal(head, emb)   # LeRobot holds two different tables
+    policy, _ = loaded("pi0")
+    pg = policy.paligemma_with_expert.paligemma
+    assert torch.equal(pg.model.language_model.embed_tokens.weight, emb) and torch.equal(pg.lm_head.weight, head)
+    c = policy.config
+    assert (c.num_cameras, c.image_size, c.action_horizon, c.vlm_width, c.expert_width, c.depth) == (2, 32, 8, 32, 16, 2)
+    c = loaded("pi0_state12_action8")[0].config
+    assert (c.state_dim, c.action_dim) == (12, 8)
+    assert [loaded(n)[1].norm_modes for n in ("pi0", "pi05", "pi05_mean_std")] == [
+        {"state": "MEAN_STD", "actions": "MEAN_STD"}, {"state": "QUANTILES", "actions": "QUANTILES"},
+        {"state": "MEAN_STD", "actions": "MEAN_STD"}]
+
+
+# ---- a broken convention is caught ------------------------------------------------------------------------
+def _swap_cameras(raw):
+    return {**raw, "images": raw["images"][:, ::-1].copy()}
+
+
+def _other_norm(proc):
+    other = {"MEAN_STD": "QUANTILES", "QUANTILES": "MEAN_STD"}
+    proc.norm_modes = {k: other[m] for k, m in proc.norm_modes.items()}
+
+
+def _other_table(policy):
+    pg = policy.paligemma_with_expert.paligemma
+    pg.model.language_model.embed_tokens.weight.data.copy_(pg.lm_head.weight.data)   # what a re-tie did
+
+
+MUTATIONS = {
+    "camera order swapped": dict(raw=_swap_cameras),
+    "t -> 1 - t": dict(t=lambda t: 1 - t),
+    "a masked prompt token": dict(obs_edit=lambda obs: obs.token_masks[:, 2].fill_(False)),
+    "the other embedding table": dict(policy=_other_table),
+    "the other normalisation mode": dict(proc=_other_norm),
+    "openpi's conventions": dict(proc=lambda proc: setattr(proc, "source", "openpi")),
+}
+
+
+@pytest.mark.parametrize("name", ["pi0", "pi05"])
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_broken_convention_moves_the_result_far_past_the_tolerance(name, mutation):
+    _, ref, raw, K = reference(name)
+    policy, proc = load_policy(FIXTURES / name)
+    m = MUTATIONS[mutation]
+    if "policy" in m:
+        m["policy"](policy)
+    if "proc" in m:
+        m["proc"](proc)
+    raw = m.get("raw", lambda r: r)(raw)
+    t = m["t"](ref["t"]) if "t" in m else None
+    diff = max_diff(outputs(policy.eval(), proc, raw, ref, K, t=t, obs_edit=m.get("obs_edit")), ref)
+    key = "env_actions" if mutation == "the other normalisation mode" else "velocity"
+    assert diff[key] > CAUGHT, diff
+
+
+# ---- full size --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["pi0", "pi05"])
+def test_full_size_lerobot_keys_shapes_and_config_fields_match_ours(tmp_path, kind):
+    full = json.loads((FIXTURES / "full_size.json").read_text())[kind]
+    assert full["shared"] == []   # LeRobot ties nothing: lm_head and embed_tokens are separate tensors
+    theirs = {k.removeprefix("model."): s for k, s in full["keys"].items()}
+    sd = {k: torch.empty(s, device="meta") for k, s in theirs.items()}
+    (tmp_path / "config.json").write_text(json.dumps(full["config"]))
+    config = _config_from(tmp_path, sd, detect_variant(sd))
+    cfg = full["config"]
+    assert config == make_config(kind, num_cameras=1, action_horizon=cfg["chunk_size"])   # our full-size preset
+    assert (config.state_dim, config.action_dim, config.max_token_len, config.image_size) == (
+        cfg["max_state_dim"], cfg["max_action_dim"], cfg["tokenizer_max_length"], cfg["image_resolution"][0])
+    assert (config.min_period, config.max_period, config.time_beta_alpha, config.time_beta_beta) == (
+        cfg["min_period"], cfg["max_period"], cfg["time_sampling_beta_alpha"], cfg["time_sampling_beta_beta"])
+    assert cfg["normalization_mapping"] == {"VISUAL": "IDENTITY", **{t: "MEAN_STD" if kind == "pi0" else "QUANTILES"
+                                                                    for t in ("STATE", "ACTION")}}
+    with torch.device("meta"):
+        ours = {k: list(v.shape) for k, v in PI0Policy(config).state_dict().items()}
+    assert ours == theirs
+
+
+# ---- saving back ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["pi0", "pi05"])
+def test_save_policy_of_a_lerobot_policy_writes_lerobots_layout_and_reloads_the_same(tmp_path, name):
+    d, ref, raw, K = reference(name)
+    policy, proc = load_policy(d)
+    with torch.no_grad():   # as after RL: the weights moved (embed_tokens included)
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_policy(tmp_path / "policy", policy, proc, extra={"iteration": 2})
+    out = tmp_path / "policy"
+    for f in d.glob("policy_*"):                      # processor files and config.json exactly as LeRobot wrote them
+        assert (out / f.name).read_bytes() == f.read_bytes()
+    assert (out / "config.json").read_bytes() == (d / "config.json").read_bytes()
+    assert json.loads((out / "pirl.json").read_text()) == {"iteration": 2}
+    saved, original = load_file(str(out / "model.safetensors")), load_file(str(d / "model.safetensors"))
+    assert set(saved) == set(original) and all(saved[k].dtype == torch.float32 for k in saved)
+    for k, v in policy.state_dict().items():
+        assert torch.equal(saved["model." + k], v)
+    again, proc2 = load_policy(out)
+    assert proc2.source == "lerobot" and proc2.norm_modes == proc.norm_modes
+    a, b = outputs(policy.eval(), proc, raw, ref, K), outputs(again.eval(), proc2, raw, ref, K)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    shutil.rmtree(out)
