@@ -45,6 +45,11 @@ def _read_weights(path: Path) -> tuple[dict, str]:
         sd = torch.load(file, map_location="cpu", weights_only=True)
         sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
         fmt = "rlinf"
+        meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        if "action_horizon" not in meta and "pirl" not in meta:   # not inferable from the weights: never guess it
+            raise ValueError(f"{path / 'config.json'}: action_horizon: RLinf's {file.relative_to(path)} does not record "
+                             "the action horizon (RLinf takes it from its config name); copy its base model's openpi "
+                             "config.json here, or write {\"action_horizon\": H} there")
     else:
         raise FileNotFoundError(f"no weights in {path}: expected one of {list(WEIGHT_FILES)}")
     sd = normalize_keys(sd)

@@ -293,7 +293,7 @@ def write_fixtures(op, out: Path, num_steps: int = 10):
                        "action_dim": 32, "action_horizon": 50, "max_token_len": Pi0ConfigStandIn(pi05=model == "pi05").max_token_len}}
         for part in ("paligemma", "expert"):
             full[model]["config"][part].pop("lora_configs")
-    (out / "full_size_keys.json").write_text(json.dumps(full, indent=1, sort_keys=True))
+    (out / "full_size_keys.json").write_text(json.dumps(full, sort_keys=True, separators=(",", ":")))
     print(f"wrote {out}")
 
 
