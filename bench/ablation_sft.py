@@ -33,6 +33,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.errors import check_at_least, check_writable, main_errors  # noqa: E402
 from flow_sde_ppo import Args as PPOArgs  # noqa: E402  (module import has no side effects)
 from flow_sde_ppo import sample_hybrid  # noqa: E402
 
@@ -95,12 +96,26 @@ class hybrid_act_fn:
         return self.processor.actions_to_env(actions, self.action_dim)[:, : self.ppo_args.replan_steps]  # (N, H', A)
 
 
+def check_args(args: Args):
+    """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+    from common.sft import check_checkpoint_or_expert
+
+    check_env_name(args.env)
+    check_checkpoint_or_expert(args.checkpoint, args.env)
+    check_at_least(1, episodes=args.episodes, num_envs=args.num_envs, replan_steps=args.replan_steps,
+                   noise_sweep_steps=args.noise_sweep_steps, denoise_steps=args.denoise_steps, threads=args.threads)
+    check_at_least(0, noise_levels=args.noise_levels, step_sweep_noise=args.step_sweep_noise)
+    check_writable(ROOT / args.out, "--out")
+
+
 def main(args: Args):
     from common.checkpoint import load_policy
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
-    from common.evaluate import evaluate, policy_act_fn
+    from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
 
+    check_args(args)
     torch.set_num_threads(args.threads)
     policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env))
     policy.eval()
@@ -113,6 +128,8 @@ def main(args: Args):
 
     start, eval_by_K, rows = time.time(), {}, []
     try:
+        check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,
+                              args.checkpoint or "the default policy", args.replan_steps)
         for K, a in cells:
             if K not in eval_by_K:  # the deterministic ODE does not depend on a
                 eval_by_K[K] = run(policy_act_fn(policy, processor, num_steps=K, replan_steps=args.replan_steps))
@@ -138,4 +155,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

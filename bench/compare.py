@@ -26,6 +26,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 from common.sft import DEFAULT_ENV  # noqa: E402
 
 ALGOS = ("flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo")
@@ -69,7 +70,10 @@ def launch(args: Args, algo: str, seed: int) -> None:
            "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
            "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *shlex.split(args.extra)]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).returncode
+    if rc != 0:
+        raise UsageError(f"{algo} --seed {seed} failed with exit code {rc} (its output is above); "
+                         f"the finished runs stay in --run-root {args.run_root} and are reused")
 
 
 def read_curve(path: Path) -> dict:
@@ -121,10 +125,28 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(args: Args) -> None:
+def check_args(args: Args) -> None:
+    """Every flag checked before any run is launched (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+    from common.experts import check_expert
+
+    check_env_name(args.env)
     bad = [a for a in args.algos if a not in ALGOS]
-    if bad:
-        raise SystemExit(f"error: --algos takes {', '.join(ALGOS)}; got {', '.join(bad)}")
+    if bad or not args.algos:
+        raise UsageError(f"--algos takes {', '.join(ALGOS)}; got {', '.join(bad) or 'none'}")
+    if not args.seeds:
+        raise UsageError("--seeds needs at least one seed")
+    check_at_least(1, total_iterations=args.total_iterations, threads=args.threads)
+    check_at_least(0, eval_every=args.eval_every)
+    check_writable(Path(args.out).parent, "--out")
+    if args.launch:
+        check_writable(args.run_root, "--run-root")
+        if "--checkpoint" not in args.extra:   # the runs make (or reuse) the embedded default
+            check_expert(args.env, hint='give the runs a policy with --extra="--checkpoint DIR"')
+
+
+def main(args: Args) -> None:
+    check_args(args)
     results = {}
     for algo in args.algos:
         curves = []
@@ -137,7 +159,7 @@ def main(args: Args) -> None:
         if curves:
             results[algo] = summarise(curves)
     if not results:
-        raise SystemExit(f"error: no finished runs in {args.run_root} (run without --no-launch first)")
+        raise UsageError(f"no finished runs in --run-root {args.run_root} (run without --no-launch first)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
@@ -154,4 +176,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

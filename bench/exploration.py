@@ -19,6 +19,7 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import flow_sde_ppo as sde  # noqa: E402  (module import has no side effects)
+from common.errors import check_at_least, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
@@ -42,15 +43,31 @@ class Args:
 
 
 @torch.no_grad()
+def check_args(args: Args) -> None:
+    """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+    from common.sft import check_checkpoint_or_expert
+
+    check_env_name(args.env)
+    check_checkpoint_or_expert(args.checkpoint, args.env)
+    check_at_least(0, init_id=args.init_id, noise_levels=args.noise_levels)
+    check_at_least(1, samples=args.samples, denoise_steps=args.denoise_steps, replan_steps=args.replan_steps)
+    check_writable(args.out, "--out")
+
+
 def main(args: Args) -> None:
     from common.checkpoint import load_policy
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
+    from common.evaluate import check_policy_fits_env
 
+    check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env))
     envs = make_envs(args.env, 1, seed=0, image_size=policy.config.image_size, autoreset=False, asynchronous=False)
     try:
+        check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,
+                              args.checkpoint or "the default policy", args.replan_steps)
         raw = envs.reset([(0, args.init_id)])
         A = envs.action_dim
     finally:
@@ -80,4 +97,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

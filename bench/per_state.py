@@ -20,6 +20,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
@@ -44,23 +45,40 @@ class Args:
     """where the per-state results are written"""
 
 
+def check_args(args: Args) -> None:
+    """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.envs import METAWORLD_EVAL_INITS, check_env_name
+    from common.sft import check_checkpoint_or_expert
+
+    check_env_name(args.env)
+    if not args.env.startswith("metaworld-") or args.env in ("metaworld-mt10", "metaworld-mt50"):
+        raise UsageError(f"--env must be a single metaworld-* task, e.g. metaworld-drawer-open-v3 (got {args.env})")
+    check_checkpoint_or_expert(args.checkpoint, args.env)
+    check_at_least(1, num_states=args.num_states, seeds=args.seeds, num_envs=args.num_envs,
+                   denoise_steps=args.denoise_steps, replan_steps=args.replan_steps, max_episode_steps=args.max_episode_steps)
+    if args.num_states > METAWORLD_EVAL_INITS:
+        raise UsageError(f"--num-states {args.num_states}: there are {METAWORLD_EVAL_INITS} held-out init ids")
+    check_writable(args.out, "--out")
+
+
 def main(args: Args) -> None:
     from common.checkpoint import load_policy
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
-    from common.evaluate import _run_wave, policy_act_fn
+    from common.evaluate import _run_wave, check_policy_fits_env, policy_act_fn
 
-    if not args.env.startswith("metaworld-"):
-        raise SystemExit(f"error: --env must be a metaworld-* task (got {args.env})")
+    check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env), device=torch.device("cpu"))
     envs = make_envs(args.env, args.num_envs, seed=0, image_size=policy.config.image_size, autoreset=False,
                      max_episode_steps=args.max_episode_steps)
-    act_fn = policy_act_fn(policy, processor, args.denoise_steps, args.replan_steps)
     ids = list(envs.eval_init_ids)[: args.num_states]
     success = np.zeros((len(ids), args.seeds), bool)          # (states, seeds)
     position = np.zeros((len(ids), 3))                         # object xyz at reset, metres
     try:
+        check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,
+                              args.checkpoint or "the default policy", args.replan_steps)
+        act_fn = policy_act_fn(policy, processor, args.denoise_steps, args.replan_steps)
         for seed in range(args.seeds):
             act_fn.reset(1000 + seed)
             for start in range(0, len(ids), args.num_envs):
@@ -87,4 +105,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

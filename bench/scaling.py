@@ -61,6 +61,8 @@ from pathlib import Path
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
@@ -104,7 +106,9 @@ def launch(args: Args, nproc: int, tag: str) -> tuple[Path, float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, args.cores // nproc)))
     print("$ OMP_NUM_THREADS=%s %s" % (env["OMP_NUM_THREADS"], " ".join(launcher + ["flow_sde_ppo.py"] + flags)), flush=True)
     start = time.time()
-    subprocess.run(launcher + ["flow_sde_ppo.py"] + flags, cwd=ROOT, env=env, check=True)
+    rc = subprocess.run(launcher + ["flow_sde_ppo.py"] + flags, cwd=ROOT, env=env).returncode
+    if rc != 0:
+        raise UsageError(f"the {nproc}-process run failed with exit code {rc} (its output is above)")
     wall = time.time() - start
     found = sorted((ROOT / args.run_root).glob(f"{args.env}__{exp_name}__*"))
     if len(found) != 1:
@@ -119,7 +123,23 @@ def read_iterations(run_dir: Path) -> list[dict]:
     return [r for r in rows if r["charts/iteration"] > 1]
 
 
+def check_args(args: Args):
+    """Every flag checked before any run is launched (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+    from common.sft import check_checkpoint_or_expert
+
+    check_env_name(args.env)
+    check_checkpoint_or_expert(args.checkpoint, args.env)
+    check_at_least(1, nproc=args.nproc, interaction_steps=args.interaction_steps, minibatch_size=args.minibatch_size,
+                   micro_batch_size=args.micro_batch_size, eval_episodes=args.eval_episodes, cores=args.cores)
+    check_at_least(2, total_iterations=args.total_iterations)  # iteration 1 is the warm-up, not timed
+    check_at_least(args.nproc, num_envs=args.num_envs)
+    check_writable(ROOT / args.run_root, "--run-root")
+    check_writable(ROOT / args.out, "--out")
+
+
 def main(args: Args):
+    check_args(args)
     steps_per_iteration = args.num_envs * args.interaction_steps  # rollout_epochs = 1 in the tiny preset
     if args.cores < args.nproc:
         print(f"note: --cores {args.cores} < --nproc {args.nproc}: each process gets 1 thread, so the "
@@ -157,4 +177,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

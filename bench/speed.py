@@ -55,6 +55,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
@@ -127,7 +128,8 @@ def build_policy(args: Args, envs, device):
     from common.tokenizer import train_tiny_tokenizer
 
     config = make_config(args.preset, image_size=args.image_size, num_cameras=envs.num_cameras,
-                         action_horizon=args.action_horizon, max_token_len=args.max_token_len)
+                         action_horizon=args.action_horizon, max_token_len=args.max_token_len,
+                         action_dim=max(make_config(args.preset).action_dim, envs.state_dim, envs.action_dim))
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = train_tiny_tokenizer(envs.task_descriptions, Path(tmp) / "tok.model", vocab_size=512)
     rng = np.random.default_rng(args.seed)
@@ -296,10 +298,34 @@ def print_cache(args: Args, res: dict):
               f"{r['max_abs_diff']:>11.1e}", flush=True)
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def check_args(args: Args):
+    """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+    from common.policy import PRESETS
+
+    check_env_name(args.env)
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset {args.preset}: unknown; use one of {', '.join(PRESETS)}")
+    check_at_least(1, num_envs=args.num_envs, image_size=args.image_size, action_horizon=args.action_horizon,
+                   max_token_len=args.max_token_len, replan_steps=args.replan_steps, denoise_steps=args.denoise_steps,
+                   steps=args.steps, update_batch=args.update_batch, decisions=args.decisions, rounds=args.rounds,
+                   repeats=args.repeats)
+    check_at_least(0, noise_level=args.noise_level, threads=args.threads)
+    if args.replan_steps > args.action_horizon:
+        raise UsageError(f"--replan-steps {args.replan_steps} > --action-horizon {args.action_horizon}")
+    if not args.parts or not set(args.parts) <= {1, 2, 3}:
+        raise UsageError(f"--parts takes 1, 2 and / or 3 (got {args.parts})")
+    if args.device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda (got {args.device!r})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device here; use --device cpu")
+    check_writable(args.json_path, "--json-path")
+
+
+def main(args: Args):
     from common.envs import make_envs
 
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -330,3 +356,9 @@ if __name__ == "__main__":
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

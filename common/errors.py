@@ -34,6 +34,15 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_CODE)
 
 
+def check_at_least(low, **flags):
+    """UsageError naming the first flag below `low` (None skipped; a list must be non-empty, each value >= low):
+    check_at_least(1, num_envs=args.num_envs, steps=args.steps)  ->  "--num-envs must be >= 1 (got 0)"."""
+    for name, value in flags.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if value is not None and (not values or min(values) < low):
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {low} (got {value})")
+
+
 def check_writable(path, flag: str):
     """UsageError unless `path` (a file or folder to be made) could be written: its nearest existing
     ancestor is a writable folder. Call it before any work, so that a bad --out costs nothing."""

@@ -94,9 +94,10 @@ def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs:
 
 
 def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: str = "the env",
-                          checkpoint: str = "the checkpoint"):
+                          checkpoint: str = "the checkpoint", replan_steps: int | None = None):
     """Raise a UsageError naming both sides when the model cannot see or drive `envs` (rendered at
     `image_size`) as it was trained to: such a pair would otherwise run, silently, at 0% success.
+    `envs` needs only state_dim, action_dim and num_cameras; replan_steps (H', if given) must be in 1..H.
 
     Models we train from scratch (tiny presets) are sized to their demonstrations, so cameras and render
     size must match exactly; full-size openpi models have fixed camera slots (absent cameras are masked)
@@ -118,6 +119,9 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
     s_len, a_len = (len(next(v for v in stats[k].values() if v is not None)) for k in ("state", "actions"))
     if s_len < S or a_len < A:
         problems.append(f"{S}-D states / {A}-D actions but norm stats for {s_len}-D states / {a_len}-D actions")
+    if replan_steps is not None and not 1 <= replan_steps <= c.action_horizon:
+        raise UsageError(f"--replan-steps {replan_steps}: {checkpoint} has action horizon H={c.action_horizon}; "
+                         f"use 1..{c.action_horizon}")
     if problems:
         raise UsageError(f"{checkpoint} does not fit {env_name}: {'; '.join(problems)}; "
                          "use a checkpoint trained on this env")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.errors import UsageError
 from common.experts import NoExpertError, check_expert  # noqa: F401  (NoExpertError: re-exported for the scripts)
 
 DEMO_FORMAT_VERSION = 1
@@ -327,6 +328,17 @@ def sft_checkpoint_dir(env_name, num_demos, seed, preset, steps, image_size, act
     return cache_dir / "sft" / f"{env_name}__n{num_demos}__seed{seed}__{preset}__{steps}steps__{image_size}px__H{action_horizon}"
 
 
+def check_checkpoint_or_expert(checkpoint, env_name: str, flag: str = "--checkpoint"):
+    """Before anything is built: `checkpoint` is a folder, or (None) env_name has a scripted expert so that
+    the embedded default can be made; else a UsageError (NoExpertError) that says what to pass."""
+    if checkpoint is not None:
+        if not Path(checkpoint).is_dir():
+            raise UsageError(f"{flag} {checkpoint}: no such directory")
+        return
+    check_expert(env_name, hint=f"without a scripted expert the embedded default cannot make its demonstrations: "
+                                f"pass {flag} DIR (a local SFT checkpoint of that env)")
+
+
 def make_default_sft_policy(env_name: str = DEFAULT_ENV, num_demos: int = DEFAULT_NUM_DEMOS, seed: int = 0,
                             sft_steps: int = DEFAULT_SFT_STEPS, cache_dir=None, preset: str = "tiny",
                             image_size: int = DEFAULT_IMAGE_SIZE, action_horizon: int = DEFAULT_ACTION_HORIZON,
@@ -336,8 +348,7 @@ def make_default_sft_policy(env_name: str = DEFAULT_ENV, num_demos: int = DEFAUL
     other ranks wait at a barrier, then every rank gets the same path."""
     from common.checkpoint import save_policy
 
-    check_expert(env_name, hint="without a scripted expert the embedded default cannot make its demonstrations: "
-                               "pass --checkpoint DIR (a local SFT checkpoint of that env)")
+    check_checkpoint_or_expert(None, env_name)
     out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir)
     if _is_main() and not (out / "model.safetensors").is_file():
         t0 = time.time()

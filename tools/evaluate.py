@@ -91,14 +91,12 @@ def main(args: Args):
     if args.policy == "checkpoint":
         from common.checkpoint import load_policy
         policy, processor = load_policy(args.checkpoint, device=d.device)
-        H = policy.config.action_horizon
-        if args.replan_steps > H:
-            raise UsageError(f"--replan-steps {args.replan_steps} > the checkpoint's action horizon H={H}; use 1..{H}")
     image_size = args.image_size or (policy.config.image_size if policy is not None else sft.DEFAULT_IMAGE_SIZE)
     envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False)
     try:
         if policy is not None:
-            check_policy_fits_env(policy, processor, envs, image_size, args.env, f"--checkpoint {args.checkpoint}")
+            check_policy_fits_env(policy, processor, envs, image_size, args.env, f"--checkpoint {args.checkpoint}",
+                                  args.replan_steps)
             act_fn = policy_act_fn(policy, processor, args.num_steps, args.replan_steps, action_dim=envs.action_dim)
         elif args.policy == "expert":
             act_fn = expert_act_fn(args.env, envs)
