@@ -91,8 +91,22 @@ def _config_from(path: Path, sd: dict, variant: str) -> PI0Config:
     # openpi / LeRobot / RLinf: every size from the weights (any width / depth), the horizon from config.json
     horizon = meta.get("action_horizon", meta.get("chunk_size", 50))
     max_len = meta.get("max_token_len", meta.get("tokenizer_max_length", 200 if variant == "pi05" else 48))
-    return make_config(variant, **{**sizes_from_weights(sd, weights_file(path)), **_lerobot_config(path, meta)},
+    return make_config(variant, **{**sizes_from_weights(sd, weights_file(path)), **_lerobot_config(path, meta),
+                                   **_openpi_config(path, meta, variant)},
                        action_horizon=horizon, max_token_len=max_len)
+
+
+def _openpi_config(path: Path, meta: dict, variant: str) -> dict:
+    """What an openpi / RLinf π0.5 config.json must say that the weights cannot: whether the state is prompt text.
+    openpi's Pi0Config defaults to true, but its pi05_libero and most of RLinf's π0.5 configs set false, and
+    openpi's converter does not write it (examples/convert_jax_model_to_pytorch.py): never guess it."""
+    if variant != "pi05" or meta.get("type") in ("pi0", "pi05"):   # π0, or LeRobot's own config
+        return {}
+    if "discrete_state_input" not in meta:
+        raise ValueError(f"{path / 'config.json'}: discrete_state_input: not recorded (openpi's converter omits it); "
+                         "true puts the state in the π0.5 prompt (openpi's default), false does not (openpi's "
+                         "pi05_libero, most RLinf π0.5 configs): add \"discrete_state_input\": true or false")
+    return {"discrete_state_input": bool(meta["discrete_state_input"])}
 
 
 def _lerobot_config(path: Path, meta: dict) -> dict:
@@ -329,7 +343,8 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
             "paligemma_variant": "gemma_2b" if full else "pirl_custom",
             "action_expert_variant": "gemma_300m" if full else "pirl_custom",
             "precision": "float32" if policy.action_out_proj.weight.dtype == torch.float32 else "bfloat16",
-            "pi05": c.variant == "pi05", "pirl": asdict(c), **(extra or {})}
+            "pi05": c.variant == "pi05", "discrete_state_input": c.variant == "pi05" and c.discrete_state_input,
+            "pirl": asdict(c), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     asset_dir = tmp / "assets" / (getattr(processor, "asset_id", None) or "pirl")   # the source's id: openpi looks there
     asset_dir.mkdir(parents=True)

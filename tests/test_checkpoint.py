@@ -142,7 +142,7 @@ def test_missing_files_and_wrong_keys_give_clear_errors(tmp_path):
 def test_full_size_openpi_config_is_inferred_from_config_json_and_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(
         {"action_dim": 32, "action_horizon": 10, "paligemma_variant": "gemma_2b",
-         "action_expert_variant": "gemma_300m", "precision": "bfloat16"}))
+         "action_expert_variant": "gemma_300m", "precision": "bfloat16", "discrete_state_input": True}))
     sd = {"action_in_proj.weight": torch.empty(1024, 32, device="meta")}
     c = _config_from(tmp_path, sd, "pi05")
     assert (c.variant, c.action_dim, c.action_horizon, c.max_token_len, c.vlm_width) == ("pi05", 32, 10, 200, 2048)

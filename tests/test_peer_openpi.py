@@ -48,9 +48,19 @@ def ours(policy, r, **changes):
     return v, policy.sample_actions(obs, r["noise"].clone(), num_steps=10)
 
 
+def with_discrete_state_input(src: Path, dst: Path) -> Path:
+    """A copy of an openpi dir whose config.json (as openpi's converter writes it) gets the one field it omits
+    that π0.5 needs (see test_what_cannot_be_loaded_...), as a user would add it."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**meta, "discrete_state_input": True}))
+    return dst
+
+
 @pytest.fixture(scope="module")
-def loaded():
-    return {m: load_policy(FIX / m, asset_id="metaworld") for m in MODELS}
+def loaded(tmp_path_factory):
+    dirs = {"pi0": FIX / "pi0", "pi05": with_discrete_state_input(FIX / "pi05", tmp_path_factory.mktemp("op") / "pi05")}
+    return {m: load_policy(dirs[m], asset_id="metaworld") for m in MODELS}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -161,3 +171,11 @@ def test_what_cannot_be_loaded_fails_in_one_line_naming_file_and_field(tmp_path)
     q = "paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight"
     with pytest.raises(ValueError, match=rf"^F: {q}: 60 query rows[^\n]*8 heads"):
         sizes_from_weights({**sd, q: torch.zeros(60, 48)}, "F")
+    # π0.5: whether the state is prompt text is in no file openpi writes (pi05_libero: false; default: true)
+    with pytest.raises(ValueError, match=r"^[^\n]*pi05/config.json: discrete_state_input: not recorded[^\n]*$"):
+        load_policy(FIX / "pi05", asset_id="metaworld")
+    for value in (True, False):
+        d = with_discrete_state_input(FIX / "pi05", tmp_path / str(value))
+        (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()),
+                                                   "discrete_state_input": value}))
+        assert load_policy(d, asset_id="metaworld")[0].config.discrete_state_input is value

@@ -21,7 +21,8 @@ at tiny scale on CPU. What is RLinf's, and what is done as RLinf does it (RLinf 
     asset_id), rlinf/models/embodiment/openpi/__init__.py:112), written with openpi's normalize.save.
   * config.json: RLinf's RL output has none (RLinf takes the model config from its config name); the
     openpi-converted base model it starts from has one (examples/convert_jax_model_to_pytorch.py): it is copied
-    in, as the only place that records the action horizon.
+    in, as the only place that records the action horizon, plus (π0.5) `discrete_state_input`, which RLinf's
+    config name fixes (rlinf/models/embodiment/openpi/dataconfig/__init__.py) and no file records.
   * the reference outputs: RLinf's loader (rlinf/models/embodiment/openpi/__init__.py:71-78:
     model.load_state_dict(torch.load(full_weights.pt), strict=False)) into a fresh fp32 openpi PI0Pytorch, then
     openpi's denoise_step / sample_actions (fp32; RLinf itself would next cast to bf16).
@@ -77,9 +78,11 @@ def main(openpi_src: Path, rlinf_src: Path, out: Path, num_steps: int = 10):
         m.paligemma_with_expert.to_bfloat16_for_selected_params("bfloat16")
         sd = save_like_rlinf(m, d / "actor" / "model_state_dict")
         c = opf.tiny_config(model)
-        (d / "config.json").write_text(json.dumps(
-            {"action_dim": c.action_dim, "action_horizon": c.action_horizon, "paligemma_variant": c.paligemma_variant,
-             "action_expert_variant": c.action_expert_variant, "precision": "bfloat16"}, indent=2))
+        meta = {"action_dim": c.action_dim, "action_horizon": c.action_horizon, "paligemma_variant": c.paligemma_variant,
+                "action_expert_variant": c.action_expert_variant, "precision": "bfloat16"}
+        if c.pi05:   # fixed by RLinf's config name (dataconfig/__init__.py: most π0.5 configs False), written here
+            meta["discrete_state_input"] = False
+        (d / "config.json").write_text(json.dumps(meta, indent=2))
         op.normalize.save(d / ASSET_ID, opf.norm_stats(op, "metaworld", seed))
         (d / "tokenizer.model").write_bytes(opf.small_tokenizer(opf.TINY[model]["vocab"]))
         # RLinf's loader into a fresh fp32 model, then openpi's inference
