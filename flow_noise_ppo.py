@@ -24,11 +24,8 @@ evaluation (and deployment) drops the noise network and integrates the determini
 
 import json
 import math
-import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
@@ -52,6 +49,8 @@ class Args:
     """name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of the run (each rank adds its rank for its environments)"""
+    torch_deterministic: bool = True
+    """deterministic torch kernels: the same seed and flags give the same metrics on the same machine"""
     device: str = "auto"
     """auto | cpu | cuda"""
     run_root: str = "runs"
@@ -366,298 +365,263 @@ def select_obs(raw_obs: dict, rows) -> dict:
             "instruction": [raw_obs["instruction"][i] for i in rows], "task_id": raw_obs["task_id"][rows]}
 
 
-def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": np_rng.bit_generator.state, "python": random.getstate(), "sampler": generator.get_state()}
-
-
-def set_rng_state(state: dict, generator: torch.Generator, np_rng: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np_rng.bit_generator.state = state["numpy"]
-    random.setstate(state["python"])
-    generator.set_state(state["sampler"])
-
-
 if __name__ == "__main__":
-    from common import distributed
-    from common.checkpoint import load_policy, save_policy, vlm_dtype
-    from common.envs import make_envs
-    from common.evaluate import evaluate, policy_act_fn
-    from common.logger import RunLogger, atomic_torch_save, publish_dir
-    from common.sft import make_default_sft_policy
-
-    args = tyro.cli(Args)
-    from common.envs import ENV_NAMES
-
-    if args.env not in ENV_NAMES:  # fail before any model or simulator is built
-        raise SystemExit(f"error: --env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
-    dist_info = distributed.setup_distributed(args.device)
-    rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
-
-    # TRY NOT TO MODIFY: resume / checkpoint / run directory
-    resume_dir = None
-    if args.resume is not None:
-        resume_dir = Path(args.resume)
-        if (resume_dir / "checkpoints").is_dir():
-            found = sorted((resume_dir / "checkpoints").glob("iter_*"))
-            if not found:
-                raise SystemExit(f"error: --resume {args.resume}: no checkpoints/iter_* in that run")
-            resume_dir = found[-1]
-        if not (resume_dir / "train_state.pt").is_file():
-            raise SystemExit(f"error: --resume {args.resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
-        saved = torch.load(resume_dir / "train_state.pt", map_location="cpu", weights_only=False)
-        # the saved flags, except those given on this command line (e.g. a larger --total-iterations)
-        given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k)}
-        args = Args(**{**saved["args"], **given})
-        args.checkpoint = str(resume_dir / "policy")
-    elif args.checkpoint is None and args.model in (None, "tiny"):
-        # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
-        args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
-    elif args.checkpoint is None:
-        raise SystemExit(f"error: --model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
-                         "without --checkpoint only --model tiny (the embedded default) runs")
-    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
-    family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
-    args = resolve_args(args, family)
-
-    # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
-    random.seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
-    torch.manual_seed(args.seed)
-    sampler_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
-    np_rng = np.random.default_rng(args.seed * 1000 + rank)
-
-    try:
-        check_args(args, world, policy.config.action_horizon)
-    except ValueError as err:  # a bad flag combination: say which, no stack trace
-        raise SystemExit(f"error: {err}") from None
-    if not args.train_vlm:
-        policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
-    critic_width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
-    critic = Critic(critic_width, args.critic_hidden).to(device)
-    noise_net = NoiseNet(policy.expert_width, policy.config.action_dim, args.noise_hidden, args.noise_std_min,
-                         args.noise_std_max).to(device)
-    distributed.broadcast_parameters(policy)
-    distributed.broadcast_parameters(critic)
-    distributed.broadcast_parameters(noise_net)
-    # θ and θ' are trained jointly, with the actor's learning rate (4.1.1)
-    actor_params = [p for p in policy.parameters() if p.requires_grad] + list(noise_net.parameters())
-    optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr},
-                                   {"params": list(critic.parameters()), "lr": args.critic_lr}], eps=1e-5, weight_decay=0.0)
-
-    local_envs = args.num_envs // world
-    num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
-    local_batch = local_envs * num_steps * args.rollout_epochs
-    local_minibatch = args.minibatch_size // world
-    envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
-                     device=str(device), max_episode_steps=args.max_episode_steps)
-    action_dim = envs.action_dim
-    if action_dim > policy.config.action_dim:
-        raise SystemExit(f"error: --env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
-
-    start_iteration, global_step = 1, 0
-    stamp = [int(time.time())]  # rank 0's clock: ranks reaching this line in different seconds share one run dir
-    if world > 1:
-        torch.distributed.broadcast_object_list(stamp, src=0)
-    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{stamp[0]}"
-    run_dir = Path(args.run_root) / run_name
-    if resume_dir is not None:
-        critic.load_state_dict(saved["critic"])
-        noise_net.load_state_dict(saved["noise_net"])
-        optimizer.load_state_dict(saved["optimizer"])
-        start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
-        set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
-        run_dir = resume_dir.parent.parent
-    logger = RunLogger(run_dir, asdict(args), resume=resume_dir is not None) if dist_info.is_main else None
-    if logger and resume_dir is not None:
-        logger.truncate_after(global_step)
-
-    @torch.no_grad()  # rollout: no graph, even when the VLM is trained
-    def act_and_value(raw_obs: dict):
-        """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
-        obs = processor.observation(raw_obs, device)
-        cache = policy.encode(obs)
-        actions, chain, logp, c_in, value = sample_chain(policy, noise_net, cache, critic, args, action_dim, sampler_gen)
-        env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
-        return env_actions, chain, logp, c_in, value
-
-    def run_eval(iteration: int, final: bool = False) -> float:
-        act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
-        envs.autoreset = False  # the training envs, borrowed: every rollout epoch starts with a reset anyway
-        summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
-                           seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
-                           num_videos=args.num_videos if final else 0)
-        envs.autoreset = True
-        if logger:
-            logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
-            (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-            (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
-        return summary["success_rate"]
-
-    def save_checkpoint(iteration: int) -> None:
-        """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0."""
-        final_dir = run_dir / "checkpoints" / f"iter_{iteration:06d}"
-        tmp_dir = final_dir.with_name(f".tmp_{final_dir.name}")
-        if dist_info.is_main:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            tmp_dir.mkdir(parents=True)
-        distributed.barrier()
-        atomic_torch_save(rng_state(sampler_gen, np_rng), tmp_dir / f"rng_rank{rank}.pt")
-        distributed.barrier()
-        if dist_info.is_main:
-            save_policy(tmp_dir / "policy", policy, processor)
-            atomic_torch_save({"critic": critic.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-                               "global_step": global_step, "args": asdict(args),
-                               "noise_net": noise_net.state_dict()}, tmp_dir / "train_state.pt")  # θ' is not an openpi weight
-            publish_dir(tmp_dir, final_dir)
-        distributed.barrier()
-
-    # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
-    E, T, N = args.rollout_epochs, num_steps, local_envs
-    H, D = policy.config.action_horizon, policy.config.action_dim
-    R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
-    K_in = 1 if policy.config.variant == "pi05" else args.denoise_steps
-    obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
-    obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
-    obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
-    obs_instructions = [[None] * T for _ in range(E)]                 # E x T lists of N strings
-    K = args.denoise_steps
-    chains = torch.zeros(E, T, N, K + 1, H, D, device=device)         # (E, T, N, K+1, H, D) fp32 x_0 (noise) .. x_K (action)
-    logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_0..x_K | o) (eq. 5)
-    critic_ins = torch.zeros(E, T, N, K_in, critic_width, device=device)  # (E, T, N, K or 1, W) fp32 critic inputs
-    rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV on truncation)
-    dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
-    values = torch.zeros(E, T, N, device=device)                      # (E, T, N) V(o_t)
-    advantages = torch.zeros(E, T, N, device=device)
-    returns = torch.zeros(E, T, N, device=device)
-
-    if start_iteration == 1:
-        before = run_eval(0)
-        if dist_info.is_main:
-            print(f"held-out success before RL: {before:.1%}")
-    else:
-        before = None
     from tqdm import tqdm
 
-    bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
-               desc=f"flow_noise_ppo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
-    for iteration in bar:
-        if args.anneal_lr:  # cosine schedule
-            frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
-            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = frac * args.actor_lr, frac * args.critic_lr
-        iter_start, ep_success, ep_lengths = time.time(), [], []
-        policy.eval()
-        for e in range(E):
-            # each rollout epoch starts from fresh training episodes, seeded by (seed, rank, iteration, epoch)
-            next_obs = envs.reset(seed=int(np_rng.integers(2**31)))
-            for t in range(T):
-                obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
-                obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
-                env_actions, chains[e, t], logprobs[e, t], critic_ins[e, t], values[e, t] = act_and_value(next_obs)
-                next_obs, reward, terminated, truncated, info = envs.step_chunk(env_actions)  # partial reset inside
-                global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
-                reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
-                bootstrap = np.flatnonzero(truncated & ~terminated)
-                if len(bootstrap):  # time limit is not a true end: bootstrap γ V(final obs)
-                    final_obs = select_obs(info["final_obs"], bootstrap)
-                    *_, final_value = act_and_value(final_obs)
-                    reward[torch.as_tensor(bootstrap, device=device)] += args.gamma * final_value
-                rewards[e, t], dones[e, t] = reward, torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-                for i in np.flatnonzero(terminated | truncated):
-                    ep_success.append(float(info["success"][i] or terminated[i]))
-                    ep_lengths.append(int(info["episode_length"][i]))
-            *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
-            advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
-                                                     args.gamma, args.gae_lambda)
-        rollout_time = time.time() - iter_start
+    from common import distributed, run
+    from common.envs import ENV_NAMES, make_envs
+    from common.errors import UsageError, main_errors
 
-        # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
-        b_chains, b_logprobs = chains.reshape(-1, K + 1, H, D), logprobs.reshape(-1)
-        b_critic_in, b_values = critic_ins.reshape(-1, K_in, critic_width), values.reshape(-1)
-        b_returns = returns.reshape(-1)
-        b_adv = advantages.reshape(-1)
-        adv_stats = distributed.all_reduce_mean({"mean": b_adv.mean().item(), "sq": (b_adv**2).mean().item()}, device)
-        b_adv = (b_adv - adv_stats["mean"]) / (math.sqrt(max(adv_stats["sq"] - adv_stats["mean"] ** 2, 0.0)) + 1e-8)
-        b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
-        b_task_ids = obs_task_ids.reshape(-1)
-        b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
+    args = tyro.cli(Args)
+    with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
+        # TRY NOT TO MODIFY: flags, devices, resume, checkpoint (fail before any model or simulator is built)
+        if args.env not in ENV_NAMES:
+            raise UsageError(f"--env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
+        run.check_flag_ranges(args)
+        run.check_writable(args.run_root, "--run-root")
+        dist_info = distributed.setup_distributed(args.device)
+        from common.checkpoint import vlm_dtype  # the model's code (transformers): imported once the flags are good
+        from common.evaluate import evaluate, policy_act_fn
+        from common.logger import RunLogger
+        from common.sft import make_default_sft_policy
 
-        # ALGO LOGIC: PPO update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches
-        policy.train()
-        stats = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "critic_grad_norm", "ratio")}
-        for epoch in range(args.update_epochs):
-            perm = torch.randperm(local_batch)
-            for start in range(0, local_batch, local_minibatch):
-                mb = perm[start : start + local_minibatch]
-                optimizer.zero_grad(set_to_none=True)
-                for micro in mb.split(args.micro_batch_size):
-                    micro_np = micro.numpy()
-                    raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
-                           "instruction": [b_instructions[i] for i in micro_np]}
-                    micro = micro.to(device)
-                    obs = processor.observation(raw, device)
-                    with torch.set_grad_enabled(args.train_vlm):
-                        cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
-                    new_logprob, entropy = chain_logprob(policy, noise_net, cache, b_chains[micro], args, action_dim)
-                    logratio = new_logprob - b_logprobs[micro]
-                    ratio = logratio.exp()
-                    mb_adv = b_adv[micro]
-                    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                    new_value = critic(b_critic_in[micro])
-                    v_clipped = b_values[micro] + (new_value - b_values[micro]).clamp(-args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max((new_value - b_returns[micro]) ** 2, (v_clipped - b_returns[micro]) ** 2).mean()
-                    loss = (pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy.mean()) * (len(micro) / len(mb))
-                    loss.backward()
-                    with torch.no_grad():
-                        stats["pg_loss"].append(pg_loss.item())
-                        stats["v_loss"].append(v_loss.item())
-                        stats["approx_kl"].append(((ratio - 1) - logratio).mean().item())
-                        stats["clipfrac"].append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
-                        stats["ratio"].append(ratio.mean().item())
-                        stats["entropy"].append(entropy.mean().item())  # per executed dim, over the K steps
-                distributed.all_reduce_gradients(actor_params + list(critic.parameters()))
-                # clip actor and critic separately: the fresh critic's large gradients must not shrink the actor's step
-                stats["grad_norm"].append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
-                stats["critic_grad_norm"].append(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm).item())
-                optimizer.step()
+        rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
+        resume_dir = run.resume_checkpoint(args.resume) if args.resume is not None else None
+        if resume_dir is not None:
+            args, saved = run.resumed_args(Args, args, resume_dir)
+        elif args.checkpoint is None and args.model in (None, "tiny"):
+            # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
+            args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
+        elif args.checkpoint is None:
+            raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
+                             "without --checkpoint only --model tiny (the embedded default) runs")
+        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
+        family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
+        try:
+            args = resolve_args(args, family)
+            check_args(args, world, policy.config.action_horizon)
+        except ValueError as err:  # a bad flag combination: say which, no stack trace
+            raise UsageError(str(err)) from None
 
-        # TRY NOT TO MODIFY: record statistics
-        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-        var_y = np.var(y_true)
-        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-        scalars = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
-        scalars.update({"losses/explained_variance": float(explained_var),
-                        "charts/train_success_rate": float(np.mean(ep_success)) if ep_success else float("nan"),
-                        "charts/episode_length": float(np.mean(ep_lengths)) if ep_lengths else float("nan"),
-                        "charts/episodes": float(len(ep_success)),
-                        "charts/actor_lr": optimizer.param_groups[0]["lr"],
-                        "charts/env_steps_per_second": N * E * T * args.replan_steps / rollout_time,
-                        "charts/iteration_seconds": time.time() - iter_start})
-        scalars = distributed.all_reduce_mean({k: v for k, v in scalars.items() if not math.isnan(v)}, device)
-        scalars["charts/iteration"] = iteration
-        if logger:
-            logger.log(global_step, scalars)
-            bar.set_postfix(train_success=f"{scalars.get('charts/train_success_rate', float('nan')):.2f}",
-                            kl=f"{scalars['losses/approx_kl']:.4f}")
-        if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
-            run_eval(iteration)
-        if iteration % args.save_every == 0 or iteration == args.total_iterations:
-            save_checkpoint(iteration)
+        # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
+        sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
+        if not args.train_vlm:
+            policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
+        critic_width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
+        critic = Critic(critic_width, args.critic_hidden).to(device)
+        noise_net = NoiseNet(policy.expert_width, policy.config.action_dim, args.noise_hidden, args.noise_std_min,
+                             args.noise_std_max).to(device)
+        distributed.broadcast_parameters(policy)
+        distributed.broadcast_parameters(critic)
+        distributed.broadcast_parameters(noise_net)
+        # θ and θ' are trained jointly, with the actor's learning rate (4.1.1)
+        actor_params = [p for p in policy.parameters() if p.requires_grad] + list(noise_net.parameters())
+        optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr},
+                                       {"params": list(critic.parameters()), "lr": args.critic_lr}], eps=1e-5, weight_decay=0.0)
 
-    in_sync = all(distributed.parameters_in_sync(m, device) for m in (policy, critic, noise_net))
-    if not in_sync:
-        raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
-    after = run_eval(args.total_iterations, final=True)
-    if logger:
-        plot = logger.plot_learning_curve()
-        if before is not None:
-            print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+        local_envs = args.num_envs // world
+        num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
+        local_batch = local_envs * num_steps * args.rollout_epochs
+        local_minibatch = args.minibatch_size // world
+        envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
+                         device=str(device), max_episode_steps=args.max_episode_steps)
+        action_dim = envs.action_dim
+        if action_dim > policy.config.action_dim:
+            raise UsageError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
+
+        start_iteration, global_step = 1, 0
+        run_dir = run.new_run_dir(args.run_root, args.env, args.exp_name, args.seed)
+        if resume_dir is not None:
+            critic.load_state_dict(saved["critic"])
+            noise_net.load_state_dict(saved["noise_net"])
+            optimizer.load_state_dict(saved["optimizer"])
+            start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
+            run.set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
+            run_dir = resume_dir.parent.parent
+        logger = RunLogger(run_dir, asdict(args), resume_step=global_step if resume_dir else None) if dist_info.is_main else None
+        guard = run.FiniteGuard(dist_info.is_main)  # stops the run at the first NaN / inf, before anything is saved
+        guard.last_good = resume_dir
+
+        @torch.no_grad()  # rollout: no graph, even when the VLM is trained
+        def act_and_value(raw_obs: dict):
+            """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
+            obs = processor.observation(raw_obs, device)
+            cache = policy.encode(obs)
+            actions, chain, logp, c_in, value = sample_chain(policy, noise_net, cache, critic, args, action_dim, sampler_gen)
+            env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
+            return env_actions, chain, logp, c_in, value
+
+        def run_eval(iteration: int, final: bool = False) -> float:
+            act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+            envs.autoreset = False  # the training envs, borrowed: every rollout epoch starts with a reset anyway
+            summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
+                               seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
+                               num_videos=args.num_videos if final else 0)
+            envs.autoreset = True
+            if logger:
+                logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
+                (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+                (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
+            return summary["success_rate"]
+
+        def save_checkpoint(iteration: int) -> None:
+            train_state = {"critic": critic.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                           "global_step": global_step, "args": asdict(args),
+                           "noise_net": noise_net.state_dict()}  # θ' is not an openpi weight
+            run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng), guard)
+
+        # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
+        E, T, N = args.rollout_epochs, num_steps, local_envs
+        H, D = policy.config.action_horizon, policy.config.action_dim
+        R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
+        K_in = 1 if policy.config.variant == "pi05" else args.denoise_steps
+        obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
+        obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
+        obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
+        obs_instructions = [[None] * T for _ in range(E)]                 # E x T lists of N strings
+        K = args.denoise_steps
+        chains = torch.zeros(E, T, N, K + 1, H, D, device=device)         # (E, T, N, K+1, H, D) fp32 x_0 (noise) .. x_K (action)
+        logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_0..x_K | o) (eq. 5)
+        critic_ins = torch.zeros(E, T, N, K_in, critic_width, device=device)  # (E, T, N, K or 1, W) fp32 critic inputs
+        rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV on truncation)
+        dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
+        values = torch.zeros(E, T, N, device=device)                      # (E, T, N) V(o_t)
+        advantages = torch.zeros(E, T, N, device=device)
+        returns = torch.zeros(E, T, N, device=device)
+
+        if start_iteration == 1:
+            before = run_eval(0)
+            if dist_info.is_main:
+                print(f"held-out success before RL: {before:.1%}")
         else:
-            print(f"held-out success after RL: {after:.1%}")
-        print(f"weights identical on all {world} ranks: {in_sync}")
-        print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
-        logger.close()
-    envs.close()
-    distributed.cleanup()
+            before = None
+        bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
+                   desc=f"flow_noise_ppo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
+        for iteration in bar:
+            if args.anneal_lr:  # cosine schedule
+                frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
+                optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = frac * args.actor_lr, frac * args.critic_lr
+            iter_start, ep_success, ep_lengths, first_success, env_reward = time.time(), [], [], [], 0.0
+            policy.eval()
+            for e in range(E):
+                # each rollout epoch starts from fresh training episodes, seeded by (seed, rank, iteration, epoch)
+                next_obs = envs.reset(seed=int(np_rng.integers(2**31)))
+                first_episode = np.zeros(N, dtype=bool)  # the env's first episode of this epoch has ended
+                for t in range(T):
+                    obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
+                    obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
+                    env_actions, chains[e, t], logprobs[e, t], critic_ins[e, t], values[e, t] = act_and_value(next_obs)
+                    next_obs, reward, terminated, truncated, info = envs.step_chunk(env_actions)  # partial reset inside
+                    global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
+                    env_reward += float(np.sum(reward))
+                    reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+                    bootstrap = np.flatnonzero(truncated & ~terminated)
+                    if len(bootstrap):  # time limit is not a true end: bootstrap γ V(final obs)
+                        final_obs = select_obs(info["final_obs"], bootstrap)
+                        *_, final_value = act_and_value(final_obs)
+                        reward[torch.as_tensor(bootstrap, device=device)] += args.gamma * final_value
+                    rewards[e, t], dones[e, t] = reward, torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+                    for i in np.flatnonzero(terminated | truncated):
+                        ep_success.append(float(info["success"][i] or terminated[i]))
+                        ep_lengths.append(int(info["episode_length"][i]))
+                        if not first_episode[i]:
+                            first_episode[i] = True
+                            first_success.append(float(info["success"][i] or terminated[i]))
+                first_success += [0.0] * int((~first_episode).sum())  # a first episode still running: not solved in the window
+                *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
+                advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
+                                                         args.gamma, args.gae_lambda)
+            rollout_time = time.time() - iter_start
+
+            # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
+            b_chains, b_logprobs = chains.reshape(-1, K + 1, H, D), logprobs.reshape(-1)
+            b_critic_in, b_values = critic_ins.reshape(-1, K_in, critic_width), values.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_adv = advantages.reshape(-1)
+            adv_stats = distributed.all_reduce_mean({"mean": b_adv.mean().item(), "sq": (b_adv**2).mean().item()}, device)
+            b_adv = (b_adv - adv_stats["mean"]) / (math.sqrt(max(adv_stats["sq"] - adv_stats["mean"] ** 2, 0.0)) + 1e-8)
+            b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
+            b_task_ids = obs_task_ids.reshape(-1)
+            b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
+
+            # ALGO LOGIC: PPO update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches
+            policy.train()
+            stats = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "critic_grad_norm", "ratio")}
+            for epoch in range(args.update_epochs):
+                perm = torch.randperm(local_batch)
+                for start in range(0, local_batch, local_minibatch):
+                    mb = perm[start : start + local_minibatch]
+                    optimizer.zero_grad(set_to_none=True)
+                    for micro in mb.split(args.micro_batch_size):
+                        micro_np = micro.numpy()
+                        raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
+                               "instruction": [b_instructions[i] for i in micro_np]}
+                        micro = micro.to(device)
+                        obs = processor.observation(raw, device)
+                        with torch.set_grad_enabled(args.train_vlm):
+                            cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
+                        new_logprob, entropy = chain_logprob(policy, noise_net, cache, b_chains[micro], args, action_dim)
+                        logratio = new_logprob - b_logprobs[micro]
+                        ratio = logratio.exp()
+                        mb_adv = b_adv[micro]
+                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                        new_value = critic(b_critic_in[micro])
+                        v_clipped = b_values[micro] + (new_value - b_values[micro]).clamp(-args.clip_coef, args.clip_coef)
+                        v_loss = 0.5 * torch.max((new_value - b_returns[micro]) ** 2, (v_clipped - b_returns[micro]) ** 2).mean()
+                        loss = (pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy.mean()) * (len(micro) / len(mb))
+                        loss.backward()
+                        with torch.no_grad():
+                            stats["pg_loss"].append(pg_loss.item())
+                            stats["v_loss"].append(v_loss.item())
+                            stats["approx_kl"].append(((ratio - 1) - logratio).mean().item())
+                            stats["clipfrac"].append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                            stats["ratio"].append(ratio.mean().item())
+                            stats["entropy"].append(entropy.mean().item())  # per executed dim, over the K steps
+                    distributed.all_reduce_gradients(actor_params + list(critic.parameters()))
+                    # clip actor and critic separately: the fresh critic's large gradients must not shrink the actor's step
+                    stats["grad_norm"].append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
+                    stats["critic_grad_norm"].append(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm).item())
+                    guard.check(iteration, {"losses/grad_norm": stats["grad_norm"][-1], "losses/critic_grad_norm": stats["critic_grad_norm"][-1]})
+                    optimizer.step()
+            guard.check_weights(iteration, policy, critic, noise_net)
+
+            # TRY NOT TO MODIFY: record statistics
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+            scalars = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+            scalars["losses/explained_variance"] = float(explained_var)
+            scalars = distributed.all_reduce_mean(scalars, device)  # every rank holds the same number of decisions
+            guard.check(iteration, {k: v for k, v in scalars.items() if k != "losses/explained_variance"})
+            totals = distributed.all_reduce_sum({"episodes": len(ep_success), "solved": sum(ep_success), "lengths": sum(ep_lengths),
+                                                 "first": len(first_success), "first_solved": sum(first_success),
+                                                 "env_reward": env_reward, "steps_per_second": N * E * T * args.replan_steps / rollout_time}, device)
+            scalars.update(run.rollout_charts(totals))
+            scalars.update({"charts/actor_lr": optimizer.param_groups[0]["lr"], "charts/iteration_seconds": time.time() - iter_start,
+                            "charts/iteration": iteration})
+            if logger:
+                logger.log(global_step, scalars)
+                bar.set_postfix(rollout_success=f"{scalars['charts/rollout_success_rate']:.2f}", kl=f"{scalars['losses/approx_kl']:.4f}")
+                if totals["env_reward"] == 0:
+                    tqdm.write(f"warning: iteration {iteration}: no episode earned any reward, so this update had no success "
+                               "signal to learn from (longer episodes, more envs or a better SFT start would help)")
+            if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
+                run_eval(iteration)
+            if iteration % args.save_every == 0 or iteration == args.total_iterations:
+                save_checkpoint(iteration)
+
+        in_sync = all(distributed.parameters_in_sync(m, device) for m in (policy, critic, noise_net))
+        if not in_sync:
+            raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+        after = run_eval(args.total_iterations, final=True)
+        if logger:
+            plot = logger.plot_learning_curve()
+            if before is not None:
+                print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+            else:
+                print(f"held-out success after RL: {after:.1%}")
+            print(f"weights identical on all {world} ranks: {in_sync}")
+            print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
+            logger.close()
+        envs.close()
+        distributed.cleanup()

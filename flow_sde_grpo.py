@@ -28,11 +28,8 @@ that reading the same formulas in the other convention does not.
 
 import json
 import math
-import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
@@ -56,6 +53,8 @@ class Args:
     """name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of the run (each rank adds its rank for its environments)"""
+    torch_deterministic: bool = True
+    """deterministic torch kernels: the same seed and flags give the same metrics on the same machine"""
     device: str = "auto"
     """auto | cpu | cuda"""
     run_root: str = "runs"
@@ -305,303 +304,263 @@ def groups_kept(scores: torch.Tensor, group_size: int, low: float, high: float) 
     return ((mean >= low) & (mean <= high)).repeat_interleave(group_size)
 
 
-def rng_state(generator: torch.Generator, np_rng: np.random.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": np_rng.bit_generator.state, "python": random.getstate(), "sampler": generator.get_state()}
-
-
-def set_rng_state(state: dict, generator: torch.Generator, np_rng: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np_rng.bit_generator.state = state["numpy"]
-    random.setstate(state["python"])
-    generator.set_state(state["sampler"])
-
-
 if __name__ == "__main__":
-    from common import distributed
-    from common.checkpoint import load_policy, save_policy, vlm_dtype
-    from common.envs import make_envs
-    from common.evaluate import evaluate, policy_act_fn
-    from common.logger import RunLogger, atomic_torch_save, publish_dir
-    from common.sft import make_default_sft_policy
-
-    args = tyro.cli(Args)
-    from common.envs import ENV_NAMES
-
-    if args.env not in ENV_NAMES:  # fail before any model or simulator is built
-        raise SystemExit(f"error: --env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
-    dist_info = distributed.setup_distributed(args.device)
-    rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
-
-    # TRY NOT TO MODIFY: resume / checkpoint / run directory
-    resume_dir = None
-    if args.resume is not None:
-        resume_dir = Path(args.resume)
-        if (resume_dir / "checkpoints").is_dir():
-            found = sorted((resume_dir / "checkpoints").glob("iter_*"))
-            if not found:
-                raise SystemExit(f"error: --resume {args.resume}: no checkpoints/iter_* in that run")
-            resume_dir = found[-1]
-        if not (resume_dir / "train_state.pt").is_file():
-            raise SystemExit(f"error: --resume {args.resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
-        saved = torch.load(resume_dir / "train_state.pt", map_location="cpu", weights_only=False)
-        # the saved flags, except those given on this command line (e.g. a larger --total-iterations)
-        given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k)}
-        args = Args(**{**saved["args"], **given})
-        args.checkpoint = str(resume_dir / "policy")
-    elif args.checkpoint is None and args.model in (None, "tiny"):
-        # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
-        args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
-    elif args.checkpoint is None:
-        raise SystemExit(f"error: --model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
-                         "without --checkpoint only --model tiny (the embedded default) runs")
-    args.init_checkpoint = args.init_checkpoint or args.checkpoint
-    vlm_weights_dtype = vlm_dtype(args.vlm_dtype, device, args.train_vlm)
-    policy, processor = load_policy(args.checkpoint, device=device, dtype=vlm_weights_dtype)
-    family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
-    args = resolve_args(args, family)
-
-    # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
-    random.seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
-    torch.manual_seed(args.seed)
-    sampler_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
-    np_rng = np.random.default_rng(args.seed * 1000 + rank)
-
-    try:
-        check_args(args, world, policy.config.action_horizon)
-    except ValueError as err:  # a bad flag combination: say which, no stack trace
-        raise SystemExit(f"error: {err}") from None
-    if not args.train_vlm:
-        policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
-    distributed.broadcast_parameters(policy)
-    actor_params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr}], eps=1e-5, weight_decay=0.0)
-    ref_policy = None  # the initial policy, frozen: the KL reference (only loaded when asked for)
-    if args.kl_coef > 0:
-        ref_policy = load_policy(args.init_checkpoint, device=device, dtype=vlm_weights_dtype)[0].eval().requires_grad_(False)
-
-    local_envs = args.num_envs // world
-    G = args.group_size
-    num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
-    local_batch = local_envs * num_steps * args.rollout_epochs
-    local_minibatch = args.minibatch_size // world
-    # autoreset=False: an env that finishes freezes until the next reset (one episode per env per epoch)
-    envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
-                     autoreset=False, device=str(device), max_episode_steps=args.max_episode_steps)
-    action_dim = envs.action_dim
-    if action_dim > policy.config.action_dim:
-        raise SystemExit(f"error: --env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
-
-    start_iteration, global_step = 1, 0
-    stamp = [int(time.time())]  # rank 0's clock: ranks reaching this line in different seconds share one run dir
-    if world > 1:
-        torch.distributed.broadcast_object_list(stamp, src=0)
-    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{stamp[0]}"
-    run_dir = Path(args.run_root) / run_name
-    if resume_dir is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
-        set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
-        run_dir = resume_dir.parent.parent
-    logger = RunLogger(run_dir, asdict(args), resume=resume_dir is not None) if dist_info.is_main else None
-    if logger and resume_dir is not None:
-        logger.truncate_after(global_step)
-
-    @torch.no_grad()  # rollout: no graph, even when the VLM is trained
-    def act(raw_obs: dict):
-        """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
-        obs = processor.observation(raw_obs, device)
-        cache = policy.encode(obs)
-        actions, x_j, x_next, j, logp = sample_hybrid(policy, cache, args, action_dim, sampler_gen)
-        env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
-        return env_actions, x_j, x_next, j, logp
-
-    def run_eval(iteration: int, final: bool = False) -> float:
-        act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
-        # the training envs (autoreset=False), borrowed: every rollout epoch starts with a reset anyway
-        summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
-                           seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
-                           num_videos=args.num_videos if final else 0)
-        if logger:
-            logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
-            (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-            (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
-        return summary["success_rate"]
-
-    def save_checkpoint(iteration: int) -> None:
-        """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0."""
-        final_dir = run_dir / "checkpoints" / f"iter_{iteration:06d}"
-        tmp_dir = final_dir.with_name(f".tmp_{final_dir.name}")
-        if dist_info.is_main:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            tmp_dir.mkdir(parents=True)
-        distributed.barrier()
-        atomic_torch_save(rng_state(sampler_gen, np_rng), tmp_dir / f"rng_rank{rank}.pt")
-        distributed.barrier()
-        if dist_info.is_main:
-            save_policy(tmp_dir / "policy", policy, processor)
-            atomic_torch_save({"optimizer": optimizer.state_dict(), "iteration": iteration,
-                               "global_step": global_step, "args": asdict(args)}, tmp_dir / "train_state.pt")
-            publish_dir(tmp_dir, final_dir)
-        distributed.barrier()
-
-    # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
-    E, T, N = args.rollout_epochs, num_steps, local_envs
-    H, D = policy.config.action_horizon, policy.config.action_dim
-    R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
-    obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
-    obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
-    obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
-    obs_instructions = [[[""] * N] * T for _ in range(E)]             # E x T lists of N strings ("": skipped steps)
-    x_js = torch.zeros(E, T, N, H, D, device=device)                  # (E, T, N, H, D) fp32 chain state before the SDE step
-    x_nexts = torch.zeros(E, T, N, H, D, device=device)               # (E, T, N, H, D) fp32 chain state after the SDE step
-    denoise_idxs = torch.zeros(E, T, N, dtype=torch.long, device=device)  # (E, T, N) the SDE step j
-    logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_{j+1} | o, x_j)
-    dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
-    successes = torch.zeros(E, T, N, device=device)                   # (E, T, N) episode solved in this decision
-    scores = torch.zeros(E, N, device=device)                         # (E, N) episode success R^(i)
-    masks = torch.zeros(E, T, N, device=device)                       # (E, T, N) 1: decision used by the update
-    advantages = torch.zeros(E, T, N, device=device)                  # (E, T, N) eq. 17, constant along an episode
-
-    if start_iteration == 1:
-        before = run_eval(0)
-        if dist_info.is_main:
-            print(f"held-out success before RL: {before:.1%}")
-    else:
-        before = None
     from tqdm import tqdm
 
-    bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
-               desc=f"flow_sde_grpo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
-    for iteration in bar:
-        if args.anneal_lr:  # cosine schedule
-            frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
-            optimizer.param_groups[0]["lr"] = frac * args.actor_lr
-        iter_start, ep_lengths, kept = time.time(), [], []
-        policy.eval()
-        for e in range(E):
-            # N / G initial conditions, each on G contiguous envs, drawn by (seed, rank, iteration, epoch)
-            episodes = group_episodes(np_rng, N // G, G, envs.num_tasks, envs.train_init_ids)
-            next_obs = envs.reset(episodes=episodes)
-            dones[e], successes[e] = 0.0, 0.0
-            length = np.full(N, T * args.replan_steps)  # an unfinished episode: the whole epoch
-            for t in range(T):
-                obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
-                obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
-                env_actions, x_js[e, t], x_nexts[e, t], denoise_idxs[e, t], logprobs[e, t] = act(next_obs)
-                next_obs, _, terminated, truncated, info = envs.step_chunk(env_actions)  # done envs freeze
-                global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
-                dones[e, t] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-                successes[e, t] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
-                length[terminated | truncated] = info["episode_length"][terminated | truncated]
-                if bool((dones[e, : t + 1].sum(0) > 0).all()):  # every episode over: skip the frozen steps
-                    global_step += N * args.replan_steps * world * (T - 1 - t)
-                    break
-            ep_lengths += length.tolist()
-            scores[e], valid = episode_scores(dones[e], successes[e])
-            keep = groups_kept(scores[e], G, *FILTER_RANGE) if args.filter_groups else torch.ones(N, dtype=torch.bool, device=device)
-            kept.append(keep.float().mean().item())
-            masks[e] = valid * keep.float()  # steps after the first done, and dropped groups, are left out
-            advantages[e] = group_advantages(scores[e], G).view(1, N) * masks[e]  # broadcast over the episode
-        rollout_time = time.time() - iter_start
+    from common import distributed, run
+    from common.envs import ENV_NAMES, make_envs
+    from common.errors import UsageError, main_errors
 
-        # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
-        b_x_j, b_x_next = x_js.reshape(-1, H, D), x_nexts.reshape(-1, H, D)
-        b_idx, b_logprobs = denoise_idxs.reshape(-1), logprobs.reshape(-1)
-        b_adv, b_mask = advantages.reshape(-1), masks.reshape(-1).cpu()
-        b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
-        b_task_ids = obs_task_ids.reshape(-1)
-        b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
+    args = tyro.cli(Args)
+    with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
+        # TRY NOT TO MODIFY: flags, devices, resume, checkpoint (fail before any model or simulator is built)
+        if args.env not in ENV_NAMES:
+            raise UsageError(f"--env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
+        run.check_flag_ranges(args)
+        run.check_writable(args.run_root, "--run-root")
+        dist_info = distributed.setup_distributed(args.device)
+        from common.checkpoint import vlm_dtype  # the model's code (transformers): imported once the flags are good
+        from common.evaluate import evaluate, policy_act_fn
+        from common.logger import RunLogger
+        from common.sft import make_default_sft_policy
 
-        # ALGO LOGIC: clipped update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches;
-        # only the kept decisions enter, and the loss is their mean over all ranks
-        policy.train()
-        sums = {k: 0.0 for k in ("pg_loss", "kl_ref", "approx_kl", "clipfrac", "entropy", "ratio")}
-        num_used, grad_norms = 0, []
-        for epoch in range(args.update_epochs):
-            perm = torch.randperm(local_batch)
-            for start in range(0, local_batch, local_minibatch):
-                mb = perm[start : start + local_minibatch]
-                mb = mb[b_mask[mb] > 0]
-                mb_total = round(distributed.all_reduce_mean({"n": len(mb)}, device)["n"] * world)
-                if mb_total == 0:  # nothing kept in this minibatch on any rank: no step
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                for micro in mb.split(args.micro_batch_size):
-                    micro_np = micro.numpy()
-                    raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
-                           "instruction": [b_instructions[i] for i in micro_np]}
-                    micro = micro.to(device)
-                    obs = processor.observation(raw, device)
-                    with torch.set_grad_enabled(args.train_vlm):
-                        cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
-                    new_logprob, std = step_logprob(policy, cache, b_x_j[micro], b_x_next[micro], b_idx[micro], args, action_dim)
-                    logratio = new_logprob - b_logprobs[micro]
-                    ratio = logratio.exp()
-                    mb_adv = b_adv[micro]
-                    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                    kl_ref = torch.zeros((), device=device)
-                    if ref_policy is not None:  # k3 estimator of KL(π_θ || π_ref) on the same transition
-                        with torch.no_grad():
-                            ref_logprob, _ = step_logprob(ref_policy, ref_policy.encode(obs), b_x_j[micro], b_x_next[micro],
-                                                          b_idx[micro], args, action_dim)
-                        kl_ref = ((ref_logprob - new_logprob).exp() - (ref_logprob - new_logprob) - 1).mean()
-                    # all_reduce_gradients averages over ranks: x world makes it the mean over all kept decisions
-                    loss = (pg_loss + args.kl_coef * kl_ref) * (len(micro) * world / mb_total)
-                    loss.backward()
-                    with torch.no_grad():
-                        n = len(micro)
-                        num_used += n
-                        sums["pg_loss"] += pg_loss.item() * n
-                        sums["kl_ref"] += kl_ref.item() * n
-                        sums["approx_kl"] += ((ratio - 1) - logratio).sum().item()
-                        sums["clipfrac"] += ((ratio - 1.0).abs() > args.clip_coef).float().sum().item()
-                        sums["ratio"] += ratio.sum().item()
-                        # entropy proxy: the step-j Gaussian's entropy per executed action dim
-                        sums["entropy"] += (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum().item()
-                distributed.all_reduce_gradients(actor_params)
-                grad_norms.append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
-                optimizer.step()
+        rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
+        resume_dir = run.resume_checkpoint(args.resume) if args.resume is not None else None
+        if resume_dir is not None:
+            args, saved = run.resumed_args(Args, args, resume_dir)
+        elif args.checkpoint is None and args.model in (None, "tiny"):
+            # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
+            args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
+        elif args.checkpoint is None:
+            raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
+                             "without --checkpoint only --model tiny (the embedded default) runs")
+        args.init_checkpoint = args.init_checkpoint or args.checkpoint
+        vlm_weights_dtype = vlm_dtype(args.vlm_dtype, device, args.train_vlm)
+        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_weights_dtype)
+        family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
+        try:
+            args = resolve_args(args, family)
+            check_args(args, world, policy.config.action_horizon)
+        except ValueError as err:  # a bad flag combination: say which, no stack trace
+            raise UsageError(str(err)) from None
 
-        # TRY NOT TO MODIFY: record statistics
-        totals = distributed.all_reduce_mean({**sums, "n": num_used}, device)  # ranks may use different counts
-        scalars = {f"losses/{k}": totals[k] / totals["n"] for k in sums} if totals["n"] > 0 else {}
-        if grad_norms:
-            scalars["losses/grad_norm"] = float(np.mean(grad_norms))
-        scalars.update({"charts/train_success_rate": scores.mean().item(),
-                        "charts/groups_kept": float(np.mean(kept)),
-                        "charts/decisions_used": b_mask.mean().item(),
-                        "charts/episode_length": float(np.mean(ep_lengths)),
-                        "charts/episodes": float(E * N),
-                        "charts/actor_lr": optimizer.param_groups[0]["lr"],
-                        "charts/env_steps_per_second": N * E * T * args.replan_steps / rollout_time,
-                        "charts/iteration_seconds": time.time() - iter_start})
-        scalars = distributed.all_reduce_mean(scalars, device)
-        scalars["charts/iteration"] = iteration
-        if logger:
-            logger.log(global_step, scalars)
-            bar.set_postfix(train_success=f"{scalars['charts/train_success_rate']:.2f}",
-                            kept=f"{scalars['charts/groups_kept']:.2f}", kl=f"{scalars.get('losses/approx_kl', 0.0):.4f}")
-        if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
-            run_eval(iteration)
-        if iteration % args.save_every == 0 or iteration == args.total_iterations:
-            save_checkpoint(iteration)
+        # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
+        sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
+        if not args.train_vlm:
+            policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
+        distributed.broadcast_parameters(policy)
+        actor_params = [p for p in policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr}], eps=1e-5, weight_decay=0.0)
+        ref_policy = None  # the initial policy, frozen: the KL reference (only loaded when asked for)
+        if args.kl_coef > 0:
+            ref_policy = run.load_checkpoint(args.init_checkpoint, device=device, dtype=vlm_weights_dtype)[0].eval().requires_grad_(False)
 
-    in_sync = distributed.parameters_in_sync(policy, device)
-    if not in_sync:
-        raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
-    after = run_eval(args.total_iterations, final=True)
-    if logger:
-        plot = logger.plot_learning_curve()
-        if before is not None:
-            print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+        local_envs = args.num_envs // world
+        G = args.group_size
+        num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
+        local_batch = local_envs * num_steps * args.rollout_epochs
+        local_minibatch = args.minibatch_size // world
+        # autoreset=False: an env that finishes freezes until the next reset (one episode per env per epoch)
+        envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
+                         autoreset=False, device=str(device), max_episode_steps=args.max_episode_steps)
+        action_dim = envs.action_dim
+        if action_dim > policy.config.action_dim:
+            raise UsageError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
+
+        start_iteration, global_step = 1, 0
+        run_dir = run.new_run_dir(args.run_root, args.env, args.exp_name, args.seed)
+        if resume_dir is not None:
+            optimizer.load_state_dict(saved["optimizer"])
+            start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
+            run.set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
+            run_dir = resume_dir.parent.parent
+        logger = RunLogger(run_dir, asdict(args), resume_step=global_step if resume_dir else None) if dist_info.is_main else None
+        guard = run.FiniteGuard(dist_info.is_main)  # stops the run at the first NaN / inf, before anything is saved
+        guard.last_good = resume_dir
+
+        @torch.no_grad()  # rollout: no graph, even when the VLM is trained
+        def act(raw_obs: dict):
+            """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
+            obs = processor.observation(raw_obs, device)
+            cache = policy.encode(obs)
+            actions, x_j, x_next, j, logp = sample_hybrid(policy, cache, args, action_dim, sampler_gen)
+            env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
+            return env_actions, x_j, x_next, j, logp
+
+        def run_eval(iteration: int, final: bool = False) -> float:
+            act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+            # the training envs (autoreset=False), borrowed: every rollout epoch starts with a reset anyway
+            summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
+                               seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
+                               num_videos=args.num_videos if final else 0)
+            if logger:
+                logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
+                (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+                (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
+            return summary["success_rate"]
+
+        def save_checkpoint(iteration: int) -> None:
+            train_state = {"optimizer": optimizer.state_dict(), "iteration": iteration, "global_step": global_step,
+                           "args": asdict(args)}
+            run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng), guard)
+
+        # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
+        E, T, N = args.rollout_epochs, num_steps, local_envs
+        H, D = policy.config.action_horizon, policy.config.action_dim
+        R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
+        obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
+        obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
+        obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
+        obs_instructions = [[[""] * N] * T for _ in range(E)]             # E x T lists of N strings ("": skipped steps)
+        x_js = torch.zeros(E, T, N, H, D, device=device)                  # (E, T, N, H, D) fp32 chain state before the SDE step
+        x_nexts = torch.zeros(E, T, N, H, D, device=device)               # (E, T, N, H, D) fp32 chain state after the SDE step
+        denoise_idxs = torch.zeros(E, T, N, dtype=torch.long, device=device)  # (E, T, N) the SDE step j
+        logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_{j+1} | o, x_j)
+        dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
+        successes = torch.zeros(E, T, N, device=device)                   # (E, T, N) episode solved in this decision
+        scores = torch.zeros(E, N, device=device)                         # (E, N) episode success R^(i)
+        masks = torch.zeros(E, T, N, device=device)                       # (E, T, N) 1: decision used by the update
+        advantages = torch.zeros(E, T, N, device=device)                  # (E, T, N) eq. 17, constant along an episode
+
+        if start_iteration == 1:
+            before = run_eval(0)
+            if dist_info.is_main:
+                print(f"held-out success before RL: {before:.1%}")
         else:
-            print(f"held-out success after RL: {after:.1%}")
-        print(f"weights identical on all {world} ranks: {in_sync}")
-        print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
-        logger.close()
-    envs.close()
-    distributed.cleanup()
+            before = None
+        bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
+                   desc=f"flow_sde_grpo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
+        for iteration in bar:
+            if args.anneal_lr:  # cosine schedule
+                frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
+                optimizer.param_groups[0]["lr"] = frac * args.actor_lr
+            iter_start, ep_lengths, kept = time.time(), [], []
+            policy.eval()
+            for e in range(E):
+                # N / G initial conditions, each on G contiguous envs, drawn by (seed, rank, iteration, epoch)
+                episodes = group_episodes(np_rng, N // G, G, envs.num_tasks, envs.train_init_ids)
+                next_obs = envs.reset(episodes=episodes)
+                dones[e], successes[e] = 0.0, 0.0
+                length = np.full(N, T * args.replan_steps)  # an unfinished episode: the whole epoch
+                for t in range(T):
+                    obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
+                    obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
+                    env_actions, x_js[e, t], x_nexts[e, t], denoise_idxs[e, t], logprobs[e, t] = act(next_obs)
+                    next_obs, _, terminated, truncated, info = envs.step_chunk(env_actions)  # done envs freeze
+                    global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
+                    dones[e, t] = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+                    successes[e, t] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+                    length[terminated | truncated] = info["episode_length"][terminated | truncated]
+                    if bool((dones[e, : t + 1].sum(0) > 0).all()):  # every episode over: skip the frozen steps
+                        global_step += N * args.replan_steps * world * (T - 1 - t)
+                        break
+                ep_lengths += length.tolist()
+                scores[e], valid = episode_scores(dones[e], successes[e])
+                keep = groups_kept(scores[e], G, *FILTER_RANGE) if args.filter_groups else torch.ones(N, dtype=torch.bool, device=device)
+                kept.append(keep.float().mean().item())
+                masks[e] = valid * keep.float()  # steps after the first done, and dropped groups, are left out
+                advantages[e] = group_advantages(scores[e], G).view(1, N) * masks[e]  # broadcast over the episode
+            rollout_time = time.time() - iter_start
+
+            # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
+            b_x_j, b_x_next = x_js.reshape(-1, H, D), x_nexts.reshape(-1, H, D)
+            b_idx, b_logprobs = denoise_idxs.reshape(-1), logprobs.reshape(-1)
+            b_adv, b_mask = advantages.reshape(-1), masks.reshape(-1).cpu()
+            b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
+            b_task_ids = obs_task_ids.reshape(-1)
+            b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
+
+            # ALGO LOGIC: clipped update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches;
+            # only the kept decisions enter, and the loss is their mean over all ranks
+            policy.train()
+            sums = {k: 0.0 for k in ("pg_loss", "kl_ref", "approx_kl", "clipfrac", "entropy", "ratio")}
+            num_used, grad_norms = 0, []
+            for epoch in range(args.update_epochs):
+                perm = torch.randperm(local_batch)
+                for start in range(0, local_batch, local_minibatch):
+                    mb = perm[start : start + local_minibatch]
+                    mb = mb[b_mask[mb] > 0]
+                    mb_total = round(distributed.all_reduce_mean({"n": len(mb)}, device)["n"] * world)
+                    if mb_total == 0:  # nothing kept in this minibatch on any rank: no step
+                        continue
+                    optimizer.zero_grad(set_to_none=True)
+                    for micro in mb.split(args.micro_batch_size):
+                        micro_np = micro.numpy()
+                        raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
+                               "instruction": [b_instructions[i] for i in micro_np]}
+                        micro = micro.to(device)
+                        obs = processor.observation(raw, device)
+                        with torch.set_grad_enabled(args.train_vlm):
+                            cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
+                        new_logprob, std = step_logprob(policy, cache, b_x_j[micro], b_x_next[micro], b_idx[micro], args, action_dim)
+                        logratio = new_logprob - b_logprobs[micro]
+                        ratio = logratio.exp()
+                        mb_adv = b_adv[micro]
+                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                        kl_ref = torch.zeros((), device=device)
+                        if ref_policy is not None:  # k3 estimator of KL(π_θ || π_ref) on the same transition
+                            with torch.no_grad():
+                                ref_logprob, _ = step_logprob(ref_policy, ref_policy.encode(obs), b_x_j[micro], b_x_next[micro],
+                                                              b_idx[micro], args, action_dim)
+                            kl_ref = ((ref_logprob - new_logprob).exp() - (ref_logprob - new_logprob) - 1).mean()
+                        # all_reduce_gradients averages over ranks: x world makes it the mean over all kept decisions
+                        loss = (pg_loss + args.kl_coef * kl_ref) * (len(micro) * world / mb_total)
+                        loss.backward()
+                        with torch.no_grad():
+                            n = len(micro)
+                            num_used += n
+                            sums["pg_loss"] += pg_loss.item() * n
+                            sums["kl_ref"] += kl_ref.item() * n
+                            sums["approx_kl"] += ((ratio - 1) - logratio).sum().item()
+                            sums["clipfrac"] += ((ratio - 1.0).abs() > args.clip_coef).float().sum().item()
+                            sums["ratio"] += ratio.sum().item()
+                            # entropy proxy: the step-j Gaussian's entropy per executed action dim
+                            sums["entropy"] += (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum().item()
+                    distributed.all_reduce_gradients(actor_params)
+                    grad_norms.append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
+                    guard.check(iteration, {"losses/grad_norm": grad_norms[-1]})
+                    optimizer.step()
+            guard.check_weights(iteration, policy)
+
+            # TRY NOT TO MODIFY: record statistics
+            totals = distributed.all_reduce_mean({**sums, "n": num_used}, device)  # ranks may use different counts
+            scalars = {f"losses/{k}": totals[k] / totals["n"] for k in sums} if totals["n"] > 0 else {}
+            if grad_norms:
+                scalars["losses/grad_norm"] = float(np.mean(grad_norms))
+            guard.check(iteration, scalars)
+            solved = scores.sum().item()  # one episode per env per epoch: every episode is a first episode
+            counts = distributed.all_reduce_sum({"episodes": E * N, "solved": solved, "lengths": float(sum(ep_lengths)),
+                                                 "first": E * N, "first_solved": solved, "env_reward": solved,
+                                                 "steps_per_second": N * E * T * args.replan_steps / rollout_time}, device)
+            scalars.update(run.rollout_charts(counts))
+            scalars.update(distributed.all_reduce_mean({"charts/groups_kept": float(np.mean(kept)),
+                                                        "charts/decisions_used": b_mask.mean().item()}, device))
+            scalars.update({"charts/actor_lr": optimizer.param_groups[0]["lr"], "charts/iteration_seconds": time.time() - iter_start,
+                            "charts/iteration": iteration})
+            if logger:
+                logger.log(global_step, scalars)
+                bar.set_postfix(rollout_success=f"{scalars['charts/rollout_success_rate']:.2f}",
+                                kept=f"{scalars['charts/groups_kept']:.2f}", kl=f"{scalars.get('losses/approx_kl', 0.0):.4f}")
+                if totals["n"] == 0:
+                    tqdm.write(f"warning: iteration {iteration}: every group's episodes all succeeded or all failed, so every "
+                               "advantage is 0 and this update did not change the policy (more envs per group would help)")
+            if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
+                run_eval(iteration)
+            if iteration % args.save_every == 0 or iteration == args.total_iterations:
+                save_checkpoint(iteration)
+
+        in_sync = distributed.parameters_in_sync(policy, device)
+        if not in_sync:
+            raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+        after = run_eval(args.total_iterations, final=True)
+        if logger:
+            plot = logger.plot_learning_curve()
+            if before is not None:
+                print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+            else:
+                print(f"held-out success after RL: {after:.1%}")
+            print(f"weights identical on all {world} ranks: {in_sync}")
+            print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
+            logger.close()
+        envs.close()
+        distributed.cleanup()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from common.errors import UsageError
+
 
 @dataclass
 class Dist:
@@ -32,10 +34,10 @@ def setup_distributed(device: str = "auto") -> Dist:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be one of auto, cpu, cuda (got {device!r})")
+        raise UsageError(f"--device must be one of auto, cpu, cuda (got {device!r})")
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
+            raise UsageError("--device cuda: no CUDA device here (torch.cuda.is_available() is False); use --device cpu or auto")
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)
     else:
@@ -69,15 +71,27 @@ def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
         offset += n
 
 
-def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average a dict of scalar statistics over ranks (for logging)."""
+def all_reduce_sum(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Sum a dict of scalars over ranks (counts, totals)."""
     if not (dist.is_available() and dist.is_initialized()) or not values:
         return values
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average a dict of scalar statistics over ranks (for logging)."""
+    return {k: v / world_size() for k, v in all_reduce_sum(values, device).items()}
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def barrier() -> None:

@@ -93,7 +93,7 @@ def main_errors():
         if line is None:
             raise
         fail(line)
-    except RuntimeError as e:
+    except Exception as e:  # torch.save's RuntimeError, safetensors' SafetensorError on a full disk
         line = _write_error_line(e)
         if line is None:
             raise

@@ -11,6 +11,7 @@ A run lives in `runs/<run_name>/`:
 """
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -56,23 +57,28 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
 
 
 class RunLogger:
-    def __init__(self, run_dir: str | Path, args: dict, resume: bool = False):
+    def __init__(self, run_dir: str | Path, args: dict, resume_step: int | None = None):
+        """resume_step: the global step of the checkpoint a resumed run starts from; TensorBoard hides the
+        points logged after it (purge_step) and metrics.jsonl drops them, so replayed steps are not doubled."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.run_dir))
-        if not resume:
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            self.truncate_after(resume_step)
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=None if resume_step is None else resume_step + 1)
+        if resume_step is None:
             table = "\n".join(f"|{k}|{v}|" for k, v in sorted(args.items()))
             self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
             atomic_write_text(self.run_dir / "args.json", json.dumps(args, indent=2, default=str))
-        self.metrics_path = self.run_dir / "metrics.jsonl"
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
+        row = {k: v if math.isfinite(v) else None for k, v in scalars.items()}  # NaN / inf -> null: valid JSON
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps({"global_step": step, **scalars}) + "\n")
+            f.write(json.dumps({"global_step": step, **row}, allow_nan=False) + "\n")
         self.writer.flush()
 
     def truncate_after(self, step: int) -> None:
@@ -83,7 +89,7 @@ class RunLogger:
         kept = [r for r in rows if r["global_step"] <= step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def plot_learning_curve(self, keys=("eval/success_rate", "charts/train_success_rate")) -> Path:
+    def plot_learning_curve(self, keys=("eval/success_rate", "charts/rollout_success_rate")) -> Path:
         """learning_curve.png: the given scalars against environment steps."""
         import matplotlib
 
@@ -93,7 +99,7 @@ class RunLogger:
         rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
-            points = [(r["global_step"], r[key]) for r in rows if key in r]
+            points = [(r["global_step"], r[key]) for r in rows if r.get(key) is not None]
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o", markersize=3, label=key)
