@@ -110,14 +110,14 @@ def check_args(args: Args):
 
 
 def main(args: Args):
-    from common.checkpoint import load_policy
+    from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
 
     check_args(args)
     torch.set_num_threads(args.threads)
-    policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env))
+    policy, processor = load_checkpoint(args.checkpoint or make_default_sft_policy(args.env))
     policy.eval()
     envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=policy.config.image_size, autoreset=False)
     cells = [(args.noise_sweep_steps, a) for a in args.noise_levels]

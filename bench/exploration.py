@@ -56,14 +56,14 @@ def check_args(args: Args) -> None:
 
 
 def main(args: Args) -> None:
-    from common.checkpoint import load_policy
+    from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import check_policy_fits_env
 
     check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env))
+    policy, processor = load_checkpoint(args.checkpoint or make_default_sft_policy(args.env))
     envs = make_envs(args.env, 1, seed=0, image_size=policy.config.image_size, autoreset=False, asynchronous=False)
     try:
         check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,

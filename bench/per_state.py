@@ -62,14 +62,14 @@ def check_args(args: Args) -> None:
 
 
 def main(args: Args) -> None:
-    from common.checkpoint import load_policy
+    from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import _run_wave, check_policy_fits_env, policy_act_fn
 
     check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor = load_policy(args.checkpoint or make_default_sft_policy(args.env), device=torch.device("cpu"))
+    policy, processor = load_checkpoint(args.checkpoint or make_default_sft_policy(args.env), device=torch.device("cpu"))
     envs = make_envs(args.env, args.num_envs, seed=0, image_size=policy.config.image_size, autoreset=False,
                      max_episode_steps=args.max_episode_steps)
     ids = list(envs.eval_init_ids)[: args.num_states]

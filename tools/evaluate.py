@@ -89,8 +89,8 @@ def main(args: Args):
     d = setup_distributed(args.device)
     policy = processor = None
     if args.policy == "checkpoint":
-        from common.checkpoint import load_policy
-        policy, processor = load_policy(args.checkpoint, device=d.device)
+        from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
+        policy, processor = load_checkpoint(args.checkpoint, device=d.device)
     image_size = args.image_size or (policy.config.image_size if policy is not None else sft.DEFAULT_IMAGE_SIZE)
     envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False)
     try:
