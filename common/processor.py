@@ -30,12 +30,14 @@ def compute_norm_stats(states: np.ndarray, actions: np.ndarray) -> dict:
 
 
 def resize_with_pad(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in [-1, 1]; aspect ratio kept, black padding."""
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in [-1, 1]; aspect ratio kept, black padding. As openpi's
+    openpi_client.image_tools.resize_with_pad (PIL bilinear, which antialiases like torch's antialias=True):
+    sizes truncated, int(h / ratio); PIL's uint8 rounding is not copied (within one level of it)."""
     x = images.permute(0, 3, 1, 2).float()
     h, w = x.shape[-2:]
     if (h, w) != (size, size):
-        scale = size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        ratio = max(h, w) / size
+        nh, nw = max(1, int(h / ratio)), max(1, int(w / ratio))
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False).clamp(0, 255)
         top, left = (size - nh) // 2, (size - nw) // 2
         x = F.pad(x, (left, size - nw - left, top, size - nh - top), value=0.0)

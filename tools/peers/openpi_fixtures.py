@@ -7,8 +7,8 @@ sentencepiece, pydantic + numpydantic (openpi's normalize.py):
 
     python3.11 -m venv /work/peers/openpi-venv
     /work/peers/openpi-venv/bin/pip install torch==2.13.0 transformers==4.53.2 safetensors numpy sentencepiece \
-        pydantic numpydantic
-    git -C <openpi git dir> archive HEAD src/openpi | tar -x -C /work/peers/openpi-src
+        pydantic numpydantic pillow
+    git -C <openpi git dir> archive HEAD src/openpi packages/openpi-client | tar -x -C /work/peers/openpi-src
     cp -r /work/peers/openpi-src/src/openpi/models_pytorch/transformers_replace/* \
         /work/peers/openpi-venv/lib/python3.11/site-packages/transformers/
     # write the fixtures (tests/fixtures/peers/openpi/):
@@ -253,6 +253,25 @@ def small_tokenizer(vocab_size: int) -> bytes:
     return buf.getvalue()
 
 
+RESIZE_SIZES = ((47, 64), (64, 47), (37, 53), (64, 64), (24, 24))   # (H, W) raw renders; 47 x 64: int != round
+
+
+def write_resize_fixture(openpi_src: Path, out: Path, size: int = 32):
+    """openpi's image resize (openpi_client.image_tools.resize_with_pad: PIL bilinear, int sizes, uint8 out, as
+    its policy transforms and clients apply it before the model), on smooth and noisy uint8 images."""
+    from safetensors.numpy import save_file
+    ns = {}
+    src = openpi_src.parent / "packages/openpi-client/src/openpi_client/image_tools.py"
+    exec(compile(src.read_text(), str(src), "exec"), ns)
+    rng, data = np.random.default_rng(0), {}
+    for i, (h, w) in enumerate(RESIZE_SIZES):
+        yy, xx = np.mgrid[0:h, 0:w]
+        smooth = 127 + 120 * np.sin(xx[..., None] / 3.0 + np.arange(3)) * np.cos(yy[..., None] / 2.0)
+        raw = np.stack([smooth.astype(np.uint8), rng.integers(0, 256, (h, w, 3), dtype=np.uint8)])
+        data[f"raw_{i}"], data[f"openpi_{i}"] = raw, ns["resize_with_pad"](raw, size, size)
+    save_file(data, str(out / "resize.safetensors"), metadata={"size": str(size)})
+
+
 def write_fixtures(op, out: Path, num_steps: int = 10):
     from safetensors.torch import save_file, save_model
     sys.path.insert(0, str(ROOT))
@@ -340,3 +359,4 @@ if __name__ == "__main__":
         da, dv, dn = check_dir(op, Path(a.check_dir), a.variant, Path(a.ours), a.asset_id, a.num_steps)
         sys.exit(0 if max(da, dv, dn) < 1e-4 else 1)
     write_fixtures(op, Path(a.out), a.num_steps)
+    write_resize_fixture(Path(a.openpi_src), Path(a.out))
