@@ -87,9 +87,9 @@ def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs:
     if rank == 0:
         if video_dir is not None and frames:
             _write_videos(frames, Path(video_dir), env_name)
-        if json_path is not None:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(summary, indent=2))
+        if json_path is not None:   # whole or not at all (a full disk leaves no half-written summary)
+            from common.logger import atomic_write_text
+            atomic_write_text(json_path, json.dumps(summary, indent=2))
     return summary
 
 

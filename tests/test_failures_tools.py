@@ -130,6 +130,16 @@ def test_bad_flag_is_one_error_line_and_writes_nothing(case, places, capsys):
     assert not w.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("rel, argv", [("tools/evaluate.py", ["--policy", "random"]),
+                                       ("tools/sft.py", ["--cache-dir", "{w}/cache"])])
+def test_device_cuda_without_a_gpu_is_one_error_line(rel, argv, places, capsys):
+    w, file = places
+    code, err = run_in_process(rel, fill(argv, w, file) + ["--device", "cuda"], capsys)
+    assert_one_error_line(code, err, "--device cuda")
+    assert not w.exists()
+
+
 # checkpoint meets env: found only after loading it (and, for cameras, after the env is made)
 FIT_CASES = {
     "truncated model.safetensors": (["--checkpoint", "ckpt::truncated"], ["--checkpoint", "truncated"]),
