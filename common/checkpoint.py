@@ -313,6 +313,9 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> 
         processor.source_files = {f.name: f.read_bytes() for pat in LEROBOT_FILES for f in sorted(path.glob(pat))}
     found = find_norm_stats(path, asset_id)[1]
     processor.asset_id = None if found in (None, ".") else found   # save_policy writes the stats back under this id
+    # who wrote it first: "openpi" | "lerobot" | "rlinf", or "pirl" for a policy we built (kept across our saves);
+    # openpi-format models have fixed camera slots (absent cameras masked), ours are sized to their demos
+    processor.source_format = meta.get("source_format", "pirl") if "pirl" in meta else fmt
     return policy, processor
 
 
@@ -344,7 +347,7 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
             "action_expert_variant": "gemma_300m" if full else "pirl_custom",
             "precision": "float32" if policy.action_out_proj.weight.dtype == torch.float32 else "bfloat16",
             "pi05": c.variant == "pi05", "discrete_state_input": c.variant == "pi05" and c.discrete_state_input,
-            "pirl": asdict(c), **(extra or {})}
+            "source_format": getattr(processor, "source_format", "pirl"), "pirl": asdict(c), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     asset_dir = tmp / "assets" / (getattr(processor, "asset_id", None) or "pirl")   # the source's id: openpi looks there
     asset_dir.mkdir(parents=True)

@@ -157,6 +157,7 @@ def test_save_policy_writes_what_openpis_loader_reads(loaded, tmp_path, model):
     assert saved == json.loads((FIX / model / "assets" / "metaworld" / "norm_stats.json").read_text())
     again, proc2 = load_policy(tmp_path / "out")
     assert proc2.asset_id == "metaworld"
+    assert proc.source_format == proc2.source_format == "openpi"   # kept across our saves (fixed camera slots)
     r = ref(model)
     torch.testing.assert_close(ours(again.eval(), r)[1], ours(policy.eval(), r)[1], rtol=0, atol=0)
 

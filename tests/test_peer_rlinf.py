@@ -50,6 +50,7 @@ def test_rlinf_full_weights_load_and_reproduce_the_policy_within_1e_4(model, cap
         if not k.startswith("value_head."):
             assert torch.equal(ours[k], v.float()), k
     assert proc.asset_id == "rlinf/metaworld"           # <ckpt>/<asset_id>/norm_stats.json, nested id
+    assert proc.source_format == "rlinf"
     assert policy.config.discrete_state_input is False or model == "pi0"   # from config.json, as RLinf's configs
 
 
