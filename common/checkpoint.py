@@ -1,4 +1,5 @@
-"""Load π0 / π0.5 checkpoints users already hold; save ours in the openpi PyTorch layout.
+"""Load π0 / π0.5 checkpoints users already hold; save ours in the openpi PyTorch layout, or back in LeRobot's
+for a policy that came from LeRobot (save_lerobot: its own from_pretrained loads it).
 
 Formats, detected from the files (nothing is downloaded):
   openpi PyTorch  DIR/model.safetensors (keys `paligemma_with_expert.*`, `action_in_proj.*`, ...),
@@ -6,7 +7,9 @@ Formats, detected from the files (nothing is downloaded):
                   DIR/assets/<asset_id>/norm_stats.json or DIR/<asset_id>/norm_stats.json
   ours            the openpi layout + "pirl" (our PI0Config) in config.json and DIR/tokenizer.model
   LeRobot         DIR/model.safetensors (the same keys under `model.`), config.json ("type": "pi0" | "pi05"),
-                  normaliser stats in DIR/*normalizer*.safetensors (`observation.state.mean`, `action.q01`, ...)
+                  normaliser stats in DIR/*normalizer*.safetensors (`observation.state.mean`, `action.q01`, ...);
+                  it holds lm_head and embed_tokens as two tensors (kept apart), normalisation modes in
+                  policy_{pre,post}processor.json (Processor.source = "lerobot": its conventions, processor.py)
   RLinf           SFT checkpoints are openpi's; its RL outputs are DIR/full_weights.pt (a torch state dict)
 The variant is read from the weights (`time_mlp_in` -> π0.5, `state_proj` -> π0).
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load as safetensors_load, load_file, save as safetensors_save, save_file, save_model
 
 from common.policy import PI0Config, PI0Policy, make_config
 from common.processor import Processor
@@ -362,6 +365,24 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
         os.replace(tmp, path)
 
 
+def _lerobot_stats_file(data: bytes, processor: Processor) -> bytes:
+    """A LeRobot (un)normalizer state file with the processor's current stats (the bytes as they came when
+    they agree, as after RL; new stats, e.g. after SFT on new data, replace the `<feature>.<stat>` tensors)."""
+    tensors = safetensors_load(data)
+    names = {"observation.state": "state", "action": "actions"}
+    new = {}
+    for k, v in tensors.items():
+        feat, _, stat = k.rpartition(".")
+        ours = processor.norm_stats["norm_stats"].get(names.get(feat), {}).get(stat)
+        if ours is not None and len(ours) != v.numel():
+            raise ValueError(f"LeRobot stats {k}: {len(ours)} values != the checkpoint's {v.numel()} (its config.json "
+                             "features would not fit either); save it in the openpi layout instead")
+        new[k] = v if ours is None else torch.tensor(ours, dtype=v.dtype).reshape(v.shape)
+    if all(torch.equal(new[k], v) for k, v in tensors.items()):
+        return data
+    return safetensors_save(new)
+
+
 def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | None = None):
     """LeRobot's layout, as its save_pretrained writes it, so that LeRobot's own from_pretrained (policy and
     processors) loads it: the source checkpoint's config.json and policy_{pre,post}processor files (RL moves no
@@ -374,7 +395,7 @@ def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
     for name, data in processor.source_files.items():
-        (tmp / name).write_bytes(data)
+        (tmp / name).write_bytes(_lerobot_stats_file(data, processor) if "normalizer" in name else data)
     fp32 = json.loads(processor.source_files["config.json"]).get("dtype", "float32") == "float32"
     sd, seen = {}, set()
     for k, v in policy.state_dict().items():

@@ -190,4 +190,11 @@ def test_save_policy_of_a_lerobot_policy_writes_lerobots_layout_and_reloads_the_
     assert proc2.source == "lerobot" and proc2.norm_modes == proc.norm_modes
     a, b = outputs(policy.eval(), proc, raw, ref, K), outputs(again.eval(), proc2, raw, ref, K)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # new stats (e.g. SFT on other data) go into LeRobot's normalizer files, not the stale ones
+    proc.norm_stats["norm_stats"]["actions"]["mean"] = [m + 1.0 for m in proc.norm_stats["norm_stats"]["actions"]["mean"]]
+    save_policy(out, policy, proc)
+    stats = load_file(str(next(out.glob("policy_postprocessor_step_*_unnormalizer_processor.safetensors"))))
+    torch.testing.assert_close(stats["action.mean"], torch.tensor(proc.norm_stats["norm_stats"]["actions"]["mean"]))
+    np.testing.assert_allclose(load_policy(out)[1].norm_stats["norm_stats"]["actions"]["mean"],
+                               proc.norm_stats["norm_stats"]["actions"]["mean"], rtol=1e-7)
     shutil.rmtree(out)

@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +286,15 @@ def check_dir(d: Path, inputs: Path, result: Path | None):
     from lerobot.policies.factory import make_pre_post_processors
     kind = json.loads((d / "config.json").read_text())["type"]
     _, Policy, _, _ = policy_classes(kind)
-    policy = Policy.from_pretrained(str(d)).eval()
+    on_file = load_file(str(d / "model.safetensors"))
+    vocab = on_file["model.paligemma_with_expert.paligemma.lm_head.weight"].shape[0]
+    with tiny_sizes(vocab) if vocab != 257152 else nullcontext():   # the sizes it was built at
+        policy = Policy.from_pretrained(str(d)).eval()
+    loaded = policy.state_dict()   # LeRobot's from_pretrained only warns when loading fails: check it loaded all
+    bad = [k for k, v in on_file.items() if k not in loaded or not torch.equal(loaded[k], v)]
+    if bad or set(loaded) != set(on_file):
+        raise SystemExit(f"LeRobot did not load {d} as it is: {len(bad)} tensors differ (e.g. {bad[:3]}), "
+                         f"keys missing / unexpected {sorted(set(loaded) ^ set(on_file))[:5]}")
     tok = StandInTokenizer(d / "tokenizer.model")
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(d),
                                          preprocessor_overrides={"tokenizer_processor": {"tokenizer": tok}})
@@ -295,7 +303,7 @@ def check_dir(d: Path, inputs: Path, result: Path | None):
     raw = {"images": t["raw_images"].numpy(), "state": t["raw_state"].numpy(), "instruction": meta["instruction"],
            "x_t": t["x_t"], "t": t["t"], "noise": t["noise"]}
     ref = lerobot_outputs(policy, pre, post, raw, num_steps=meta.get("num_steps", 10))
-    report = {"dir": str(d)}
+    report = {"dir": str(d), "lerobot_loaded_every_tensor": True}
     for k in ("velocity", "actions", "env_actions"):
         if f"pirl_{k}" in t:
             report[f"max_abs_diff_{k}"] = float((ref[k] - t[f"pirl_{k}"]).abs().max())
