@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load as safetensors_load, load_file, save as safetensors_save, save_file, save_model
 
 from common.policy import PI0Config, PI0Policy, make_config
-from common.processor import Processor
+from common.processor import LEROBOT_NORM_MODES, Processor
 from common.tokenizer import load_tokenizer
 
 # RLinf writes full_weights.pt under model_state_dict/ (and actor/model_state_dict/ from its runner):
@@ -149,6 +149,12 @@ def _lerobot_processor(path: Path, meta: dict) -> dict:
                     cfg = step.get("config", {})
                     modes[key] = cfg.get("norm_map", {}).get(ftype, "IDENTITY")   # LeRobot's default for a type
                     eps = cfg.get("eps", eps)
+                    if modes[key] not in LEROBOT_NORM_MODES:
+                        raise ValueError(f"{path / name}: {step_name} norm_map {ftype}={modes[key]!r} is not one of "
+                                         f"LeRobot's {list(LEROBOT_NORM_MODES)}")
+    if meta.get("use_relative_actions"):
+        raise ValueError(f"{path / 'config.json'}: use_relative_actions=true (actions relative to the state, LeRobot's "
+                         "RelativeActionsProcessorStep) is not supported here")
     return {"source": "lerobot", "norm_modes": modes, "eps": eps}
 
 

@@ -198,3 +198,21 @@ def test_save_policy_of_a_lerobot_policy_writes_lerobots_layout_and_reloads_the_
     np.testing.assert_allclose(load_policy(out)[1].norm_stats["norm_stats"]["actions"]["mean"],
                                proc.norm_stats["norm_stats"]["actions"]["mean"], rtol=1e-7)
     shutil.rmtree(out)
+
+
+def test_what_cannot_be_loaded_from_lerobot_is_one_clear_error_naming_the_file_and_field(tmp_path):
+    d = shutil.copytree(FIXTURES / "pi0", tmp_path / "pi0")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "use_relative_actions": True}))
+    with pytest.raises(ValueError, match=r"pi0/config.json: use_relative_actions=true"):
+        load_policy(d)
+    (d / "config.json").write_text(json.dumps({**cfg, "image_resolution": [32, 48]}))
+    with pytest.raises(ValueError, match=r"pi0/config.json: image_resolution \[32, 48\] is not square"):
+        load_policy(d)
+    (d / "config.json").write_text(json.dumps(cfg))
+    post = json.loads((d / "policy_postprocessor.json").read_text())
+    post["steps"][0]["config"]["norm_map"]["ACTION"] = "LOG"
+    (d / "policy_postprocessor.json").write_text(json.dumps(post))
+    with pytest.raises(ValueError, match=r"policy_postprocessor.json: unnormalizer_processor norm_map ACTION='LOG'"):
+        load_policy(d)
+
