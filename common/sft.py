@@ -119,7 +119,7 @@ def collect_demos(env_name: str, num_demos: int, seed: int = 0, image_size: int 
 
     Cached by (env, num_demos, seed, image_size) under cache_dir/demos. Episodes use init ids drawn
     with `seed` from env.train_init_ids, never the eval ids. Raises a ValueError naming the env
-    (and the envs that have an expert) when it has no scripted expert.
+    (and the envs that have an expert) when it has no scripted expert: NoExpertError, a UsageError.
     """
     from common.envs import make_envs
     from common.experts import make_expert
