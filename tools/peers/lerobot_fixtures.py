@@ -10,6 +10,9 @@ share ours); nothing here imports pirl's code:
     # compare its actions with the ones pirl recorded in DIR/../check_inputs.safetensors:
     /work/peers/lerobot-venv/bin/python tools/peers/lerobot_fixtures.py --check-dir DIR --inputs FILE
 
+Models: pi0 and pi05 (2 cameras, LeRobot's default normalisation: MEAN_STD / QUANTILES), pi05_mean_std
+(normalization_mapping MEAN_STD), pi0_trained_state12_action8 (max_state_dim 12 != max_action_dim 8, and
+trained 20 steps with LeRobot's loss from tied embedding tables). In every one lm_head != embed_tokens.
 Per model, in <out>/<name>/: what LeRobot's `save_pretrained` writes for the policy and for its pre/post
 processors (config.json, model.safetensors, policy_{pre,post}processor*.{json,safetensors}), our tiny
 tokenizer.model, and reference.safetensors: raw inputs (uint8 images of an odd, non-square size, raw
@@ -159,8 +162,10 @@ def dataset_stats(S, A, seed):
 
 
 def make_model(kind, out: Path, tok_file: Path, vocab_size: int, seed: int, cameras=("base", "wrist"),
-               S=5, A=4, max_state_dim=8, max_action_dim=8, chunk=8, norm=None):
-    """Build a tiny LeRobot policy with random weights and save it + its processors with LeRobot's code."""
+               S=5, A=4, max_state_dim=8, max_action_dim=8, chunk=8, norm=None, train_steps=0):
+    """Build a tiny LeRobot policy with random weights and save it + its processors with LeRobot's code.
+    train_steps: first tie embed_tokens to lm_head (as a checkpoint converted from openpi starts), then train
+    that many steps with LeRobot's own loss (policy.forward) and AdamW on random demonstrations."""
     from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
     Config, Policy, proc_module, make_processors = policy_classes(kind)
     feats = {f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL, (3, 32, 32)) for c in cameras}
@@ -182,12 +187,34 @@ def make_model(kind, out: Path, tok_file: Path, vocab_size: int, seed: int, came
     tokenizer = StandInTokenizer(tok_file)
     with standin_tokenizer_in(proc_module, tokenizer):
         pre, post = make_processors(config, dataset_stats=dataset_stats(S, A, seed))
+    if train_steps:
+        finetune(policy, pre, train_steps, seed)
     out.mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(out)
     pre.save_pretrained(out)
     post.save_pretrained(out)
     (out / "tokenizer.model").write_bytes(tok_file.read_bytes())
     return policy, pre, post
+
+
+def finetune(policy, pre, steps, seed, lr=1e-3):
+    pg = policy.model.paligemma_with_expert.paligemma
+    with torch.no_grad():
+        pg.model.language_model.embed_tokens.weight.copy_(pg.lm_head.weight)   # tied at the start
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.01)
+    policy.train()
+    g = torch.Generator().manual_seed(seed)
+    for i in range(steps):
+        raw = raw_inputs(policy, seed=1000 + i)
+        A = policy.config.output_features["action"].shape[0]
+        batch = pre({**lerobot_batch(policy, raw), "action": torch.randn(2, policy.config.chunk_size, A, generator=g)})
+        loss, _ = policy.forward(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    head, emb = pg.lm_head.weight, pg.model.language_model.embed_tokens.weight
+    print(f"  after {steps} training steps |embed_tokens - lm_head| max {float((head - emb).abs().max().detach()):.2e}")
 
 
 # ---------------------------------------------------------------------------- LeRobot's outputs
@@ -337,7 +364,7 @@ def main():
             "pi0": ("pi0", dict(seed=1)),
             "pi05": ("pi05", dict(seed=2)),
             "pi05_mean_std": ("pi05", dict(seed=3, norm="MEAN_STD")),
-            "pi0_state12_action8": ("pi0", dict(seed=4, max_state_dim=12, S=10)),
+            "pi0_trained_state12_action8": ("pi0", dict(seed=4, max_state_dim=12, S=10, train_steps=20)),
         }
         for name, (kind, kw) in models.items():
             policy, pre, post = make_model(kind, out / name, tok_file, vocab, **kw)
