@@ -221,8 +221,8 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     from common.tokenizer import train_tiny_tokenizer
 
     stats = compute_norm_stats(demos.state, demos.actions)
-    if init_from is not None:
-        policy, old = load_policy(init_from, device=device)
+    if init_from is not None:   # a checkpoint dir, or its (policy, processor) already loaded
+        policy, old = load_policy(init_from, device=device) if isinstance(init_from, (str, Path)) else init_from
         return policy, Processor.from_stats(stats, old.tokenizer, policy.config)
     config = make_config(preset, **config_overrides)
     if config.vocab_size != 257152:  # tiny presets: our own SentencePiece model on the prompts
@@ -272,13 +272,13 @@ def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS
             overrides.setdefault("image_size", demos.images.shape[2])
             overrides.setdefault("action_dim", max(make_config(preset).action_dim, S, A))
         elif overrides:
-            raise ValueError(f"init_from={init_from} fixes the model config; drop {sorted(overrides)}")
+            raise ValueError(f"init_from (a checkpoint) fixes the model config; drop {sorted(overrides)}")
         policy, processor = build_policy(demos, preset, init_from, device, seed, cache_dir, **overrides)
     # a checkpoint must see the demos' cameras / render size and fit their S, A (else SFT trains a model
     # that can never work on this env): one UsageError naming both
     check_policy_fits_env(policy, processor, SimpleNamespace(state_dim=S, action_dim=A, num_cameras=demos.images.shape[1]),
                           demos.images.shape[2], demos.env_name or "the demonstrations",
-                          f"checkpoint {init_from}" if init_from is not None else "the model")
+                          "the init_from checkpoint" if init_from is not None else "the model")
     distributed = distributed and dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     if distributed:

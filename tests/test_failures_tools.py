@@ -160,6 +160,23 @@ def test_checkpoint_that_does_not_fit_is_one_error_line(case, checkpoints, place
     assert not w.exists()
 
 
+SFT_INIT_CASES = {  # tools/sft.py --init-from: a broken dir fails before the demonstrations, a misfit one before training
+    "truncated --init-from": ("truncated", ["truncated", "not safetensors"]),
+    "--init-from whose cameras differ from the demos'": ("two_cams", ["1 camera(s) in the env but 2 in the model", ENV]),
+}
+
+
+@pytest.mark.parametrize("case", list(SFT_INIT_CASES))
+def test_sft_init_from_that_does_not_fit_is_one_error_line(case, checkpoints, places, capsys):
+    ckpt, names = SFT_INIT_CASES[case]
+    w, file = places
+    argv = ["--init-from", str(checkpoints[ckpt]), "--env", ENV, "--num-demos", "1", "--image-size", "32", "--steps", "1",
+            "--cache-dir", str(w.parent / "cache"), "--out", str(w / "ckpt")]
+    code, err = run_in_process("tools/sft.py", argv, capsys)
+    assert_one_error_line(code, err, *names)
+    assert not w.exists()
+
+
 @pytest.mark.slow  # every entry point started at once: ~20 s on 2 idle cores
 def test_every_entry_point_prints_one_error_line_as_a_subprocess(places):
     w, file = places

@@ -83,6 +83,10 @@ def main(args: Args):
 
     check_args(args)
     d = setup_distributed(args.device)
+    init_from = None
+    if args.init_from is not None:   # loaded before any demonstration: a broken dir is one line, now
+        from common.run import load_checkpoint
+        init_from = load_checkpoint(args.init_from, device=d.device)
     demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
                               progress=d.is_main) if d.is_main else None
     barrier()  # rank 0 wrote the cache; the others read it
@@ -92,7 +96,7 @@ def main(args: Args):
     overrides = dict(sft.DEFAULT_CONFIG_OVERRIDES) if args.init_from is None and args.preset.startswith("tiny") else {}
     policy, processor, losses = sft.train_sft(
         demos, args.preset, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=d.device,
-        init_from=args.init_from, action_horizon=None if args.init_from else args.action_horizon,
+        init_from=init_from, action_horizon=None if args.init_from else args.action_horizon,
         progress=d.is_main, config_overrides=overrides, cache_dir=args.cache_dir)
     out = args.out or sft.sft_checkpoint_dir(args.env, args.num_demos, args.demo_seed, args.preset, args.steps,
                                              args.image_size, args.action_horizon, args.cache_dir)
