@@ -1,7 +1,7 @@
 """Expected failures of tools/*.py and bench/*.py: each ends in ONE `error:` line on stderr that names the
 flag or file, exit code 2, no traceback, and nothing written. The entry points run in this process
-(tyro parses the very command line; torch is imported once), and every one of them once more as a real
-subprocess, all at the same time, to prove its `__main__` wiring. Also: common.errors.main_errors on its
+(tyro parses the very command line; torch is imported once); tools/*.py once more as real subprocesses,
+all at the same time, and bench/*.py's `__main__` blocks read. Also: common.errors.main_errors on its
 own (full / read-only disk, unexpected errors keep their traceback) and MuJoCo never writing MUJOCO_LOG.TXT."""
 
 import errno
@@ -177,12 +177,13 @@ def test_sft_init_from_that_does_not_fit_is_one_error_line(case, checkpoints, pl
     assert not w.exists()
 
 
-@pytest.mark.slow  # every entry point started at once: ~20 s on 2 idle cores
-def test_every_entry_point_prints_one_error_line_as_a_subprocess(places):
+def test_tools_print_one_error_line_as_subprocesses(places):
+    """The real command line of every tools/*.py, all started at once (~10 s on 2 idle cores)."""
     w, file = places
     first = {}
     for rel, argv, names in CASES.values():
-        first.setdefault(rel, (argv, names))
+        if rel.startswith("tools/"):
+            first.setdefault(rel, (argv, names))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = {rel: subprocess.Popen([sys.executable, str(ROOT / rel), *fill(argv, w, file)], cwd=ROOT, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -191,6 +192,21 @@ def test_every_entry_point_prints_one_error_line_as_a_subprocess(places):
         _, err = proc.communicate(timeout=600)
         assert_one_error_line(proc.returncode, err, *first[rel][1])
     assert not w.exists()
+
+
+def test_every_bench_entry_point_runs_main_under_main_errors():
+    """bench/*.py import the RL scripts (seconds each to start), so their failures run in process above; here
+    each file's `__main__` block is checked to be `args = tyro.cli(Args)` then `with main_errors(): main(args)`."""
+    import ast
+
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        block = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        assert len(block) == 1, path
+        code = ast.unparse(block[0])
+        assert "with main_errors():\n        main(args)" in code, (path, code)
+    assert {rel for rel, _, _ in CASES.values() if rel.startswith("bench/")} == \
+        {f"bench/{p.name}" for p in (ROOT / "bench").glob("*.py")}   # and each has a failure case above
 
 
 # ---- common.errors on its own -----------------------------------------------------------------------
