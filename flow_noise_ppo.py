@@ -13,6 +13,7 @@ Launch:
     # 2 nodes x 8 GPUs (run on each node, node_rank 0 and 1):
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr $HEAD --master_port 29500 \
         flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    python flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft --lora-preset lora-ii  # + LoRA on the VLM (5.5)
     python flow_noise_ppo.py --resume runs/<run_name>        # continue a stopped run exactly
 
 Time convention (openpi, used by every checkpoint we load): t = 1 is pure noise, t = 0 is the action,
@@ -123,6 +124,16 @@ class Args:
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
     vlm_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
+    lora_rank: int = 0
+    """LoRA rank on the frozen VLM's language model, trained with the action expert (paper 5.5; 0: off; common/lora.py)"""
+    lora_alpha: Optional[float] = None
+    """LoRA α: the adapters' update is scaled by α / rank (None: α = rank)"""
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    """comma-separated linears of every Gemma layer of the VLM that get adapters"""
+    lora_vision: bool = False
+    """also adapt every linear of the SigLIP vision tower"""
+    lora_preset: Literal["none", "lora-i", "lora-ii"] = "none"
+    """paper 5.5: lora-i = r = α = 32 with the preset's LR and update epochs; lora-ii = also 1/5 of the actor LR, half the epochs"""
 
 
 # Presets: the paper's Table 7 (LIBERO) and Table 8 (ManiSkill, SIMPLER tasks); MetaWorld follows
@@ -368,7 +379,7 @@ def select_obs(raw_obs: dict, rows) -> dict:
 if __name__ == "__main__":
     from tqdm import tqdm
 
-    from common import distributed, run
+    from common import distributed, lora, run
     from common.envs import ENV_NAMES, make_envs
     from common.errors import UsageError, main_errors
 
@@ -398,6 +409,7 @@ if __name__ == "__main__":
         policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
         family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
         try:
+            lora.resolve_preset(args, preset(args.env, args.model or family))  # --lora-preset first: it sets LR / epochs
             args = resolve_args(args, family)
             check_args(args, world, policy.config.action_horizon)
         except ValueError as err:  # a bad flag combination: say which, no stack trace
@@ -407,6 +419,7 @@ if __name__ == "__main__":
         sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
         if not args.train_vlm:
             policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
+        lora.setup(policy, args, saved if resume_dir is not None else None)  # --lora-rank: adapters on the frozen VLM (5.5)
         critic_width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
         critic = Critic(critic_width, args.critic_hidden).to(device)
         noise_net = NoiseNet(policy.expert_width, policy.config.action_dim, args.noise_hidden, args.noise_std_min,
@@ -468,7 +481,12 @@ if __name__ == "__main__":
             train_state = {"critic": critic.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
                            "global_step": global_step, "args": asdict(args),
                            "noise_net": noise_net.state_dict()}  # θ' is not an openpi weight
-            run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng), guard)
+            train_state["lora"] = lora.train_state(policy)  # the adapters, for --resume (None without LoRA)
+            with lora.merged(policy, enabled=dist_info.is_main):  # policy/ holds W + BA: the user's format
+                final = run.save_checkpoint(run_dir, iteration, policy, processor, train_state,
+                                            run.rng_state(sampler_gen, np_rng), guard)
+            if dist_info.is_main:
+                lora.export_adapters(policy, final)  # adapters.safetensors + adapters.json beside policy/
 
         # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
         E, T, N = args.rollout_epochs, num_steps, local_envs
@@ -558,7 +576,7 @@ if __name__ == "__main__":
                                "instruction": [b_instructions[i] for i in micro_np]}
                         micro = micro.to(device)
                         obs = processor.observation(raw, device)
-                        with torch.set_grad_enabled(args.train_vlm):
+                        with torch.set_grad_enabled(args.train_vlm or args.lora_rank > 0):
                             cache = policy.encode(obs)  # prefix pass (frozen VLM: no graph)
                         new_logprob, entropy = chain_logprob(policy, noise_net, cache, b_chains[micro], args, action_dim)
                         logratio = new_logprob - b_logprobs[micro]
