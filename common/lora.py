@@ -112,12 +112,13 @@ def _merged_weight(layer) -> torch.Tensor:
 
 
 @contextmanager
-def merged(policy):
+def merged(policy, enabled: bool = True):
     """Inside the block every LoRA layer is a plain nn.Linear holding W + (α/r) B A (fp32): state_dict()
     has the model's own keys, so save_policy writes the user's format. On exit the LoRA layers come back
-    with W untouched (no merge / unmerge rounding), so training continues bit for bit. No LoRA: no-op."""
+    with W untouched (no merge / unmerge rounding), so training continues bit for bit. No LoRA or not
+    enabled (ranks that do not write the checkpoint): no-op."""
     swapped = []
-    for name, layer in lora_layers(policy):
+    for name, layer in lora_layers(policy) if enabled else []:
         parent_name, _, attr = name.rpartition(".")
         parent = policy.get_submodule(parent_name)
         base = layer.base_layer
@@ -205,7 +206,17 @@ def resolve_preset(args, table: dict) -> None:
 
 def setup(policy, args, saved: dict | None = None) -> bool:
     """The scripts' one call, after freeze_vlm() and before the optimizer is built: --lora-rank > 0 puts
-    LoRA on the VLM (base = --checkpoint); on --resume (saved = the train state) the run's adapters."""
+    LoRA on the VLM (base = --checkpoint); on --resume (saved = the train state) the run's adapters.
+    A bad setting is a UsageError (one `error:` line in the scripts)."""
+    from common.errors import UsageError
+
+    try:
+        return _setup(policy, args, saved)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _setup(policy, args, saved: dict | None) -> bool:
     if saved is not None and saved.get("lora") is not None:
         restore(policy, saved["lora"])
         return True

@@ -131,6 +131,28 @@ def test_merged_save_then_load_gives_the_adapted_actions(preset, bases, tmp_path
     assert (info["rank"], info["alpha"], info["dropout"], info["vision"]) == (4, 4.0, 0.0, True)
 
 
+
+def test_ratio_is_one_before_any_update_with_lora(bases):
+    """No dropout anywhere: the update's log-prob of a stored SDE transition (prefix pass WITH a graph
+    through the adapters) equals the rollout's (no graph), so the PPO ratio starts at exactly 1."""
+    from helpers import load_script
+
+    ppo = load_script("flow_sde_ppo")
+    policy, _ = load_frozen(bases("tiny"))
+    lora.apply_lora(policy, rank=4, vision=True)
+    randomise_adapters(policy)
+    policy.train()   # the update runs in train mode: nothing may behave differently
+    c = policy.config
+    args = ppo.Args(denoise_steps=4, noise_level=0.5, replan_steps=4)
+    critic = ppo.Critic(c.expert_width, 16)
+    obs = random_observation(c, 3)
+    with torch.no_grad():
+        _, x_j, x_next, j, logp, _, _ = ppo.sample_hybrid(policy, policy.encode(obs), critic, args, 7,
+                                                          torch.Generator().manual_seed(0))
+    new_logp, _ = ppo.step_logprob(policy, policy.encode(obs), x_j, x_next, j, args, 7)
+    assert new_logp.requires_grad
+    torch.testing.assert_close(new_logp.detach(), logp, rtol=0, atol=1e-5)
+
 def _train(policy, optimizer, steps: int, seed: int):
     """A few optimizer steps on a flow-matching loss with gradient through the adapted prefix pass."""
     c = policy.config
@@ -222,7 +244,8 @@ def test_bad_lora_settings_are_clear_errors(bases):
         lora.apply_lora(policy, rank=0)
     args = type("A", (), dict(lora_rank=4, lora_alpha=None, lora_targets="q_proj", lora_vision=False, train_vlm=True,
                               checkpoint=str(bases("tiny"))))()
-    with pytest.raises(ValueError, match="exclude each other"):
+    from common.errors import UsageError
+    with pytest.raises(UsageError, match="exclude each other"):
         lora.setup(policy, args)
 
 
@@ -274,3 +297,64 @@ def test_gpu_check_without_cuda_exits_cleanly_with_one_line():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and "no CUDA device" in lines[0]
+
+
+# ---- the three scripts with LoRA (real simulator, tiny settings) ------------------------------------
+LORA = ["--lora-rank", "4", "--lora-alpha", "8", "--lora-vision"]
+
+
+@pytest.fixture(scope="module")
+def script_checkpoint(tmp_path_factory):
+    from test_scripts_e2e import ENVS, make_tiny_checkpoint
+
+    return ENVS[0], make_tiny_checkpoint(ENVS[0], tmp_path_factory.mktemp("metaworld"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"])
+def test_script_with_lora_resumes_exactly_and_saves_merged_and_adapters(script, script_checkpoint, tmp_path):
+    """3 iterations in one go == 2, then --resume to 3: the same merged weights, adapters (with their
+    AdamW moments, through the optimizer state), critic and counters; policy/ loads as a plain policy and
+    adapters.safetensors holds the adapters alone."""
+    from safetensors.torch import load_file
+    from test_scripts_e2e import TINY_FLAGS, load_state, metrics, only_run, run_script
+
+    env_name, ckpt = script_checkpoint
+    flags = ["--env", env_name, "--checkpoint", str(ckpt), "--save-every", "1", *TINY_FLAGS, "--num-videos", "0", *LORA]
+    run_script(script, [*flags, "--total-iterations", "3", "--run-root", str(tmp_path / "full")])
+    run_script(script, [*flags, "--total-iterations", "2", "--run-root", str(tmp_path / "split")])
+    split_run = only_run(tmp_path / "split")
+    run_script(script, ["--resume", str(split_run), "--total-iterations", "3"])
+    full_dir = only_run(tmp_path / "full") / "checkpoints" / "iter_000003"
+    full_w, full_s = load_state(full_dir)
+    split_w, split_s = load_state(split_run / "checkpoints" / "iter_000003")
+    assert full_w.keys() == split_w.keys() and not any(".lora_" in k for k in full_w)
+    for k in full_w:
+        assert torch.equal(full_w[k], split_w[k]), k
+    full_a, split_a = full_s["lora"]["adapters"], split_s["lora"]["adapters"]
+    assert full_a.keys() == split_a.keys() and len(full_a) > 0
+    assert all(torch.equal(full_a[k], split_a[k]) for k in full_a)
+    for k, v in full_s.get("critic", {}).items():
+        assert torch.equal(v, split_s["critic"][k]), k
+    for a, b in zip(full_s["optimizer"]["state"].values(), split_s["optimizer"]["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert [r["charts/iteration"] for r in metrics(split_run) if "charts/iteration" in r] == [1, 2, 3]
+    exported = load_file(str(full_dir / "adapters.safetensors"))
+    assert all(torch.equal(exported[k], full_a[k]) for k in full_a)
+    # NB these 4-step episodes earn no reward: advantages are 0 and the actor (expert and adapters: B stays 0)
+    # does not move, so this proves the plumbing; exactness with adapters that do move is proven by
+    # test_resume_restores_base_weights_adapters_and_optimizer_exactly above
+    policy, _ = load_policy(full_dir / "policy")   # the user's format: a plain policy, adapters merged
+    assert not any("lora" in k for k in policy.state_dict())
+    args = json.loads((split_run / "args.json").read_text())
+    assert (args["lora_rank"], args["lora_alpha"], args["lora_vision"]) == (4, 8.0, True)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_with_lora_end_with_identical_weights(script_checkpoint, tmp_path):
+    from test_scripts_e2e import TINY_FLAGS, run_script
+
+    env_name, ckpt = script_checkpoint
+    proc = run_script("flow_sde_ppo", ["--env", env_name, "--checkpoint", str(ckpt), "--total-iterations", "2",
+                                       "--run-root", str(tmp_path), *TINY_FLAGS, "--num-videos", "0", *LORA], nproc=2)
+    assert "weights identical on all 2 ranks: True" in proc.stdout
