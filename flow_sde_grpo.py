@@ -331,7 +331,7 @@ if __name__ == "__main__":
         run.check_writable(args.run_root, "--run-root")
         dist_info = distributed.setup_distributed(args.device)
         from common.checkpoint import vlm_dtype  # the model's code (transformers): imported once the flags are good
-        from common.evaluate import evaluate, policy_act_fn
+        from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
         from common.logger import RunLogger
         from common.sft import make_default_sft_policy
 
@@ -376,9 +376,9 @@ if __name__ == "__main__":
         # autoreset=False: an env that finishes freezes until the next reset (one episode per env per epoch)
         envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
                          autoreset=False, device=str(device), max_episode_steps=args.max_episode_steps)
+        check_policy_fits_env(policy, processor, envs, policy.config.image_size, f"--env {args.env}",
+                              f"--checkpoint {args.checkpoint}", args.replan_steps)  # else it would run, silently, at 0%
         action_dim = envs.action_dim
-        if action_dim > policy.config.action_dim:
-            raise UsageError(f"--env {args.env} has {action_dim}-D actions but the model's action_dim is {policy.config.action_dim}")
 
         start_iteration, global_step = 1, 0
         run_dir = run.new_run_dir(args.run_root, args.env, args.exp_name, args.seed)
