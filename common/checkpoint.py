@@ -43,6 +43,11 @@ def _read_weights(path: Path) -> tuple[dict, str]:
     if (path / "model.safetensors").is_file():
         sd = load_file(str(path / "model.safetensors"))
         fmt = "lerobot" if any(k.startswith("model.paligemma_with_expert.") for k in sd) else "openpi"
+        meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        if fmt == "openpi" and "action_horizon" not in meta and "pirl" not in meta:   # never guess it either
+            raise ValueError(f"{path / 'config.json'}: action_horizon: not recorded (openpi's train_pytorch.py writes no "
+                             "config.json; its metadata.pt needs openpi to unpickle); write {\"action_horizon\": H} "
+                             "there, H = your TrainConfig's model.action_horizon")
     elif any((path / f).is_file() for f in WEIGHT_FILES[1:]):
         file = next(path / f for f in WEIGHT_FILES[1:] if (path / f).is_file())
         sd = torch.load(file, map_location="cpu", weights_only=True)

@@ -172,6 +172,12 @@ def test_what_cannot_be_loaded_fails_in_one_line_naming_file_and_field(tmp_path)
     q = "paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight"
     with pytest.raises(ValueError, match=rf"^F: {q}: 60 query rows[^\n]*8 heads"):
         sizes_from_weights({**sd, q: torch.zeros(60, 48)}, "F")
+    # openpi's training checkpoints (train_pytorch.py) have no config.json: the horizon is not guessed
+    d = tmp_path / "trained"
+    shutil.copytree(FIX / "pi0", d)
+    (d / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"^[^\n]*trained/config.json: action_horizon: not recorded[^\n]*$"):
+        load_policy(d, asset_id="metaworld")
     # π0.5: whether the state is prompt text is in no file openpi writes (pi05_libero: false; default: true)
     with pytest.raises(ValueError, match=r"^[^\n]*pi05/config.json: discrete_state_input: not recorded[^\n]*$"):
         load_policy(FIX / "pi05", asset_id="metaworld")
