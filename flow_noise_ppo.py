@@ -44,6 +44,8 @@ class Args:
     """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one"""
     checkpoint: Optional[str] = None
     """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
+    asset_id: Optional[str] = None
+    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
     resume: Optional[str] = None
     """a run dir (runs/<name>) or one of its checkpoints/iter_* dirs: continue that run exactly"""
     exp_name: str = "flow_noise_ppo"
@@ -406,7 +408,8 @@ if __name__ == "__main__":
         elif args.checkpoint is None:
             raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                              "without --checkpoint only --model tiny (the embedded default) runs")
-        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
+        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm),
+                                                 asset_id=args.asset_id)
         family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
         try:
             lora.resolve_preset(args, preset(args.env, args.model or family))  # --lora-preset first: it sets LR / epochs

@@ -48,6 +48,8 @@ class Args:
     """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one"""
     checkpoint: Optional[str] = None
     """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
+    asset_id: Optional[str] = None
+    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
     resume: Optional[str] = None
     """a run dir (runs/<name>) or one of its checkpoints/iter_* dirs: continue that run exactly"""
     exp_name: str = "flow_sde_grpo"
@@ -347,7 +349,7 @@ if __name__ == "__main__":
                              "without --checkpoint only --model tiny (the embedded default) runs")
         args.init_checkpoint = args.init_checkpoint or args.checkpoint
         vlm_weights_dtype = vlm_dtype(args.vlm_dtype, device, args.train_vlm)
-        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_weights_dtype)
+        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_weights_dtype, asset_id=args.asset_id)
         family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
         try:
             lora.resolve_preset(args, preset(args.env, args.model or family))  # --lora-preset first: it sets LR / epochs
@@ -366,7 +368,7 @@ if __name__ == "__main__":
         optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr}], eps=1e-5, weight_decay=0.0)
         ref_policy = None  # the initial policy, frozen: the KL reference (only loaded when asked for)
         if args.kl_coef > 0:
-            ref_policy = run.load_checkpoint(args.init_checkpoint, device=device, dtype=vlm_weights_dtype)[0].eval().requires_grad_(False)
+            ref_policy = run.load_checkpoint(args.init_checkpoint, device=device, dtype=vlm_weights_dtype, asset_id=args.asset_id)[0].eval().requires_grad_(False)
 
         local_envs = args.num_envs // world
         G = args.group_size

@@ -106,7 +106,8 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
     """
     c = policy.config
     S, A, n_cam = envs.state_dim, envs.action_dim, envs.num_cameras
-    sized_to_demos = c.vocab_size != PALIGEMMA_VOCAB
+    # ours (pirl) are sized to their demos; openpi-format models of any size have fixed, maskable camera slots
+    sized_to_demos = getattr(processor, "source_format", "pirl") == "pirl" and c.vocab_size != PALIGEMMA_VOCAB
     problems = []
     if n_cam > c.num_cameras or (sized_to_demos and n_cam != c.num_cameras):
         problems.append(f"{n_cam} camera(s) in the env but {c.num_cameras} in the model")
