@@ -446,6 +446,14 @@ def _worker(conn, make_sim):
         conn.close()
 
 
+class EnvWorkerDied(UsageError, RuntimeError):
+    """An env worker process is gone (killed, e.g. by the out-of-memory killer): one `error:` line."""
+
+    def __init__(self, index: int, proc):
+        super().__init__(f"env worker {index} (pid {proc.pid}) died with exit code {proc.exitcode}"
+                         f"{' (killed: out of memory? try fewer --num-envs)' if proc.exitcode == -9 else ''}")
+
+
 class _Remote:
     """A _Sim living in a worker process (forked for MuJoCo, forkserver for SAPIEN)."""
 
@@ -464,12 +472,12 @@ class _Remote:
     def _recv(self):
         while not self.conn.poll(1.0):
             if not self.proc.is_alive():
-                raise RuntimeError(f"env worker {self.index} (pid {self.proc.pid}) died with exit code "
-                                   f"{self.proc.exitcode}")
+                raise EnvWorkerDied(self.index, self.proc)
         try:
             status, out = self.conn.recv()
         except EOFError:
-            raise RuntimeError(f"env worker {self.index} (pid {self.proc.pid}) died") from None
+            self.proc.join(timeout=5)
+            raise EnvWorkerDied(self.index, self.proc) from None
         if status == "error":
             raise RuntimeError(f"env worker {self.index} failed: {out}")
         return out
@@ -478,8 +486,8 @@ class _Remote:
         try:
             self.conn.send((cmd, args))
         except (BrokenPipeError, OSError):
-            raise RuntimeError(f"env worker {self.index} (pid {self.proc.pid}) died with exit code "
-                               f"{self.proc.exitcode}") from None
+            self.proc.join(timeout=5)
+            raise EnvWorkerDied(self.index, self.proc) from None
 
     def close(self):
         if self.proc.is_alive():

@@ -10,6 +10,7 @@ torch.set_num_threads(1)
 
 from common import envs as E  # noqa: E402  (sets MUJOCO_GL, VK_ICD_FILENAMES... before simulators)
 from common.envs import make_envs  # noqa: E402
+from common.errors import UsageError  # noqa: E402
 from common.experts import make_expert  # noqa: E402
 
 MW = "metaworld-pick-place-v3"
@@ -162,8 +163,9 @@ def test_worker_death_is_reported_with_env_index():
         env.reset([(0, 0), (0, 1)])
         env._workers[1].proc.kill()
         env._workers[1].proc.join()
-        with pytest.raises(RuntimeError, match="env worker 1"):
+        with pytest.raises(E.EnvWorkerDied, match="env worker 1 .* died with exit code -9 .*out of memory") as err:
             env.step_chunk(np.zeros((2, 1, 4), np.float32))
+        assert isinstance(err.value, UsageError)  # the scripts' main_errors() turn it into one `error:` line
     finally:
         env.close()
 
