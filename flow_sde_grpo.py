@@ -323,6 +323,7 @@ if __name__ == "__main__":
     from common import distributed, lora, run
     from common.envs import ENV_NAMES, make_envs
     from common.errors import UsageError, main_errors
+    from common.sft import check_checkpoint_or_expert, make_default_sft_policy
 
     args = tyro.cli(Args)
     with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
@@ -330,12 +331,13 @@ if __name__ == "__main__":
         if args.env not in ENV_NAMES:
             raise UsageError(f"--env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
         run.check_flag_ranges(args)
+        if args.resume is None and args.model in (None, "tiny"):
+            check_checkpoint_or_expert(args.checkpoint, args.env)  # the embedded default needs a scripted expert
         run.check_writable(args.run_root, "--run-root")
         dist_info = distributed.setup_distributed(args.device)
         from common.checkpoint import vlm_dtype  # the model's code (transformers): imported once the flags are good
         from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
         from common.logger import RunLogger
-        from common.sft import make_default_sft_policy
 
         rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
         resume_dir = run.resume_checkpoint(args.resume) if args.resume is not None else None

@@ -229,8 +229,8 @@ def check_flag_ranges(args) -> None:
         raise UsageError(f"--checkpoint {args.checkpoint}: no such directory (a local SFT checkpoint dir: openpi, LeRobot or RLinf)")
 
 
-def load_checkpoint(path: str, **kwargs):
-    """common.checkpoint.load_policy, with a broken checkpoint dir reported as one line naming it."""
+def load_checkpoint(path: str, flag: str = "--checkpoint", **kwargs):
+    """common.checkpoint.load_policy, with a broken checkpoint dir reported as one line naming the flag and it."""
     from safetensors import SafetensorError
 
     from common.checkpoint import load_policy
@@ -240,9 +240,9 @@ def load_checkpoint(path: str, **kwargs):
     except UsageError:
         raise
     except SafetensorError as err:
-        raise UsageError(f"--checkpoint {path}: a .safetensors file there is truncated or not safetensors ({err})") from None
+        raise UsageError(f"{flag} {path}: a .safetensors file there is truncated or not safetensors ({err})") from None
     except (FileNotFoundError, ValueError, KeyError, EOFError, RuntimeError, OSError, pickle.UnpicklingError) as err:
-        raise UsageError(f"--checkpoint {path}: cannot load it: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise UsageError(f"{flag} {path}: cannot load it: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
 # ---- logging --------------------------------------------------------------------------------------
