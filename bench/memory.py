@@ -13,6 +13,12 @@ What one update micro-batch holds (flow_sde_ppo.py, frozen VLM, section 5.1 of t
      tensors are counted layer by layer below, and the raw inputs.
   3. phases that do not overlap the activations: the flattened gradient all-reduce (world > 1) and
      AdamW's step; the peak is static + the largest of them.
+  4. LoRA on the VLM (common/lora.py, --lora-rank): the prefix pass runs with a graph and keeps, per
+     sample, what its backward needs (prefix_lora_saved_bytes), on top of all of the above; the adapters
+     add fp32 weights + gradients + AdamW moments.
+Attention: the prefix's single KV head is shared by the 8 query heads as a stride-0 view ("grouped KV",
+common/policy.py _attention); "repeated KV" is the code before (repeat_interleave, a copy per head kept
+for backward). Both are in the settings table.
 Three weight/precision schemes:
   mixed     bf16 weights everywhere, fp32 master weights + fp32 gradients + AdamW for the trainable
             part (heads and critic stay fp32: the code feeds them fp32); activations bf16.
@@ -119,16 +125,19 @@ def lengths(c) -> tuple[int, int, int]:
     return Lp, Ls, Lp + Ls
 
 
-def expert_saved_bytes(c, act: int, backend: str) -> dict:
+def expert_saved_bytes(c, act: int, backend: str, grouped: bool = True) -> dict:
     """Bytes saved for backward by ONE expert pass (velocity at step j) for ONE sample.
 
     Per layer, as common/policy.py computes it (act = bytes of the expert's dtype):
       2 Gemma RMSNorms: they compute in fp32 and keep x.float(), x * rsqrt (both Ls x W) and rsqrt (Ls)
       inputs of the linear layers: q/k/v (one tensor, Ls x W), o_proj (Ls x heads*hd), gate/up (Ls x W)
       MLP: gate output (for gelu'), gelu output and up output (for the product), the product (down_proj)
-      attention over Nk = Lp + Ls keys, the prefix's 1 KV head REPEATED to all heads (repeat_interleave)
-        fused: q and the output (heads x Ls x hd), k and v (heads x Nk x hd) in act, lse (heads x Ls) fp32
-        math : q, kᵀ, v and the probabilities (heads x Ls x Nk), upcast to fp32
+      attention over Nk = Lp + Ls keys; grouped (common/policy.py today): the KV head is a stride-0 view
+      for every query head; not grouped (before): the KV head REPEATED to all heads (repeat_interleave)
+        fused: q and the output (heads x Ls x hd), k and v (kv heads x Nk x hd) in act, lse (heads x Ls) fp32
+        math : q, kᵀ, v and the probabilities (heads x Ls x Nk), upcast to fp32; its batched matmuls copy
+               the KV head per query head, so grouping saves nothing there (counted as repeated; the
+               meta device measures grouped KV even higher, +29%: see the validation)
     Once: the final norm, RoPE cos/sin, the additive mask (fused only), the action/time MLP and the heads.
     """
     Lp, Ls, Nk = lengths(c)
@@ -136,8 +145,9 @@ def expert_saved_bytes(c, act: int, backend: str) -> dict:
     norm = 2 * Ls * W * FP32 + Ls * FP32
     linear_in = Ls * (2 * W + nh * hd) * act
     mlp = 4 * Ls * M * act
+    kv = c.num_kv_heads if grouped else nh
     if backend == "fused":
-        attention = (2 * nh * Ls * hd + 2 * nh * Nk * hd) * act + nh * Ls * FP32
+        attention = (2 * nh * Ls * hd + 2 * kv * Nk * hd) * act + nh * Ls * FP32
         mask = Ls * Nk * act
     else:
         attention = (nh * Ls * hd + 2 * nh * Nk * hd + nh * Ls * Nk) * FP32
@@ -147,15 +157,42 @@ def expert_saved_bytes(c, act: int, backend: str) -> dict:
     else:  # action_in_proj input, time MLP, features
         head = (H * D + 2 * W + H * W) * FP32
     # the backward pass frees each layer's saved tensors as it goes; its extra is about one layer's
-    # attention share (the gradients of the repeated k and v), a calibration checked by --validate
+    # attention share (the gradients of k and v), a calibration checked by --validate
     return {"layers": c.depth * (2 * norm + linear_in + mlp + attention), "attention (of layers)": c.depth * attention,
             "once": norm + 2 * Ls * hd * act + mask + head, "backward transient": attention}
 
 
-def per_sample_bytes(c, s: dict, backend: str) -> dict:
-    """Everything one update sample holds at the peak (the start of the backward pass)."""
+def prefix_lora_saved_bytes(c, s: dict, rank: int, backend: str, grouped: bool = True) -> dict:
+    """Bytes the prefix pass keeps for backward for ONE sample when LoRA adapts the language model's 7 linears
+    (common/lora.py: W frozen in the VLM dtype, A and B fp32; SigLIP frozen: no graph through the images).
+    Per layer, over Lp prefix tokens (v = bytes of the VLM dtype):
+      2 RMSNorms as in the expert (x.float(), x * rsqrt, rsqrt); a frozen W keeps nothing for its own backward
+      LoRA inputs, cast to fp32 by PEFT: a copy per adapter when the VLM is bf16 (q, k, v, gate, up each
+        copy their shared input: 5 x W, o: heads*hd, down: mlp), the very tensor when it is fp32 (2 W + heads*hd + mlp)
+      LoRA A outputs, 7 x r fp32; the MLP: gate output, gelu output, up output (3 x mlp, v)
+      attention (fused): q and the output (heads x hd) and the lse; grouped, k and v are the KV cache itself
+        (counted there); repeated, the 8-head copies too; the Lp x Lp additive mask once
+    Backward transient: one layer's share (its attention gradients, per query head, and the fp32 gradients
+    of its hidden state and MLP), calibrated with --validate."""
+    Lp, W, M, nh, hd, v = lengths(c)[0], c.vlm_width, c.vlm_mlp_dim, c.num_heads, c.head_dim, s["vlm"]
+    norm = 2 * Lp * W * FP32 + Lp * FP32
+    lora_in = Lp * ((5 * W if v != FP32 else 2 * W) + nh * hd + M) * FP32
+    lora_mid = 7 * Lp * rank * FP32
+    mlp = 3 * Lp * M * v
+    kv = 0 if grouped else 2 * nh * Lp * hd * v
+    attention = (2 * nh * Lp * hd * v + nh * Lp * FP32 + kv) if backend == "fused" else \
+        (nh * Lp * hd + 2 * nh * Lp * hd + nh * Lp * Lp) * FP32
+    layer = 2 * norm + lora_in + lora_mid + mlp + attention
+    transient = (2 * nh * Lp * hd) * v + 2 * Lp * M * FP32 + 2 * Lp * W * FP32
+    # the first layer's input norm reads the embeddings, which need no gradient: it keeps nothing
+    return {"layers": c.depth * layer - norm, "once": norm + Lp * Lp * v + 2 * Lp * hd * v, "backward transient": transient}
+
+
+def per_sample_bytes(c, s: dict, backend: str, grouped: bool = True, lora_rank: int = 0) -> dict:
+    """Everything one update sample holds at the peak (the start of the backward pass).
+    lora_rank > 0: the prefix pass runs with a graph (LoRA on the language model) and keeps its share."""
     Lp, Ls, _ = lengths(c)
-    saved = expert_saved_bytes(c, s["act"], backend)
+    saved = expert_saved_bytes(c, s["act"], backend, grouped)
     cache = c.depth * 2 * c.num_kv_heads * Lp * c.head_dim * s["cache"]        # per-layer (k, v) of the prefix
     inputs = c.num_cameras * 3 * c.image_size ** 2 * FP32 + c.max_token_len * 9 + c.action_dim * FP32 + 3 * c.action_horizon * c.action_dim * FP32
     # the prefix pass (no grad) is over before the expert pass; its largest transient is one Gemma layer:
@@ -165,8 +202,24 @@ def per_sample_bytes(c, s: dict, backend: str) -> dict:
     v = s["vlm"]
     encode = (4 * Lp * c.vlm_width + 3 * c.num_heads * Lp * c.head_dim + 3 * Lp * c.vlm_mlp_dim + 2 * Lp * Lp) * v + 3 * Lp * Lp
     expert = saved["layers"] + saved["once"] + saved["backward transient"]
-    return {"kv cache": cache, "inputs": inputs, "expert saved": expert, "attention (of expert saved)": saved["attention (of layers)"],
-            "encode transient": encode, "total": cache + inputs + max(expert, encode)}
+    out = {"kv cache": cache, "inputs": inputs, "expert saved": expert, "attention (of expert saved)": saved["attention (of layers)"],
+           "encode transient": encode, "prefix saved (LoRA)": 0, "total": cache + inputs + max(expert, encode)}
+    if lora_rank:
+        pre = prefix_lora_saved_bytes(c, s, lora_rank, backend, grouped)
+        prefix = pre["layers"] + pre["once"]
+        out["prefix saved (LoRA)"] = prefix
+        # the prefix graph lives through the expert pass and its backward; the peak is one of the two backwards
+        # (the no-grad prefix pass's transient is now made of the very tensors kept for backward)
+        out["total"] = cache + inputs + prefix + saved["layers"] + saved["once"] + max(saved["backward transient"],
+                                                                                      pre["backward transient"])
+    return out
+
+
+def lora_parameter_count(config, rank: int) -> int:
+    """Adapter parameters of LoRA on the language model's 7 linears: r x (in + out) each, per layer."""
+    W, M, nh, kvh, hd = config.vlm_width, config.vlm_mlp_dim, config.num_heads, config.num_kv_heads, config.head_dim
+    shapes = [(W, nh * hd), (W, kvh * hd), (W, kvh * hd), (nh * hd, W), (W, M), (W, M), (M, W)]
+    return config.depth * sum(rank * (i + o) for i, o in shapes)
 
 
 class LiveBytes(TorchDispatchMode):
@@ -190,10 +243,10 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArgs) -> dict:
-    """Peak live bytes of one update micro-batch through the real code: encode (no grad), step_logprob
-    at random SDE steps j, backward; the whole of it and its two phases. Random weights (memory does
-    not depend on them); the inputs are made outside and not counted."""
+def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArgs, lora_rank: int = 0) -> dict:
+    """Peak live bytes of one update micro-batch through the real code: encode (no grad; with a graph
+    under LoRA), step_logprob at random SDE steps j, backward; the whole of it and its two phases. Random
+    weights (memory does not depend on them); the inputs are made outside and not counted."""
     torch.manual_seed(0)
     c = config
     with torch.device(device):
@@ -208,9 +261,13 @@ def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArg
     policy.freeze_vlm()
     policy.paligemma_with_expert.paligemma.to({2: torch.bfloat16, 4: torch.float32}[s["vlm"]])
     policy.paligemma_with_expert.gemma_expert.to({2: torch.bfloat16, 4: torch.float32}[s["expert"]])
+    if lora_rank:
+        from common.lora import apply_lora
+
+        apply_lora(policy, lora_rank)
 
     def encode():
-        with torch.no_grad():
+        with torch.set_grad_enabled(bool(lora_rank)):
             return policy.encode(obs)
 
     def stand_in_cache():
@@ -240,6 +297,33 @@ def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArg
         expert(cache)
     peaks["expert"] = tracker.peak
     return peaks
+
+
+def setting_bytes(config, counts: dict, s: dict, micro: int, storage: int, world_size: int, budget: float,
+                  grouped: bool = True, lora_rank: int = 0) -> dict:
+    """Static bytes, per-sample bytes, the peak at `micro` and the largest micro-batch within `budget` for one
+    setting: precision scheme s, grouped or repeated KV heads, LoRA rank (0: the VLM frozen as is)."""
+    lora = lora_parameter_count(config, lora_rank) if lora_rank else 0
+    trainable = counts["expert (trainable)"] + counts["heads (trainable)"] + counts["critic (trainable)"] + lora
+    st = static_bytes(counts, s)
+    st["LoRA adapters: fp32 weights, gradients, AdamW"] = lora * 4 * FP32
+    static = sum(st.values())
+    other = {"gradient all-reduce": 2 * FP32 * trainable if world_size > 1 else 0, "AdamW step": FP32 * trainable}
+    sample = per_sample_bytes(config, s, "fused", grouped, lora_rank)
+    fits = math.floor((budget - static - storage) / sample["total"])
+    fits = fits if static + storage + max(other.values()) <= budget else 0
+    return {"lora_parameters": lora, "static": st, "static_total": static, "other_phases": other, "per_sample": sample,
+            "peak": static + storage + max(micro * sample["total"], max(other.values())), "max_micro_batch": fits}
+
+
+def predicted_update_peak(preset_name: str = "pi0", scheme: str = "vlm-bf16", micro: int = 32, lora_rank: int = 0,
+                          grouped: bool = True, critic_hidden: int = 512) -> float:
+    """Bytes at the peak of one update step at micro-batch `micro` without rollout storage: what
+    tools/gpu_check.py compares with torch.cuda.max_memory_allocated of the live 3B update."""
+    config = make_config(preset_name)
+    r = setting_bytes(config, count_parameters(config, critic_hidden), SCHEMES[scheme], micro, 0, 1, 1e18,
+                      grouped, lora_rank)
+    return r["peak"]
 
 
 def main(args: Args):
@@ -290,7 +374,7 @@ def main(args: Args):
              ("all-reduce / AdamW step transient", lambda r: max(r["other_phases"].values())),
              ("per sample: prefix KV cache", lambda r: r["per_sample_fused"]["kv cache"]),
              ("per sample: expert activations + backward", lambda r: r["per_sample_fused"]["expert saved"]),
-             ("  of which attention (repeated KV)", lambda r: r["per_sample_fused"]["attention (of expert saved)"]),
+             ("  of which attention (grouped KV)", lambda r: r["per_sample_fused"]["attention (of expert saved)"]),
              ("per sample: prefix pass transient", lambda r: r["per_sample_fused"]["encode transient"]),
              ("per sample (fused attention)", lambda r: r["per_sample_fused"]["total"]),
              ("per sample (math attention)", lambda r: r["per_sample_math"]["total"]),
@@ -301,22 +385,57 @@ def main(args: Args):
         print(f"| {label} | " + " | ".join(unit(v) for v in vals) + " |")
     print("| largest micro-batch that fits | " + " | ".join(str(report["schemes"][n]["max_micro_batch"]) for n in names) + " |")
 
+    # frozen VLM vs LoRA r = 32 on the language model, before (repeated KV) and after (grouped KV) the attention change
+    settings = {"frozen VLM, repeated KV (before)": dict(grouped=False, lora_rank=0),
+                "frozen VLM, grouped KV": dict(grouped=True, lora_rank=0),
+                "LoRA r=32, repeated KV": dict(grouped=False, lora_rank=32),
+                "LoRA r=32, grouped KV": dict(grouped=True, lora_rank=32)}
+    for scheme in ("vlm-bf16", "fp32"):
+        report[f"settings ({scheme})"] = {name: setting_bytes(config, counts, SCHEMES[scheme], micro, storage, args.world_size,
+                                                              budget, **kw) for name, kw in settings.items()}
+    rs = report["settings (vlm-bf16)"]
+    print(f"\nVLM bf16, expert fp32 (--vlm-dtype auto on CUDA); LoRA: {rs['LoRA r=32, grouped KV']['lora_parameters'] / 1e6:.1f} M "
+          "fp32 adapter parameters on the language model's 7 linears (SigLIP frozen); same GPU and rollout storage")
+    print("| | " + " | ".join(rs) + " |\n|---|" + "---|" * len(rs))
+    for label, get, unit in [("static (weights, gradients, AdamW)", lambda r: r["static_total"], GB),
+                             ("per sample: expert activations + backward", lambda r: r["per_sample"]["expert saved"], 1e6),
+                             ("  of which attention", lambda r: r["per_sample"]["attention (of expert saved)"], 1e6),
+                             ("per sample: prefix pass kept for backward (LoRA)", lambda r: r["per_sample"]["prefix saved (LoRA)"], 1e6),
+                             ("per sample (fused attention)", lambda r: r["per_sample"]["total"], 1e6),
+                             (f"peak at micro-batch {micro}", lambda r: r["peak"], GB)]:
+        print(f"| {label} | " + " | ".join(f"{get(r) / unit:.2f} GB" if unit == GB else f"{get(r) / unit:.1f} MB" for r in rs.values()) + " |")
+    print("| largest micro-batch that fits | " + " | ".join(str(r["max_micro_batch"]) for r in rs.values()) + " |")
+
     if args.validate:
         print("\nvalidation: analytic per-sample bytes vs live-tensor tracking of the real update (slope over two batches)")
-        checks = [("tiny (embedded default), CPU", make_config("tiny", image_size=64, num_cameras=1, max_token_len=16),
-                   "cpu", "fp32", "fused", (32, 64)),
-                  (f"{args.preset}, meta", config, "meta", "fp32", "math", (1, 2)),
-                  (f"{args.preset}, meta", config, "meta", "mixed", "math", (1, 2)),
-                  (f"{args.preset}, meta", config, "meta", "vlm-bf16", "math", (1, 2))]
+        import common.policy as policy_module
+
+        tiny = make_config("tiny", image_size=64, num_cameras=1, max_token_len=16)
+        checks = [  # label, config, device, scheme, backend, batches, grouped KV, LoRA rank
+            ("tiny (embedded default), CPU", tiny, "cpu", "fp32", "fused", (32, 64), True, 0),
+            ("tiny, CPU, repeated KV (before)", tiny, "cpu", "fp32", "fused", (32, 64), False, 0),
+            ("tiny, CPU, LoRA r=8", tiny, "cpu", "fp32", "fused", (32, 64), True, 8),
+            ("tiny, CPU, LoRA r=8", tiny, "cpu", "vlm-bf16", "fused", (32, 64), True, 8),
+            (f"{args.preset}, meta, repeated KV", config, "meta", "fp32", "math", (1, 2), False, 0),
+            (f"{args.preset}, meta, repeated KV", config, "meta", "mixed", "math", (1, 2), False, 0),
+            (f"{args.preset}, meta, repeated KV", config, "meta", "vlm-bf16", "math", (1, 2), False, 0),
+            (f"{args.preset}, meta, grouped KV", config, "meta", "vlm-bf16", "math", (1, 2), True, 0)]
         report["validation"] = []
-        for label, cfg, device, scheme, backend, (b1, b2) in checks:
+        for label, cfg, device, scheme, backend, (b1, b2), grouped, rank in checks:
             s = SCHEMES[scheme]
-            p1, p2 = (measured_update_bytes(cfg, s, b, device, ppo_args) for b in (b1, b2))
-            measured = {k: (p2[k] - p1[k]) / (b2 - b1) for k in p1 if p1[k] is not None}
-            a = per_sample_bytes(cfg, s, backend)
-            analytic = {"update": a["total"] - a["inputs"], "encode": a["kv cache"] + a["encode transient"],
+            policy_module.GROUPED_KV = grouped
+            try:
+                p1, p2 = (measured_update_bytes(cfg, s, b, device, ppo_args, lora_rank=rank) for b in (b1, b2))
+            finally:
+                policy_module.GROUPED_KV = True
+            # under LoRA the expert's backward runs on into the prefix graph: no expert-only figure to compare
+            measured = {k: (p2[k] - p1[k]) / (b2 - b1) for k in p1 if p1[k] is not None and not (rank and k == "expert")}
+            a = per_sample_bytes(cfg, s, backend, grouped, rank)
+            analytic = {"update": a["total"] - a["inputs"],
+                        "encode": a["kv cache"] + (a["prefix saved (LoRA)"] if rank else a["encode transient"]),
                         "expert": a["expert saved"]}
             report["validation"].append({"model": label, "scheme": scheme, "backend": backend, "batches": [b1, b2],
+                                         "grouped_kv": grouped, "lora_rank": rank,
                                          "measured_per_sample": measured, "analytic_per_sample": analytic})
             print(f"  {label} / {scheme} / {backend} attention, MB per sample, measured (analytic):  " + ",  ".join(
                 f"{k} {measured[k] / 1e6:.3f} ({analytic[k] / 1e6:.3f}, {analytic[k] / measured[k] - 1:+.0%})" for k in measured))
