@@ -90,6 +90,15 @@ class Processor:
     def from_stats(cls, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config, **kwargs) -> "Processor":
         return cls(norm_stats, tokenizer, config, **kwargs)
 
+    def with_stats(self, norm_stats: dict) -> "Processor":
+        """The same conventions and provenance (source, modes, eps, asset id, LeRobot files) with other norm
+        stats: SFT of a user's checkpoint on new demonstrations keeps its framework's processing and layout."""
+        new = Processor(norm_stats, self.tokenizer, self.config, source=self.source, norm_modes=self.norm_modes, eps=self.eps)
+        for key in ("source_files", "asset_id", "source_format"):
+            if hasattr(self, key):
+                setattr(new, key, getattr(self, key))
+        return new
+
     # ---- normalisation ---------------------------------------------------------------------------
     def _lerobot_norm(self, x: np.ndarray, key: str, inverse: bool) -> np.ndarray:
         """LeRobot's NormalizerProcessorStep / UnnormalizerProcessorStep, in its order of operations."""

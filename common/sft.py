@@ -223,7 +223,7 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     stats = compute_norm_stats(demos.state, demos.actions)
     if init_from is not None:   # a checkpoint dir, or its (policy, processor) already loaded
         policy, old = load_policy(init_from, device=device) if isinstance(init_from, (str, Path)) else init_from
-        return policy, Processor.from_stats(stats, old.tokenizer, policy.config)
+        return policy, old.with_stats(stats)  # the checkpoint's conventions (LeRobot / openpi), the demos' stats
     config = make_config(preset, **config_overrides)
     if config.vocab_size != 257152:  # tiny presets: our own SentencePiece model on the prompts
         tokenizer_path = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"{demos.env_name}_{config.vocab_size}.model"

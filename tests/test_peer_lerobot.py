@@ -229,3 +229,24 @@ def test_what_cannot_be_loaded_from_lerobot_is_one_clear_error_naming_the_file_a
     with pytest.raises(ValueError, match=r"policy_postprocessor.json: unnormalizer_processor norm_map ACTION='LOG'"):
         load_policy(d)
 
+
+
+def test_sft_of_a_lerobot_checkpoint_keeps_lerobots_conventions_and_layout(tmp_path):
+    """Few-shot SFT from a user's LeRobot checkpoint (common.sft.build_policy with init_from) takes the demos'
+    norm stats but keeps LeRobot's processing (modes, prompt, resize) and saves LeRobot's layout again."""
+    from types import SimpleNamespace
+
+    from common.processor import compute_norm_stats
+    from common.sft import build_policy
+
+    d = FIXTURES / "pi05_mean_std"
+    policy, proc = load_policy(d)
+    rng = np.random.default_rng(0)
+    S, A = len(proc.norm_stats["norm_stats"]["state"]["mean"]), len(proc.norm_stats["norm_stats"]["actions"]["mean"])
+    demos = SimpleNamespace(state=rng.normal(size=(32, S)).astype(np.float32), actions=rng.normal(size=(32, A)).astype(np.float32))
+    _, new = build_policy(demos, init_from=(policy, proc))
+    assert (new.source, new.norm_modes, new.eps) == (proc.source, proc.norm_modes, proc.eps) == ("lerobot", proc.norm_modes, proc.eps)
+    assert new.norm_stats == compute_norm_stats(demos.state, demos.actions)
+    save_policy(tmp_path / "policy", policy, new)
+    assert (tmp_path / "policy" / "config.json").read_bytes() == (d / "config.json").read_bytes()  # LeRobot's layout
+    assert load_policy(tmp_path / "policy")[1].source == "lerobot"
