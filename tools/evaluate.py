@@ -24,6 +24,8 @@ POLICIES = ("checkpoint", "expert", "random")
 class Args:
     checkpoint: str | None = None
     """checkpoint directory (openpi / LeRobot / RLinf / ours); needed with --policy checkpoint"""
+    asset_id: str | None = None
+    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
     policy: str = "checkpoint"
     """checkpoint | expert (scripted, upper bound) | random (lower bound)"""
     env: str = sft.DEFAULT_ENV
@@ -90,7 +92,7 @@ def main(args: Args):
     policy = processor = None
     if args.policy == "checkpoint":
         from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
-        policy, processor = load_checkpoint(args.checkpoint, device=d.device)
+        policy, processor = load_checkpoint(args.checkpoint, device=d.device, asset_id=args.asset_id)
     image_size = args.image_size or (policy.config.image_size if policy is not None else sft.DEFAULT_IMAGE_SIZE)
     envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False)
     try:

@@ -35,6 +35,8 @@ class Args:
     """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
     init_from: str | None = None
     """checkpoint directory to fine-tune instead of training from scratch"""
+    asset_id: str | None = None
+    """with --init-from: which norm stats of an openpi / RLinf checkpoint holding several (assets/<id>/)"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
     steps: int = sft.DEFAULT_SFT_STEPS
@@ -86,7 +88,7 @@ def main(args: Args):
     init_from = None
     if args.init_from is not None:   # loaded before any demonstration: a broken dir is one line, now
         from common.run import load_checkpoint
-        init_from = load_checkpoint(args.init_from, device=d.device)
+        init_from = load_checkpoint(args.init_from, flag="--init-from", device=d.device, asset_id=args.asset_id)
     demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
                               progress=d.is_main) if d.is_main else None
     barrier()  # rank 0 wrote the cache; the others read it
