@@ -1,7 +1,7 @@
 """The paper's comparison (Tables 1 and 5) at CPU scale: SFT vs Flow-SDE PPO vs Flow-Noise PPO vs
 Flow-SDE GRPO on the embedded default, same env-step budget, same seeds; mean ± std over seeds.
 
-    python bench/compare.py                                  # 3 algorithms x 3 seeds, runs one after another
+    python bench/compare.py                                  # 3 algorithms x 5 seeds, runs one after another
     python bench/compare.py --algos flow_sde_ppo --seeds 1   # one run
     python bench/compare.py --no-launch                      # only re-read runs/compare/* and re-plot
 
@@ -38,8 +38,10 @@ class Args:
     """task of every run (the scripts' --env; default: the embedded default)"""
     algos: tuple[str, ...] = ALGOS
     """which scripts to compare (any of flow_sde_ppo, flow_noise_ppo, flow_sde_grpo)"""
-    seeds: tuple[int, ...] = (1, 2, 3)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     """run seeds (the same for every algorithm)"""
+    eval_episodes: int = 100
+    """held-out episodes per evaluation (100: a standard error of about ±5 points at 50%)"""
     total_iterations: int = 60
     """iterations of every run: the same env-step budget for all (num_envs x interaction steps each)"""
     eval_every: int = 20
@@ -61,13 +63,15 @@ def run_dir(args: Args, algo: str, seed: int) -> Path | None:
     """The finished run of (algo, seed) with this --env and budget in --run-root, if any (the newest one)."""
     runs = sorted(Path(args.run_root).glob(f"{args.env}__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime)
     done = [r for r in runs if (r / "learning_curve.png").exists()   # the plot is written at the very end
-            and json.loads((r / "args.json").read_text())["total_iterations"] == args.total_iterations]
+            and json.loads((r / "args.json").read_text())["total_iterations"] == args.total_iterations
+            and json.loads((r / "args.json").read_text())["eval_episodes_per_task"] == args.eval_episodes]
     return done[-1] if done else None
 
 
 def launch(args: Args, algo: str, seed: int) -> None:
     cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env", args.env, "--seed", str(seed), "--exp-name", algo,
            "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
+           "--eval-episodes-per-task", str(args.eval_episodes),
            "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *shlex.split(args.extra)]
     print("+", " ".join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).returncode
@@ -136,7 +140,7 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--algos takes {', '.join(ALGOS)}; got {', '.join(bad) or 'none'}")
     if not args.seeds:
         raise UsageError("--seeds needs at least one seed")
-    check_at_least(1, total_iterations=args.total_iterations, threads=args.threads)
+    check_at_least(1, total_iterations=args.total_iterations, threads=args.threads, eval_episodes=args.eval_episodes)
     check_at_least(0, eval_every=args.eval_every)
     check_writable(Path(args.out).parent, "--out")
     if args.launch:
