@@ -382,15 +382,14 @@ if __name__ == "__main__":
     from tqdm import tqdm
 
     from common import distributed, lora, run
-    from common.envs import ENV_NAMES, make_envs
+    from common.envs import check_env_name, make_envs
     from common.errors import UsageError, main_errors
     from common.sft import check_checkpoint_or_expert, make_default_sft_policy
 
     args = tyro.cli(Args)
     with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
         # TRY NOT TO MODIFY: flags, devices, resume, checkpoint (fail before any model or simulator is built)
-        if args.env not in ENV_NAMES:
-            raise UsageError(f"--env {args.env!r} is not a known env; valid names: {', '.join(ENV_NAMES)}")
+        check_env_name(args.env)
         run.check_flag_ranges(args)
         if args.resume is None and args.model in (None, "tiny"):
             check_checkpoint_or_expert(args.checkpoint, args.env)  # the embedded default needs a scripted expert
