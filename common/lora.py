@@ -68,6 +68,8 @@ def apply_lora(policy, rank: int, alpha: float | None = None, targets=LM_TARGETS
     if getattr(policy, "lora_spec", None) is not None:
         raise ValueError("this policy already has LoRA adapters")
     alpha = float(rank if alpha is None else alpha)
+    if not alpha > 0:
+        raise ValueError(f"LoRA alpha must be > 0, got {alpha}")
     for block, names in _blocks(policy, vision):
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(names or targets),
                             bias="none", init_lora_weights=True)   # A kaiming-uniform, B = 0

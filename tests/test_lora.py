@@ -242,6 +242,8 @@ def test_bad_lora_settings_are_clear_errors(bases):
         lora.apply_lora(policy, rank=4, targets=["qkv"])
     with pytest.raises(ValueError, match="rank must be >= 1"):
         lora.apply_lora(policy, rank=0)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        lora.apply_lora(policy, rank=4, alpha=0)
     args = type("A", (), dict(lora_rank=4, lora_alpha=None, lora_targets="q_proj", lora_vision=False, train_vlm=True,
                               checkpoint=str(bases("tiny"))))()
     from common.errors import UsageError
