@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,17 @@ def ckpt(tmp_path_factory):
     return make_tiny_checkpoint(ENV, tmp_path_factory.mktemp("failures"))
 
 
-def run_cli(script: str, args: list[str], prelude: str = "", timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run a script as __main__ (after an optional line of Python that sets up a fault) and capture it."""
-    code = f"import runpy, sys\n{prelude}\nsys.argv = {[script + '.py', *args]!r}\nrunpy.run_path({str(ROOT / (script + '.py'))!r}, run_name='__main__')"
+def run_cli(script: str, args: list[str], prelude: str = "", nproc: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a script as __main__, after a few lines of Python that set up a fault (or a reward), in 1 or
+    `nproc` processes (torchrun), and capture it."""
+    wrapper = Path(tempfile.mkdtemp()) / f"with_prelude_{script}.py"
+    wrapper.write_text(f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n{prelude}\n"
+                       f"sys.argv[0] = {str(ROOT / (script + '.py'))!r}\n"
+                       f"runpy.run_path({str(ROOT / (script + '.py'))!r}, run_name='__main__')\n")
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *launcher, str(wrapper), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -107,6 +114,18 @@ def test_broken_checkpoint_dirs_are_one_error_line_naming_them(tmp_path, ckpt):
         if broken is not empty:
             assert "model.safetensors" in line or "safetensors" in line, line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_checkpoint_that_cannot_see_the_env_is_one_error_line(ckpt, tmp_path):
+    import shutil
+
+    other = tmp_path / "three_cameras"
+    shutil.copytree(ckpt, other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["pirl"]["num_cameras"] += 2  # same weights, trained on other cameras: it would run, silently, at 0%
+    (other / "config.json").write_text(json.dumps(meta))
+    proc = run_script_raw("flow_noise_ppo", ["--env", ENV, "--checkpoint", str(other), "--run-root", str(tmp_path / "runs"), *TINY_FLAGS])
+    assert_one_error_line(proc, "camera", str(other))
 
 
 # ---- non-finite updates ---------------------------------------------------------------------------
@@ -215,14 +234,34 @@ def test_no_reward_warns_and_torchrun_counts_are_totals(ckpt, tmp_path):
     assert row["charts/rollout_success_rate"] == 0.0
 
 
+# A reward whenever the first executed action's first dim is positive, so that a random tiny policy gets a
+# real (closed-loop) learning signal; GRPO scores episodes by success: the first env of every group solves its
+# episode, the second does not, so that every group has mixed outcomes.
+REWARD_SOME_ACTIONS = """
+import numpy as np
+from common import envs as _envs
+_step = _envs.ChunkVecEnv.step_chunk
+def _rewarded(self, actions):
+    obs, reward, terminated, truncated, info = _step(self, actions)
+    lucky = np.asarray(actions)[:, 0, 0] > 0
+    if 'grpo' in sys.argv[0]:
+        lucky = np.arange(len(lucky)) % 2 == 0
+        terminated = terminated | lucky
+    return obs, reward + lucky.astype(np.float32), terminated, truncated, info
+_envs.ChunkVecEnv.step_chunk = _rewarded
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_same_seed_and_flags_give_identical_metrics(script, ckpt, tmp_path):
-    flags = ["--env", ENV, "--checkpoint", str(ckpt), "--total-iterations", "2", *TINY_FLAGS, *GROUP.get(script, []),
-             "--max-episode-steps", "8"]
+@pytest.mark.parametrize("script,nproc", [("flow_sde_ppo", 2), ("flow_noise_ppo", 1), ("flow_sde_grpo", 1)])
+def test_same_seed_and_flags_give_identical_metrics(script, nproc, ckpt, tmp_path):
+    flags = ["--env", ENV, "--checkpoint", str(ckpt), "--total-iterations", "2", *TINY_FLAGS, "--num-videos", "0",
+             *GROUP.get(script, []), "--max-episode-steps", "8", "--update-epochs", "2"]
     rows = []
     for name in ("a", "b"):
-        run_script(script, [*flags, "--run-root", str(tmp_path / name)])
+        proc = run_cli(script, [*flags, "--run-root", str(tmp_path / name)], prelude=REWARD_SOME_ACTIONS, nproc=nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
         rows.append([{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in metrics(only_run(tmp_path / name))])
     assert rows[0] == rows[1]
-    assert any("losses/approx_kl" in r for r in rows[0])
+    learned = [r for r in rows[0] if r.get("losses/approx_kl")]  # the update really moved the policy
+    assert learned and all(r["charts/env_reward"] > 0 for r in rows[0] if "charts/iteration" in r)
