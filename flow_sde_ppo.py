@@ -432,10 +432,8 @@ if __name__ == "__main__":
                            "global_step": global_step, "args": asdict(args)}
             train_state["lora"] = lora.train_state(policy)  # the adapters, for --resume (None without LoRA)
             with lora.merged(policy, enabled=dist_info.is_main):  # policy/ holds W + BA: the user's format
-                final = run.save_checkpoint(run_dir, iteration, policy, processor, train_state,
-                                            run.rng_state(sampler_gen, np_rng), guard)
-            if dist_info.is_main:
-                lora.export_adapters(policy, final)  # adapters.safetensors + adapters.json beside policy/
+                run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng),
+                                    guard, export=lambda folder: lora.export_adapters(train_state["lora"], folder))  # + adapters alone
 
         # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
         E, T, N = args.rollout_epochs, num_steps, local_envs

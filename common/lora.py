@@ -143,16 +143,16 @@ def train_state(policy) -> dict | None:
     return None if spec is None else {"spec": asdict(spec), "adapters": adapter_state_dict(policy)}
 
 
-def export_adapters(policy, folder) -> None:
-    """folder/adapters.safetensors (the adapters alone) and folder/adapters.json (no-op without LoRA)."""
+def export_adapters(state: dict | None, folder) -> None:
+    """folder/adapters.safetensors (the adapters alone) and folder/adapters.json, from train_state(policy)
+    (taken before `merged`, which swaps the LoRA layers out); no-op without LoRA (state None)."""
     from safetensors.torch import save_file
 
-    spec = getattr(policy, "lora_spec", None)
-    if spec is None:
+    if state is None:
         return
-    folder = Path(folder)
-    save_file({k: v.contiguous() for k, v in adapter_state_dict(policy).items()}, str(folder / "adapters.safetensors"))
-    info = {**asdict(spec), "dropout": 0.0, "scaling": spec.alpha / spec.rank, "peft_adapter_name": ADAPTER,
+    spec, folder = state["spec"], Path(folder)
+    save_file({k: v.contiguous() for k, v in state["adapters"].items()}, str(folder / "adapters.safetensors"))
+    info = {**spec, "dropout": 0.0, "scaling": spec["alpha"] / spec["rank"], "peft_adapter_name": ADAPTER,
             "merged_into": "policy/model.safetensors"}
     (folder / "adapters.json").write_text(json.dumps(info, indent=2))
 

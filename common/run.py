@@ -169,8 +169,9 @@ class FiniteGuard:
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 def save_checkpoint(run_dir: Path, iteration: int, policy, processor, train_state: dict, rng: dict,
-                    guard: FiniteGuard) -> Path:
+                    guard: FiniteGuard, export=None) -> Path:
     """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0.
+    export(folder), if given, writes more files into the checkpoint before it is published (LoRA adapters).
     Refuses (through the guard) to write anything non-finite."""
     from common.checkpoint import save_policy
 
@@ -189,6 +190,8 @@ def save_checkpoint(run_dir: Path, iteration: int, policy, processor, train_stat
         try:
             save_policy(tmp_dir / "policy", policy, processor)
             atomic_torch_save(train_state, tmp_dir / "train_state.pt")
+            if export is not None:
+                export(tmp_dir)
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)  # a full disk leaves no half-written checkpoint
             raise

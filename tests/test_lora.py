@@ -113,9 +113,10 @@ def test_merged_save_then_load_gives_the_adapted_actions(preset, bases, tmp_path
     base_policy, _ = load_frozen(bases(preset))
     assert not torch.allclose(base_policy.sample_actions(obs, noise, num_steps=4), adapted, atol=1e-4)  # adapters matter
     state_before = {k: v.clone() for k, v in policy.state_dict().items()}
+    lora_state = lora.train_state(policy)
     with lora.merged(policy):
         save_policy(tmp_path / "policy", policy, processor)
-    lora.export_adapters(policy, tmp_path)
+        lora.export_adapters(lora_state, tmp_path)  # inside the block, as the scripts do (before publishing)
     # in memory: the LoRA layers are back and bit-identical (training continues exactly)
     assert {k: v for k, v in policy.state_dict().items()}.keys() == state_before.keys()
     assert all(torch.equal(v, state_before[k]) for k, v in policy.state_dict().items())
