@@ -50,6 +50,7 @@ from torch.utils._pytree import tree_flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 from common.policy import Observation, PI0Policy, PrefixCache, make_config  # noqa: E402
 from flow_sde_ppo import Args as PPOArgs  # noqa: E402
 from flow_sde_ppo import Critic, preset, step_logprob  # noqa: E402
@@ -299,6 +300,20 @@ def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArg
     return peaks
 
 
+def check_args(args: Args):
+    """Every flag checked before anything is computed (UsageError: one `error:` line)."""
+    from common.envs import check_env_name
+
+    if args.preset not in ("pi0", "pi05"):
+        raise UsageError(f"--preset must be pi0 or pi05 (the paper's presets), got {args.preset!r}")
+    check_env_name(args.env)
+    check_at_least(1, world_size=args.world_size, critic_hidden=args.critic_hidden)
+    check_at_least(0, reserve_gb=args.reserve_gb)
+    if not args.gpu_gb > args.reserve_gb:
+        raise UsageError(f"--gpu-gb {args.gpu_gb} must exceed --reserve-gb {args.reserve_gb}")
+    check_writable(ROOT / args.out, "--out")
+
+
 def setting_bytes(config, counts: dict, s: dict, micro: int, storage: int, world_size: int, budget: float,
                   grouped: bool = True, lora_rank: int = 0) -> dict:
     """Static bytes, per-sample bytes, the peak at `micro` and the largest micro-batch within `budget` for one
@@ -327,6 +342,7 @@ def predicted_update_peak(preset_name: str = "pi0", scheme: str = "vlm-bf16", mi
 
 
 def main(args: Args):
+    check_args(args)
     start = time.time()
     config = make_config(args.preset)
     hp = preset(args.env, args.preset)
@@ -446,4 +462,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)
