@@ -15,8 +15,6 @@ The variant is read from the weights (`time_mlp_in` -> π0.5, `state_proj` -> π
 """
 import json
 import math
-import os
-import shutil
 import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load as safetensors_load, load_file, save as safetensors_save, save_file, save_model
 
+from common.logger import publish_dir
 from common.policy import PI0Config, PI0Policy, make_config
 from common.processor import LEROBOT_NORM_MODES, Processor
 from common.tokenizer import load_tokenizer
@@ -367,13 +366,7 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
     asset_dir.mkdir(parents=True)
     (asset_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
     (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
-    if path.exists():
-        old = path.with_name(path.name + f".old{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+    publish_dir(tmp, path)
 
 
 def _lerobot_stats_file(data: bytes, processor: Processor) -> bytes:
@@ -419,10 +412,4 @@ def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | No
     (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
     if extra:
         (tmp / "pirl.json").write_text(json.dumps(extra, indent=2))
-    if path.exists():
-        old = path.with_name(path.name + f".old{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+    publish_dir(tmp, path)
