@@ -383,7 +383,7 @@ if __name__ == "__main__":
 
     from common import distributed, lora, run
     from common.envs import check_env_name, make_envs
-    from common.errors import UsageError, main_errors
+    from common.errors import UsageError, check_writable, main_errors
     from common.sft import check_checkpoint_or_expert, make_default_sft_policy
 
     args = tyro.cli(Args)
@@ -393,7 +393,7 @@ if __name__ == "__main__":
         run.check_flag_ranges(args)
         if args.resume is None and args.model in (None, "tiny"):
             check_checkpoint_or_expert(args.checkpoint, args.env)  # the embedded default needs a scripted expert
-        run.check_writable(args.run_root, "--run-root")
+        check_writable(args.run_root, "--run-root")
         dist_info = distributed.setup_distributed(args.device)
         from common.checkpoint import vlm_dtype  # the model's code (transformers): imported once the flags are good
         from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn

@@ -26,18 +26,6 @@ from common.logger import atomic_torch_save, publish_dir
 
 
 # ---- start of a run -------------------------------------------------------------------------------
-def check_writable(folder: str, flag: str) -> None:
-    """Fail now, not after SFT and an hour of RL, when `folder` cannot hold the run's files."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_probe_{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"{flag} {folder} is not a writable folder ({err.strerror or err}); pass a folder you can write") from None
-
-
 def seed_everything(seed: int, rank: int, device: torch.device, deterministic: bool):
     """Seed python / numpy / torch (same weights on every rank, per-rank environments and sampling noise).
     deterministic: CleanRL's torch_deterministic: deterministic kernels, so that the same seed and flags
