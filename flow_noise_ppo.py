@@ -4,7 +4,9 @@ The whole method is in this file, top to bottom: the learnable noise network (4.
 MDP whose action log-likelihood is the joint density of the whole denoising chain (4.1.2, eq. 5), the
 critic (4.3.2, eq. 16), GAE (eq. 13) and the PPO update (eq. 14-15). The model, simulators, evaluation,
 logging and torch.distributed plumbing come from common/. `diff flow_sde_ppo.py flow_noise_ppo.py` shows
-exactly what differs from Flow-SDE: the noise injection and the MDP formulation.
+exactly what differs from Flow-SDE: the noise injection and the MDP formulation. Options beside the defaults
+(RLinf's choices, defaults unchanged until measured): --logprob-reduction mean | token, --time-limit terminal,
+--episode-weighting.
 
 Launch:
     python flow_noise_ppo.py                                 # embedded default: CPU, tiny π0, MetaWorld
@@ -102,16 +104,23 @@ class Args:
     """upper bound of the noise network's std (the tables' "Max log-var")"""
     entropy_coef: Optional[float] = None
     """entropy bonus on the noise network's Gaussians (the tables' "Entropy bonus")"""
-    logprob_reduction: Literal["sum", "mean"] = "sum"
-    """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper, the exact ratio) or
-    their `mean` (the official code: a tempered ratio exp(Δ log π / (K + 1)), which lets the likelihood move
-    (K + 1)x further before the clip acts; on the embedded default `mean` degraded the policy: README)"""
+    logprob_reduction: Literal["sum", "mean", "token"] = "sum"
+    """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper, the exact ratio); their `mean`
+    (RLinf's π0.5 chunk_level: a tempered ratio exp(Δ log π / (K + 1)), which lets the likelihood move (K + 1)x further
+    before the clip acts; on the embedded default it degraded the policy: README); `token` (RLinf's π0 token_level): one
+    ratio per executed action step and dim, of the mean of its K + 1 terms, the clipped objective averaged over them"""
     replan_steps: Optional[int] = None
     """H': actions executed per decision (<= the model's action horizon H)"""
     gamma: float = 0.99
     """discount per decision (chunk step)"""
     gae_lambda: float = 0.95
     """GAE λ (eq. 13)"""
+    time_limit: Literal["bootstrap", "terminal"] = "bootstrap"
+    """an episode cut by the time limit: `bootstrap` adds γ V(final obs) to its last reward (the limit is no true end),
+    `terminal` ends it like a failure, no bootstrap (RLinf's LIBERO / MetaWorld runs: its critic does not see time either)"""
+    episode_weighting: bool = False
+    """weight every decision's actor and critic loss by 1 / (decisions of its episode in the rollout epoch), normalised to
+    mean 1: each episode carries equal weight (RLinf's max_episode_steps / episode length); off: each decision does"""
     clip_coef: float = 0.2
     """PPO clip ε (eq. 14), also used to clip the value loss"""
     vf_coef: float = 1.0
@@ -249,12 +258,13 @@ class NoiseNet(nn.Module):
         return noise_std(self.net(expert_feats.detach().float()), self.std_min, self.std_max)
 
 
-def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, replan_steps: int, action_dim: int):
-    """log N(x; mean, std²) summed over the executed chunk (H') x env action dims (A), in fp32: (B,)."""
+def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, replan_steps: int, action_dim: int,
+                     per_token: bool = False):
+    """log N(x; mean, std²) over the executed chunk (H') x env action dims (A), in fp32: summed (B,) or per token (B, H', A)."""
     x, mean = x[:, :replan_steps, :action_dim].float(), mean[:, :replan_steps, :action_dim].float()
     std = std[:, :replan_steps, :action_dim].float()
     logp = -0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
-    return logp.sum(dim=(1, 2))
+    return logp if per_token else logp.sum(dim=(1, 2))
 
 
 def joint_logprob(chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, replan_steps: int, action_dim: int,
@@ -262,16 +272,19 @@ def joint_logprob(chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, 
     """log π(x_0..x_K | o) of eq. 5 = log N(x_0; 0, I) + Σ_k log N(x_{k+1}; μ_k, σ_k²), each term over the
     executed chunk x action dims. chain (B, K+1, H, D); means, stds (B, K, H, D). Returns (B,) fp32.
     reduction "mean" divides by the K + 1 terms (the official code): the PPO ratio becomes exp(Δ/(K+1)).
+    reduction "token": per token, the mean of its K + 1 terms, (B, H', A) (RLinf: openpi_action_model.py, .mean(dim=1)).
     The x_0 term does not depend on the weights; it is kept so that "sum" is the exact density."""
-    K = means.shape[1]
+    K, per_token = means.shape[1], reduction == "token"
     terms = [gaussian_logprob(chain[:, 0], torch.zeros_like(chain[:, 0]), torch.ones_like(chain[:, 0]),
-                              replan_steps, action_dim)]
-    terms += [gaussian_logprob(chain[:, k + 1], means[:, k], stds[:, k], replan_steps, action_dim) for k in range(K)]
+                              replan_steps, action_dim, per_token)]
+    terms += [gaussian_logprob(chain[:, k + 1], means[:, k], stds[:, k], replan_steps, action_dim, per_token) for k in range(K)]
+    if per_token:
+        return torch.stack(terms, dim=1).mean(dim=1)
     total = torch.stack(terms, dim=1).sum(dim=1)
     if reduction == "mean":
         return total / (K + 1)
     if reduction != "sum":
-        raise ValueError(f"--logprob-reduction must be sum or mean, got {reduction!r}")
+        raise ValueError(f"--logprob-reduction must be sum, mean or token, got {reduction!r}")
     return total
 
 
@@ -351,11 +364,28 @@ class Critic(nn.Module):
 
 
 # ALGO LOGIC: returns
+def time_limit_rows(terminated: np.ndarray, truncated: np.ndarray, mode: str) -> np.ndarray:
+    """Envs (indices) whose episode hit the time limit in this decision and get γ V(final obs) added to their reward,
+    so that eq. 13's δ continues past the limit: none with --time-limit terminal (the limit then ends the episode)."""
+    if mode == "terminal":
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(truncated & ~terminated)
+
+
+def episode_weights(dones: torch.Tensor) -> torch.Tensor:
+    """1 / L per decision, L = the decisions of its episode inside this rollout epoch (ended by a done, or still running at
+    the end). Σ over an episode's decisions = 1, so every episode counts once (normalised to mean 1 over the batch later).
+    dones (T, N) -> (T, N) fp32."""
+    episode = torch.cumsum(dones, dim=0) - dones                         # (T, N) episodes ended before decision t
+    length = (episode.unsqueeze(0) == episode.unsqueeze(1)).sum(dim=1)   # (T, N) decisions sharing t's episode
+    return 1.0 / length.float()
+
+
 def compute_gae(rewards, values, dones, next_value, gamma: float, lam: float):
     """GAE (eq. 13), A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = R_t + γ V(s_{t+1}) (1 - done_t) - V(s_t).
 
-    rewards, values, dones: (T, N); dones[t] = the episode ended during decision t (truncated
-    episodes already carry γ V(final obs) in their reward). next_value: (N,), V of the
+    rewards, values, dones: (T, N); dones[t] = the episode ended during decision t (with --time-limit
+    bootstrap, truncated episodes already carry γ V(final obs) in their reward). next_value: (N,), V of the
     observation after the last decision (ignored where dones[T-1] ends the episode).
     Returns advantages, returns: (T, N).
     """
@@ -369,6 +399,16 @@ def compute_gae(rewards, values, dones, next_value, gamma: float, lam: float):
         last_gae = delta + gamma * lam * not_done * last_gae
         advantages[t] = last_gae
     return advantages, advantages + values
+
+
+def ppo_losses(ratio, adv, new_value, old_value, returns, clip_coef: float, weights):
+    """Clipped surrogate (eq. 14) and clipped value loss per decision, then their weighted means over the rows. ratio (B,),
+    or (B, H', A) per token: a decision's surrogate is then its tokens' mean (RLinf's masked mean over tokens). Others (B,)."""
+    adv_tok = adv.view(-1, *[1] * (ratio.dim() - 1))
+    pg = torch.max(-adv_tok * ratio, -adv_tok * ratio.clamp(1 - clip_coef, 1 + clip_coef)).reshape(len(adv), -1).mean(dim=1)
+    v_clipped = old_value + (new_value - old_value).clamp(-clip_coef, clip_coef)
+    v = 0.5 * torch.max((new_value - returns) ** 2, (v_clipped - returns) ** 2)
+    return (weights * pg).mean(), (weights * v).mean()
 
 
 def select_obs(raw_obs: dict, rows) -> dict:
@@ -501,13 +541,15 @@ if __name__ == "__main__":
         obs_instructions = [[None] * T for _ in range(E)]                 # E x T lists of N strings
         K = args.denoise_steps
         chains = torch.zeros(E, T, N, K + 1, H, D, device=device)         # (E, T, N, K+1, H, D) fp32 x_0 (noise) .. x_K (action)
-        logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_0..x_K | o) (eq. 5)
+        lp_shape = (args.replan_steps, action_dim) if args.logprob_reduction == "token" else ()
+        logprobs = torch.zeros(E, T, N, *lp_shape, device=device)         # (E, T, N[, H', A]) fp32 log π(x_0..x_K | o) (eq. 5)
         critic_ins = torch.zeros(E, T, N, K_in, critic_width, device=device)  # (E, T, N, K or 1, W) fp32 critic inputs
-        rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV on truncation)
+        rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV at the time limit: --time-limit)
         dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
         values = torch.zeros(E, T, N, device=device)                      # (E, T, N) V(o_t)
         advantages = torch.zeros(E, T, N, device=device)
         returns = torch.zeros(E, T, N, device=device)
+        weights = torch.ones(E, T, N, device=device)                      # (E, T, N) loss weight per decision
 
         if start_iteration == 1:
             before = run_eval(0)
@@ -535,8 +577,8 @@ if __name__ == "__main__":
                     global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
                     env_reward += float(np.sum(reward))
                     reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
-                    bootstrap = np.flatnonzero(truncated & ~terminated)
-                    if len(bootstrap):  # time limit is not a true end: bootstrap γ V(final obs)
+                    bootstrap = time_limit_rows(terminated, truncated, args.time_limit)
+                    if len(bootstrap):  # --time-limit bootstrap: the limit is not a true end, add γ V(final obs)
                         final_obs = select_obs(info["final_obs"], bootstrap)
                         *_, final_value = act_and_value(final_obs)
                         reward[torch.as_tensor(bootstrap, device=device)] += args.gamma * final_value
@@ -551,13 +593,17 @@ if __name__ == "__main__":
                 *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
                 advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
                                                          args.gamma, args.gae_lambda)
+                if args.episode_weighting:
+                    weights[e] = episode_weights(dones[e])
             rollout_time = time.time() - iter_start
 
             # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
-            b_chains, b_logprobs = chains.reshape(-1, K + 1, H, D), logprobs.reshape(-1)
+            b_chains, b_logprobs = chains.reshape(-1, K + 1, H, D), logprobs.flatten(0, 2)
             b_critic_in, b_values = critic_ins.reshape(-1, K_in, critic_width), values.reshape(-1)
             b_returns = returns.reshape(-1)
-            b_adv = advantages.reshape(-1)
+            b_adv, b_weights = advantages.reshape(-1), weights.reshape(-1)
+            if args.episode_weighting:  # mean 1 over all ranks' decisions: the loss scale of unweighted decisions
+                b_weights = b_weights / distributed.all_reduce_mean({"w": b_weights.mean().item()}, device)["w"]
             adv_stats = distributed.all_reduce_mean({"mean": b_adv.mean().item(), "sq": (b_adv**2).mean().item()}, device)
             b_adv = (b_adv - adv_stats["mean"]) / (math.sqrt(max(adv_stats["sq"] - adv_stats["mean"] ** 2, 0.0)) + 1e-8)
             b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
@@ -584,10 +630,8 @@ if __name__ == "__main__":
                         logratio = new_logprob - b_logprobs[micro]
                         ratio = logratio.exp()
                         mb_adv = b_adv[micro]
-                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                        new_value = critic(b_critic_in[micro])
-                        v_clipped = b_values[micro] + (new_value - b_values[micro]).clamp(-args.clip_coef, args.clip_coef)
-                        v_loss = 0.5 * torch.max((new_value - b_returns[micro]) ** 2, (v_clipped - b_returns[micro]) ** 2).mean()
+                        pg_loss, v_loss = ppo_losses(ratio, mb_adv, critic(b_critic_in[micro]), b_values[micro], b_returns[micro],
+                                                     args.clip_coef, b_weights[micro])
                         loss = (pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy.mean()) * (len(micro) / len(mb))
                         loss.backward()
                         with torch.no_grad():

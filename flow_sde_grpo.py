@@ -5,7 +5,10 @@ rollout epoch starts G envs from the same initial condition (task, init state), 
 env, and each episode's binary success, normalised within its group, is the advantage of all its
 decisions. The sampler (eq. 8-9), hybrid ODE-SDE rollouts (4.2.3) and the clipped update (eq. 14-15)
 are those of flow_sde_ppo.py, written out again here on purpose (one algorithm, one file). The
-model, simulators, evaluation, logging and torch.distributed plumbing come from common/.
+model, simulators, evaluation, logging and torch.distributed plumbing come from common/. Options beside
+the defaults (RLinf's choices, defaults unchanged until measured): --loss-normalisation all (a mean over
+every row, dropped ones adding zeros), --episode-weighting, and --num-groups (initial conditions per
+rollout epoch; the tiny preset has 2 groups of 8 per iteration, RLinf's LIBERO runs 64).
 
 Launch:
     python flow_sde_grpo.py                                  # embedded default: CPU, tiny π0, MetaWorld
@@ -87,6 +90,9 @@ class Args:
     """rollout phases (of --interaction-steps each, one episode per env) collected before every update"""
     group_size: Optional[int] = None
     """G: episodes per group, all started from the same initial condition (must divide the envs per rank)"""
+    num_groups: Optional[int] = None
+    """initial conditions (groups) per rollout epoch, summed over ranks: --num-envs = num_groups x group_size (None: from
+    --num-envs); groups per iteration = num_groups x rollout_epochs (the tiny preset: 2; RLinf's LIBERO runs: 64)"""
     minibatch_size: Optional[int] = None
     """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
     micro_batch_size: Optional[int] = None
@@ -105,6 +111,12 @@ class Args:
     """H': actions executed per decision (<= the model's action horizon H)"""
     filter_groups: bool = True
     """drop groups whose mean success is outside [0.1, 0.9] (all fail / all succeed: no signal)"""
+    loss_normalisation: Literal["kept", "all"] = "kept"
+    """the minibatch loss is a mean over the decisions the update uses (`kept`) or over all its rows, dropped groups and
+    steps after an episode's end adding zeros (`all`, RLinf: a step shrinks with the signal instead of being renormalised)"""
+    episode_weighting: bool = False
+    """weight each decision by T / (decisions of its episode), T = decisions per rollout epoch: each episode carries equal
+    weight (RLinf's max_episode_steps / episode length); off: each decision does"""
     clip_coef: float = 0.2
     """PPO clip ε (eq. 14)"""
     kl_coef: float = 0.0
@@ -182,9 +194,14 @@ def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
         args.model = checkpoint_family or "tiny"
     if checkpoint_family is not None and checkpoint_family != "tiny" and args.model != checkpoint_family:
         raise ValueError(f"--model {args.model} does not match the checkpoint, which holds a {checkpoint_family} model")
-    for key, value in preset(args.env, args.model).items():
+    values = preset(args.env, args.model)
+    if args.num_groups is not None and args.num_envs is None:  # --num-groups alone sizes the envs
+        args.num_envs = args.num_groups * (args.group_size or values["group_size"])
+    for key, value in values.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.num_groups is None:
+        args.num_groups = args.num_envs // max(args.group_size, 1)
     return args
 
 
@@ -199,6 +216,8 @@ def check_args(args: Args, world_size: int, action_horizon: int) -> None:
     if args.group_size < 1 or (args.num_envs // world_size) % args.group_size:
         raise ValueError(f"--group-size ({args.group_size}) must be >= 1 and divide the envs per rank (--num-envs "
                          f"{args.num_envs} / {world_size} ranks = {args.num_envs // world_size}): groups never straddle ranks")
+    if args.num_groups * args.group_size != args.num_envs:
+        raise ValueError(f"--num-groups ({args.num_groups}) x --group-size ({args.group_size}) must equal --num-envs ({args.num_envs})")
     if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
         raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
                          f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
@@ -309,6 +328,18 @@ def group_advantages(scores: torch.Tensor, group_size: int, eps: float = 1e-6) -
     mean = groups.mean(dim=1, keepdim=True)
     std = groups.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
     return ((groups - mean) / (std + eps)).view(-1)
+
+
+def episode_weights(valid: torch.Tensor) -> torch.Tensor:
+    """T / L per decision, L = its episode's decisions (RLinf's max_episode_steps / episode length, in decisions): each
+    episode's weights sum to T, so each episode counts equally. valid (T, N) from episode_scores -> (T, N), 0 where invalid."""
+    return valid * (valid.shape[0] / valid.sum(dim=0).clamp_min(1.0))
+
+
+def loss_denominator(kept_weight: float, num_rows: int, mode: str) -> float:
+    """Z of the minibatch loss Σ_kept w_i l_i / Z: Σ_kept w_i (`kept`: the weighted mean over the decisions used) or the
+    minibatch's row count (`all`: every row counts, rows left out add zeros; RLinf's masked_mean_ratio)."""
+    return float(num_rows) if mode == "all" else kept_weight
 
 
 def groups_kept(scores: torch.Tensor, group_size: int, low: float, high: float) -> torch.Tensor:
@@ -440,11 +471,13 @@ if __name__ == "__main__":
         scores = torch.zeros(E, N, device=device)                         # (E, N) episode success R^(i)
         masks = torch.zeros(E, T, N, device=device)                       # (E, T, N) 1: decision used by the update
         advantages = torch.zeros(E, T, N, device=device)                  # (E, T, N) eq. 17, constant along an episode
+        weights = torch.ones(E, T, N, device=device)                      # (E, T, N) loss weight per decision
 
         if start_iteration == 1:
             before = run_eval(0)
             if dist_info.is_main:
-                print(f"held-out success before RL: {before:.1%}")
+                print(f"held-out success before RL: {before:.1%}; {args.num_groups} groups of {G} per rollout epoch, "
+                      f"{args.num_groups * E} per iteration")
         else:
             before = None
         bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
@@ -479,18 +512,20 @@ if __name__ == "__main__":
                 kept.append(keep.float().mean().item())
                 masks[e] = valid * keep.float()  # steps after the first done, and dropped groups, are left out
                 advantages[e] = group_advantages(scores[e], G).view(1, N) * masks[e]  # broadcast over the episode
+                if args.episode_weighting:
+                    weights[e] = episode_weights(valid)
             rollout_time = time.time() - iter_start
 
             # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
             b_x_j, b_x_next = x_js.reshape(-1, H, D), x_nexts.reshape(-1, H, D)
             b_idx, b_logprobs = denoise_idxs.reshape(-1), logprobs.reshape(-1)
-            b_adv, b_mask = advantages.reshape(-1), masks.reshape(-1).cpu()
+            b_adv, b_mask, b_weights = advantages.reshape(-1), masks.reshape(-1).cpu(), weights.reshape(-1)
             b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
             b_task_ids = obs_task_ids.reshape(-1)
             b_instructions = [s for epoch in obs_instructions for step in epoch for s in step]
 
             # ALGO LOGIC: clipped update (eq. 14-15) on minibatches, with gradient accumulation over micro-batches;
-            # only the kept decisions enter, and the loss is their mean over all ranks
+            # only the kept decisions enter; the loss is Σ w l / Z over all ranks (Z: --loss-normalisation)
             policy.train()
             sums = {k: 0.0 for k in ("pg_loss", "kl_ref", "approx_kl", "clipfrac", "entropy", "ratio")}
             num_used, grad_norms = 0, []
@@ -499,9 +534,10 @@ if __name__ == "__main__":
                 for start in range(0, local_batch, local_minibatch):
                     mb = perm[start : start + local_minibatch]
                     mb = mb[b_mask[mb] > 0]
-                    mb_total = round(distributed.all_reduce_mean({"n": len(mb)}, device)["n"] * world)
-                    if mb_total == 0:  # nothing kept in this minibatch on any rank: no step
+                    used = distributed.all_reduce_mean({"n": len(mb), "w": b_weights[mb.to(device)].sum().item()}, device)
+                    if round(used["n"] * world) == 0:  # nothing kept in this minibatch on any rank: no step
                         continue
+                    denom = loss_denominator(used["w"] * world, args.minibatch_size, args.loss_normalisation)
                     optimizer.zero_grad(set_to_none=True)
                     for micro in mb.split(args.micro_batch_size):
                         micro_np = micro.numpy()
@@ -515,15 +551,16 @@ if __name__ == "__main__":
                         logratio = new_logprob - b_logprobs[micro]
                         ratio = logratio.exp()
                         mb_adv = b_adv[micro]
-                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                        kl_ref = torch.zeros((), device=device)
+                        pg_rows = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef))
+                        kl_rows = torch.zeros_like(pg_rows)
                         if ref_policy is not None:  # k3 estimator of KL(π_θ || π_ref) on the same transition
                             with torch.no_grad():
                                 ref_logprob, _ = step_logprob(ref_policy, ref_policy.encode(obs), b_x_j[micro], b_x_next[micro],
                                                               b_idx[micro], args, action_dim)
-                            kl_ref = ((ref_logprob - new_logprob).exp() - (ref_logprob - new_logprob) - 1).mean()
-                        # all_reduce_gradients averages over ranks: x world makes it the mean over all kept decisions
-                        loss = (pg_loss + args.kl_coef * kl_ref) * (len(micro) * world / mb_total)
+                            kl_rows = (ref_logprob - new_logprob).exp() - (ref_logprob - new_logprob) - 1
+                        # all_reduce_gradients averages over ranks: x world makes it Σ over all ranks' rows / Z
+                        loss = (b_weights[micro] * (pg_rows + args.kl_coef * kl_rows)).sum() * (world / denom)
+                        pg_loss, kl_ref = pg_rows.mean(), kl_rows.mean()
                         loss.backward()
                         with torch.no_grad():
                             n = len(micro)

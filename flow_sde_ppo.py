@@ -3,7 +3,9 @@
 The whole method is in this file, top to bottom: the ODE-to-SDE sampler (eq. 8-9), the two-layer MDP
 with hybrid ODE-SDE rollouts (4.2.2-4.2.3), the critic (4.3.2, eq. 16), GAE (eq. 13) and the PPO
 update (eq. 14-15). The model, simulators, evaluation, logging and torch.distributed plumbing come
-from common/.
+from common/. Options beside the defaults (RLinf's choices, defaults unchanged until measured):
+--time-limit terminal (no γV bootstrap at the time limit) and --episode-weighting (each episode, not
+each decision, carries equal weight in the losses).
 
 Launch:
     python flow_sde_ppo.py                                   # embedded default: CPU, tiny π0, MetaWorld
@@ -105,6 +107,12 @@ class Args:
     """discount per decision (chunk step)"""
     gae_lambda: float = 0.95
     """GAE λ (eq. 13)"""
+    time_limit: Literal["bootstrap", "terminal"] = "bootstrap"
+    """an episode cut by the time limit: `bootstrap` adds γ V(final obs) to its last reward (the limit is no true end),
+    `terminal` ends it like a failure, no bootstrap (RLinf's LIBERO / MetaWorld runs: its critic does not see time either)"""
+    episode_weighting: bool = False
+    """weight every decision's actor and critic loss by 1 / (decisions of its episode in the rollout epoch), normalised to
+    mean 1: each episode carries equal weight (RLinf's max_episode_steps / episode length); off: each decision does"""
     clip_coef: float = 0.2
     """PPO clip ε (eq. 14), also used to clip the value loss"""
     vf_coef: float = 1.0
@@ -302,11 +310,28 @@ class Critic(nn.Module):
 
 
 # ALGO LOGIC: returns
+def time_limit_rows(terminated: np.ndarray, truncated: np.ndarray, mode: str) -> np.ndarray:
+    """Envs (indices) whose episode hit the time limit in this decision and get γ V(final obs) added to their reward,
+    so that eq. 13's δ continues past the limit: none with --time-limit terminal (the limit then ends the episode)."""
+    if mode == "terminal":
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(truncated & ~terminated)
+
+
+def episode_weights(dones: torch.Tensor) -> torch.Tensor:
+    """1 / L per decision, L = the decisions of its episode inside this rollout epoch (ended by a done, or still running at
+    the end). Σ over an episode's decisions = 1, so every episode counts once (normalised to mean 1 over the batch later).
+    dones (T, N) -> (T, N) fp32."""
+    episode = torch.cumsum(dones, dim=0) - dones                         # (T, N) episodes ended before decision t
+    length = (episode.unsqueeze(0) == episode.unsqueeze(1)).sum(dim=1)   # (T, N) decisions sharing t's episode
+    return 1.0 / length.float()
+
+
 def compute_gae(rewards, values, dones, next_value, gamma: float, lam: float):
     """GAE (eq. 13), A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = R_t + γ V(s_{t+1}) (1 - done_t) - V(s_t).
 
-    rewards, values, dones: (T, N); dones[t] = the episode ended during decision t (truncated
-    episodes already carry γ V(final obs) in their reward). next_value: (N,), V of the
+    rewards, values, dones: (T, N); dones[t] = the episode ended during decision t (with --time-limit
+    bootstrap, truncated episodes already carry γ V(final obs) in their reward). next_value: (N,), V of the
     observation after the last decision (ignored where dones[T-1] ends the episode).
     Returns advantages, returns: (T, N).
     """
@@ -320,6 +345,15 @@ def compute_gae(rewards, values, dones, next_value, gamma: float, lam: float):
         last_gae = delta + gamma * lam * not_done * last_gae
         advantages[t] = last_gae
     return advantages, advantages + values
+
+
+def ppo_losses(ratio, adv, new_value, old_value, returns, clip_coef: float, weights):
+    """Clipped surrogate (eq. 14) and clipped value loss, per decision, then their weighted means over the rows.
+    Every input (B,) fp32; weights all 1: the plain means."""
+    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef))
+    v_clipped = old_value + (new_value - old_value).clamp(-clip_coef, clip_coef)
+    v = 0.5 * torch.max((new_value - returns) ** 2, (v_clipped - returns) ** 2)
+    return (weights * pg).mean(), (weights * v).mean()
 
 
 def select_obs(raw_obs: dict, rows) -> dict:
@@ -449,11 +483,12 @@ if __name__ == "__main__":
         denoise_idxs = torch.zeros(E, T, N, dtype=torch.long, device=device)  # (E, T, N) the SDE step j
         logprobs = torch.zeros(E, T, N, device=device)                    # (E, T, N) fp32 log π(x_{j+1} | o, x_j)
         critic_ins = torch.zeros(E, T, N, K_in, critic_width, device=device)  # (E, T, N, K or 1, W) fp32 critic inputs
-        rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV on truncation)
+        rewards = torch.zeros(E, T, N, device=device)                     # (E, T, N) chunk rewards (+ γV at the time limit: --time-limit)
         dones = torch.zeros(E, T, N, device=device)                       # (E, T, N) episode ended in this decision
         values = torch.zeros(E, T, N, device=device)                      # (E, T, N) V(o_t)
         advantages = torch.zeros(E, T, N, device=device)
         returns = torch.zeros(E, T, N, device=device)
+        weights = torch.ones(E, T, N, device=device)                      # (E, T, N) loss weight per decision
 
         if start_iteration == 1:
             before = run_eval(0)
@@ -482,8 +517,8 @@ if __name__ == "__main__":
                     global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
                     env_reward += float(np.sum(reward))
                     reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
-                    bootstrap = np.flatnonzero(truncated & ~terminated)
-                    if len(bootstrap):  # time limit is not a true end: bootstrap γ V(final obs)
+                    bootstrap = time_limit_rows(terminated, truncated, args.time_limit)
+                    if len(bootstrap):  # --time-limit bootstrap: the limit is not a true end, add γ V(final obs)
                         final_obs = select_obs(info["final_obs"], bootstrap)
                         *_, final_value = act_and_value(final_obs)
                         reward[torch.as_tensor(bootstrap, device=device)] += args.gamma * final_value
@@ -498,6 +533,8 @@ if __name__ == "__main__":
                 *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
                 advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
                                                          args.gamma, args.gae_lambda)
+                if args.episode_weighting:
+                    weights[e] = episode_weights(dones[e])
             rollout_time = time.time() - iter_start
 
             # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
@@ -505,7 +542,9 @@ if __name__ == "__main__":
             b_idx, b_logprobs = denoise_idxs.reshape(-1), logprobs.reshape(-1)
             b_critic_in, b_values = critic_ins.reshape(-1, K_in, critic_width), values.reshape(-1)
             b_returns = returns.reshape(-1)
-            b_adv = advantages.reshape(-1)
+            b_adv, b_weights = advantages.reshape(-1), weights.reshape(-1)
+            if args.episode_weighting:  # mean 1 over all ranks' decisions: the loss scale of unweighted decisions
+                b_weights = b_weights / distributed.all_reduce_mean({"w": b_weights.mean().item()}, device)["w"]
             adv_stats = distributed.all_reduce_mean({"mean": b_adv.mean().item(), "sq": (b_adv**2).mean().item()}, device)
             b_adv = (b_adv - adv_stats["mean"]) / (math.sqrt(max(adv_stats["sq"] - adv_stats["mean"] ** 2, 0.0)) + 1e-8)
             b_images, b_states = obs_images.reshape(-1, n_cam, R, R, 3), obs_states.reshape(-1, S)
@@ -532,10 +571,8 @@ if __name__ == "__main__":
                         logratio = new_logprob - b_logprobs[micro]
                         ratio = logratio.exp()
                         mb_adv = b_adv[micro]
-                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                        new_value = critic(b_critic_in[micro])
-                        v_clipped = b_values[micro] + (new_value - b_values[micro]).clamp(-args.clip_coef, args.clip_coef)
-                        v_loss = 0.5 * torch.max((new_value - b_returns[micro]) ** 2, (v_clipped - b_returns[micro]) ** 2).mean()
+                        pg_loss, v_loss = ppo_losses(ratio, mb_adv, critic(b_critic_in[micro]), b_values[micro], b_returns[micro],
+                                                     args.clip_coef, b_weights[micro])
                         loss = (pg_loss + args.vf_coef * v_loss) * (len(micro) / len(mb))
                         loss.backward()
                         with torch.no_grad():

@@ -101,7 +101,7 @@ def test_joint_logprob_gradient_reaches_the_velocity_and_the_noise_network():
     assert noise_net.net[0].weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("preset,reduction", [("tiny", "sum"), ("tiny-pi05", "sum"), ("tiny", "mean")])
+@pytest.mark.parametrize("preset,reduction", [("tiny", "sum"), ("tiny-pi05", "sum"), ("tiny", "mean"), ("tiny", "token")])
 def test_ratio_is_one_for_unchanged_weights_on_shuffled_rows(preset, reduction):
     policy, args, noise_net = tiny_setup(preset, reduction)
     width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
@@ -127,7 +127,8 @@ def test_ratio_is_one_for_unchanged_weights_on_shuffled_rows(preset, reduction):
     with torch.no_grad():
         new_logp, entropy = fnp.chain_logprob(policy, noise_net, policy.encode(obs).index(shuffled), chain[shuffled], args, 4)
     ratio = (new_logp - logp[shuffled]).exp()
-    torch.testing.assert_close(ratio, torch.ones(12), atol=1e-4, rtol=0)
+    assert ratio.shape == ((12, 5, 4) if reduction == "token" else (12,))  # token: one ratio per executed step x dim
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-4, rtol=0)
     low, high = 0.5 * math.log(2 * math.pi * math.e) + math.log(0.08), 0.5 * math.log(2 * math.pi * math.e) + math.log(0.16)
     assert (entropy >= low - 1e-5).all() and (entropy <= high + 1e-5).all()
     torch.testing.assert_close(critic(critic_in), value)
@@ -172,3 +173,61 @@ def test_bad_flag_combinations_give_clear_errors():
     args.replan_steps = 20
     with pytest.raises(ValueError, match="--replan-steps"):
         fnp.check_args(args, world_size=1, action_horizon=8)
+
+
+# ---- issue 14: RLinf's per-token ratio, --time-limit, --episode-weighting, flags kept across --resume -------------
+def test_token_logprob_is_the_per_token_mean_of_the_chain_terms_and_sums_to_mean():
+    gen = torch.Generator().manual_seed(2)
+    B, K, H, D, Hp, A = 2, 3, 4, 5, 2, 3
+    chain, means = torch.randn(B, K + 1, H, D, generator=gen), torch.randn(B, K, H, D, generator=gen)
+    stds = torch.rand(B, K, H, D, generator=gen) * 0.2 + 0.05
+    got = fnp.joint_logprob(chain, means, stds, Hp, A, "token")
+    assert got.shape == (B, Hp, A)
+    for b, h, d in [(0, 0, 0), (1, 1, 2), (0, 1, 1)]:
+        terms = [normal_logpdf(float(chain[b, 0, h, d]), 0.0, 1.0)]
+        terms += [normal_logpdf(float(chain[b, k + 1, h, d]), float(means[b, k, h, d]), float(stds[b, k, h, d])) for k in range(K)]
+        assert float(got[b, h, d]) == pytest.approx(sum(terms) / (K + 1), rel=1e-5)
+    # RLinf's chunk_level is the sum of these per-token means: our `mean`
+    torch.testing.assert_close(got.sum(dim=(1, 2)), fnp.joint_logprob(chain, means, stds, Hp, A, "mean"))
+
+
+def test_token_ratio_objective_is_the_mean_of_per_token_clipped_objectives():
+    ratio = torch.tensor([[[1.5, 0.9], [1.0, 0.7]], [[1.5, 0.9], [1.0, 0.7]]])  # (B=2, H'=2, A=2)
+    adv, zeros, ones = torch.tensor([1.0, -2.0]), torch.zeros(2), torch.ones(2)
+    pg, _ = fnp.ppo_losses(ratio, adv, zeros, zeros, zeros, 0.2, ones)
+    positive = -(1.2 + 0.9 + 1.0 + 0.7) / 4  # A > 0: -A min(r, clip(r)) per token, then the tokens' mean
+    negative = 2 * (1.5 + 0.9 + 1.0 + 0.8) / 4  # A < 0: -A max(r, clip(r))
+    assert float(pg) == pytest.approx((positive + negative) / 2)
+    one_ratio = ratio.log().mean(dim=(1, 2)).exp()  # one tempered ratio per decision is another estimator
+    assert float(fnp.ppo_losses(one_ratio, adv, zeros, zeros, zeros, 0.2, ones)[0]) != pytest.approx(float(pg))
+
+
+def test_time_limit_terminal_drops_the_bootstrap_that_bootstrap_adds():
+    import numpy as np
+
+    terminated, truncated = np.array([False, True, False]), np.array([True, True, False])
+    assert fnp.time_limit_rows(terminated, truncated, "bootstrap").tolist() == [0]
+    assert fnp.time_limit_rows(terminated, truncated, "terminal").tolist() == []
+
+
+def test_episode_weighting_gives_each_episode_equal_weight_in_both_losses():
+    dones = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])  # env 0: episodes of 2 and 3
+    w = fnp.episode_weights(dones)
+    torch.testing.assert_close(w, torch.tensor([[1 / 2, 1 / 5]] * 2 + [[1 / 3, 1 / 5]] * 3))
+    w = (w / w.mean()).reshape(-1)
+    adv = torch.tensor([[1.0, 5.0], [3.0, 5.0], [-3.0, 5.0], [0.0, 5.0], [0.0, 5.0]]).reshape(-1)
+    zeros, ones = torch.zeros(10), torch.ones(10)
+    pg, v = fnp.ppo_losses(ones, adv, zeros, zeros, 2 * adv, 0.2, w)
+    assert float(pg) == pytest.approx(-((1 + 3) / 2 + (-3 + 0 + 0) / 3 + 5.0) / 3)
+    assert float(v) == pytest.approx((10.0 + 6.0 + 50.0) / 3)  # 0.5 (2A)² averaged per episode, then over episodes
+
+
+def test_the_new_flags_are_saved_with_the_args_and_restored_on_resume(tmp_path):
+    from dataclasses import asdict
+
+    from common import run
+
+    saved = fnp.Args(logprob_reduction="token", time_limit="terminal", episode_weighting=True)
+    torch.save({"args": asdict(saved)}, tmp_path / "train_state.pt")
+    args, _ = run.resumed_args(fnp.Args, fnp.Args(resume=str(tmp_path)), tmp_path)
+    assert (args.logprob_reduction, args.time_limit, args.episode_weighting) == ("token", "terminal", True)

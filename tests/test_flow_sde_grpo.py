@@ -141,3 +141,56 @@ def test_update_logprob_equals_rollout_logprob_for_unchanged_weights():
     assert logp.dtype == torch.float32 and torch.isfinite(logp).all()
     new_logp, _ = grpo.step_logprob(policy, policy.encode(obs), x_j, x_next, j, args, 4)
     torch.testing.assert_close((new_logp - logp).exp(), torch.ones(8), atol=1e-4, rtol=0)
+
+
+# ---- issue 14: --loss-normalisation, --episode-weighting (RLinf's choices), --num-groups, flags kept across --resume
+def grpo_minibatch_loss(losses, dones, successes, weighting: bool, normalisation: str) -> float:
+    """The update's loss on one minibatch holding every row: Σ_kept w l / Z, as the main loop computes it."""
+    scores, valid = grpo.episode_scores(dones, successes)
+    mask = valid * grpo.groups_kept(scores, 2, *grpo.FILTER_RANGE).float()
+    w = grpo.episode_weights(valid) if weighting else torch.ones_like(valid)
+    denom = grpo.loss_denominator(float((w * mask).sum()), losses.numel(), normalisation)
+    return float((w * mask * losses).sum()) / denom
+
+
+def test_loss_normalisation_and_episode_weighting_match_closed_forms():
+    # T = 4 decisions, N = 4 envs, groups (0, 1) and (2, 3). Env 0 solves at decision 0 (L = 1), env 1 fails at the
+    # limit at decision 2 (L = 3): group 0 has mixed outcomes and is kept. Envs 2 and 3 both fail: dropped.
+    dones = torch.zeros(4, 4)
+    dones[0, 0] = dones[2, 1] = dones[1, 3] = 1.0
+    successes = torch.zeros(4, 4)
+    successes[0, 0] = 1.0
+    losses = torch.arange(1.0, 17.0).view(4, 4)  # per-row loss l[t, n] = 4t + n + 1
+    ep0, ep1 = [1.0], [2.0, 6.0, 10.0]  # the rows each kept episode uses
+    torch.testing.assert_close(grpo.episode_weights(grpo.episode_scores(dones, successes)[1])[:, :2],
+                               torch.tensor([[4.0, 4 / 3], [0.0, 4 / 3], [0.0, 4 / 3], [0.0, 0.0]]))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    assert grpo_minibatch_loss(losses, dones, successes, False, "kept") == pytest.approx(mean(ep0 + ep1))  # today
+    assert grpo_minibatch_loss(losses, dones, successes, False, "all") == pytest.approx(sum(ep0 + ep1) / 16)
+    # RLinf (masked_mean_ratio): T / L per kept row, a mean over all 16 rows = the mean over the 4 episodes of each
+    # episode's mean loss, the dropped ones adding 0
+    assert grpo_minibatch_loss(losses, dones, successes, True, "all") == pytest.approx((mean(ep0) + mean(ep1)) / 4)
+    assert grpo_minibatch_loss(losses, dones, successes, True, "kept") == pytest.approx((mean(ep0) + mean(ep1)) / 2)
+
+
+def test_num_groups_sizes_the_envs_and_a_mismatch_is_a_clear_error():
+    args = grpo.resolve_args(grpo.Args(model="tiny"), None)
+    assert (args.num_envs, args.group_size, args.num_groups) == (16, 8, 2)  # the tiny preset: 2 groups of 8
+    args = grpo.resolve_args(grpo.Args(model="tiny", num_groups=4), None)
+    assert (args.num_envs, args.num_groups) == (32, 4)
+    args = grpo.resolve_args(grpo.Args(model="tiny", num_groups=4, group_size=2), None)
+    assert (args.num_envs, args.num_groups) == (8, 4)
+    args = grpo.resolve_args(grpo.Args(model="tiny", num_envs=16, num_groups=4), None)
+    with pytest.raises(ValueError, match="--num-groups"):
+        grpo.check_args(args, world_size=1, action_horizon=8)
+
+
+def test_the_new_flags_are_saved_with_the_args_and_restored_on_resume(tmp_path):
+    from dataclasses import asdict
+
+    from common import run
+
+    saved = grpo.resolve_args(grpo.Args(model="tiny", loss_normalisation="all", episode_weighting=True, num_groups=4), None)
+    torch.save({"args": asdict(saved)}, tmp_path / "train_state.pt")
+    args, _ = run.resumed_args(grpo.Args, grpo.Args(resume=str(tmp_path)), tmp_path)
+    assert (args.loss_normalisation, args.episode_weighting, args.num_groups, args.num_envs) == ("all", True, 4, 32)

@@ -201,3 +201,46 @@ def test_ratio_moves_when_the_expert_changes():
         policy.action_out_proj.weight.add_(0.05)
     new_logp, _ = fsp.step_logprob(policy, policy.encode(obs), x_j, x_next, j, args, 4)
     assert (new_logp - logp).abs().max() > 1e-2
+
+
+# ---- issue 14: --time-limit, --episode-weighting (RLinf's choices), flags kept across --resume --------------------
+def test_time_limit_terminal_drops_the_bootstrap_that_bootstrap_adds():
+    import numpy as np
+
+    gamma, lam = 0.9, 0.5
+    terminated, truncated = np.array([False, True, False]), np.array([True, True, False])  # env 0: time limit only
+    assert fsp.time_limit_rows(terminated, truncated, "bootstrap").tolist() == [0]  # env 1 solved it: a true end
+    assert fsp.time_limit_rows(terminated, truncated, "terminal").tolist() == []
+    values, next_value, final_value = torch.tensor([[0.2], [0.4]]), torch.tensor([9.0]), 0.8
+    for mode, expected_last in (("bootstrap", 0.0 + gamma * final_value - 0.4), ("terminal", 0.0 - 0.4)):
+        rewards = torch.zeros(2, 1)  # env 0 only: decision 1 hits the limit with no reward
+        rewards[1, fsp.time_limit_rows(terminated, truncated, mode)] += gamma * final_value
+        adv, _ = fsp.compute_gae(rewards, values, torch.tensor([[0.0], [1.0]]), next_value, gamma, lam)
+        assert float(adv[1, 0]) == pytest.approx(expected_last)
+        assert float(adv[0, 0]) == pytest.approx(gamma * 0.4 - 0.2 + gamma * lam * expected_last)  # δ_0 + γλ A_1
+
+
+def test_episode_weighting_gives_each_episode_equal_weight_in_both_losses():
+    dones = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])  # env 0: episodes of 2 and 3
+    w = fsp.episode_weights(dones)
+    torch.testing.assert_close(w, torch.tensor([[1 / 2, 1 / 5]] * 2 + [[1 / 3, 1 / 5]] * 3))
+    w = (w / w.mean()).reshape(-1)  # normalised to mean 1, as the update does
+    adv = torch.tensor([[1.0, 5.0], [3.0, 5.0], [-3.0, 5.0], [0.0, 5.0], [0.0, 5.0]]).reshape(-1)
+    returns, values, ones = 2 * adv, torch.zeros(10), torch.ones(10)
+    pg, v = fsp.ppo_losses(ones, adv, values, values, returns, 0.2, w)  # ratio 1: pg = -A, v = 0.5 (V - R)²
+    episode_means = [(1 + 3) / 2, (-3 + 0 + 0) / 3, 5.0]  # the mean of each of the 3 episodes
+    assert float(pg) == pytest.approx(-sum(episode_means) / 3)
+    assert float(v) == pytest.approx(sum(0.5 * 4 * m for m in [(1 + 9) / 2, 9 / 3, 25.0]) / 3)
+    pg, _ = fsp.ppo_losses(ones, adv, values, values, returns, 0.2, ones)  # off: the mean over decisions
+    assert float(pg) == pytest.approx(-float(adv.mean()))
+
+
+def test_the_new_flags_are_saved_with_the_args_and_restored_on_resume(tmp_path):
+    from dataclasses import asdict
+
+    from common import run
+
+    saved = fsp.Args(time_limit="terminal", episode_weighting=True, total_iterations=3)
+    torch.save({"args": asdict(saved)}, tmp_path / "train_state.pt")
+    args, _ = run.resumed_args(fsp.Args, fsp.Args(resume=str(tmp_path), total_iterations=5), tmp_path)
+    assert (args.time_limit, args.episode_weighting, args.total_iterations) == ("terminal", True, 5)
