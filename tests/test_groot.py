@@ -1,0 +1,211 @@
+"""common/groot.py: GR00T N1.5 behind PI0Policy's interface (shapes, cache index / repeat, batch independence, no
+dropout outside SFT, the time conversion in closed form and its buckets, SFT learns, save / load round trip), and
+the tiny GR00T through the scripts' loading and SFT paths. Peer parity: tests/test_peer_groot.py."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.groot import GrootPolicy, load_groot, make_config, save_groot
+from common.policy import Observation
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_obs(c, B=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Observation(
+        images=torch.rand(B, c.num_cameras, 3, c.image_size, c.image_size, generator=g) * 2 - 1,
+        image_masks=torch.ones(B, c.num_cameras, dtype=torch.bool),
+        tokens=torch.randint(4, c.vocab_size - 1, (B, c.max_token_len), generator=g),
+        token_masks=torch.arange(c.max_token_len)[None].expand(B, -1) < torch.tensor([9, 6, 3])[:B, None],
+        state=torch.randn(B, c.state_dim, generator=g))
+
+
+def make_policy(seed=0, **kw):
+    torch.manual_seed(seed)
+    m = GrootPolicy(make_config("tiny-groot", **kw)).eval()
+    with torch.no_grad():   # zero-initialised biases / per-embodiment tables: randomise so every path is visible
+        for name, p in m.named_parameters():
+            if p.ndim == 1 or ".b" in name[-2:]:
+                p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+def xt(c, B=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, c.action_horizon, c.action_dim, generator=g), torch.rand(B, generator=g) * 0.9 + 0.05
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return make_policy()
+
+
+@torch.no_grad()
+def test_interface_shapes(policy):
+    c = policy.config
+    assert c.variant == "groot" and policy.expert_width == c.hidden_size and policy.vlm_width == c.backbone_embedding_dim
+    cache = policy.encode(make_obs(c))
+    x, t = xt(c)
+    v, feats = policy.velocity(cache, x, t)
+    assert v.shape == (3, c.action_horizon, c.action_dim) and v.dtype == torch.float32
+    assert feats.shape == (3, c.action_horizon, policy.expert_width) and feats.dtype == torch.float32
+    assert policy.prefix_features(cache).shape == (3, policy.vlm_width)
+    assert policy.sample_actions(make_obs(c), x, num_steps=4).shape == x.shape
+    assert cache.batch_size == 3
+
+
+@torch.no_grad()
+def test_cache_index_and_repeat_equal_encoding_those_rows(policy):
+    c = policy.config
+    obs = make_obs(c)
+    cache = policy.encode(obs)
+    x, t = xt(c, B=6)
+    v_rep = policy.velocity(cache.repeat(2), x, t)[0]
+    one = Observation(*(getattr(obs, f)[1:2] for f in ("images", "image_masks", "tokens", "token_masks", "state")))
+    v_one = policy.velocity(policy.encode(one).repeat(2), x[2:4], t[2:4])[0]   # rows 2, 3 of the repeat: obs row 1
+    assert (v_rep[2:4] - v_one).abs().max() < 1e-5
+    v_idx = policy.velocity(cache.index(torch.tensor([2, 0])), x[:2], t[:2])[0]
+    v_all = policy.velocity(cache, torch.stack([x[1], x[0], x[0]]), torch.stack([t[1], t[0], t[0]]))[0]
+    assert (v_idx - v_all[[2, 0]]).abs().max() < 1e-5
+
+
+@torch.no_grad()
+def test_encode_obs_is_encode_tokens_with_image_slots_first(policy):
+    """encode(obs) = GR00T's own input layout: [image tokens of each camera][prompt slots], padding kept."""
+    c = policy.config
+    obs = make_obs(c)
+    P = c.image_tokens
+    ids = torch.cat([torch.full((3, c.num_cameras * P), policy.image_token_index), obs.tokens], 1)
+    mask = torch.cat([torch.ones(3, c.num_cameras * P, dtype=torch.bool), obs.token_masks], 1)
+    a = policy.encode(obs)
+    b = policy.encode_tokens(ids, mask, obs.images.flatten(0, 1), obs.state)
+    assert torch.equal(a.vl, b.vl) and torch.equal(a.state, b.state)
+
+
+def test_velocity_has_no_dropout_in_train_mode_but_sft_does():
+    """Appendix C.1: dropout would change the policy between rollout and update (ratio != 1): velocity() is the
+    same in train() and eval(); GR00T's dropout acts only in sft_loss (train mode)."""
+    policy = make_policy()
+    c = policy.config
+    obs, (x, t) = make_obs(c), xt(c)
+    policy.train()
+    cache = policy.encode(obs)
+    v1, v2 = policy.velocity(cache, x, t)[0], policy.velocity(policy.encode(obs), x, t)[0]
+    policy.eval()
+    v3 = policy.velocity(policy.encode(obs), x, t)[0]
+    assert torch.equal(v1, v2) and torch.equal(v1, v3)
+    a = torch.randn(3, c.action_horizon, c.action_dim)
+    policy.train()
+    l1, l2 = (policy.sft_loss(obs, a, noise=x, time=t).item() for _ in range(2))
+    policy.eval()
+    l3, l4 = (policy.sft_loss(obs, a, noise=x, time=t).item() for _ in range(2))
+    assert l1 != l2 and l3 == l4
+
+
+def test_time_conversion_closed_form_and_buckets(policy):
+    """Ours: x_t = t n + (1-t) a, v = n - a. GR00T: x_τ = (1-τ) n + τ a, pred = a - n. With τ = 1 - t the
+    points agree and v = -pred; an exact velocity field integrates to the action in either convention."""
+    g = torch.Generator().manual_seed(3)
+    n, a = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    for t in (0.0, 0.25, 0.6, 1.0):
+        tau = 1.0 - t
+        assert torch.allclose(t * n + (1 - t) * a, (1 - tau) * n + tau * a, atol=1e-6)
+    # our Euler x <- x - Δ v from t = 1 with v = n - a lands on a; GR00T's x += Δ pred from τ = 0 too
+    x_ours, x_groot, K = n.clone(), n.clone(), 4
+    for _ in range(K):
+        x_ours, x_groot = x_ours - (n - a) / K, x_groot + (a - n) / K
+    assert torch.allclose(x_ours, a, atol=1e-5) and torch.allclose(x_groot, a, atol=1e-5)
+    # our fp32 grid t = 1 - k/K maps to GR00T's get_action bucket int(k/K · 1000), for every K the scripts use
+    for K in (1, 2, 3, 4, 5, 7, 10, 16, 50):
+        ours = policy.buckets(torch.tensor([1.0 - k * (1.0 / K) for k in range(K)], dtype=torch.float32))
+        assert ours.tolist() == [int(k / K * 1000) for k in range(K)], K
+    # and t in (0, 1] stays inside the 1000 buckets
+    assert policy.buckets(torch.tensor([1e-6, 1.0])).tolist() == [999, 0]
+
+
+@torch.no_grad()
+def test_velocity_is_minus_groot_prediction(policy):
+    c = policy.config
+    cache = policy.encode(make_obs(c))
+    x, t = xt(c)
+    v, _ = policy.velocity(cache, x, t)
+    pred, _ = policy.groot_velocity(cache, x, torch.floor((1 - t.double()) * 1000 + 1e-3).long())
+    assert torch.equal(v, -pred)
+
+
+def test_embodiment_selects_its_own_heads():
+    p = make_policy()
+    c = p.config
+    obs, (x, t) = make_obs(c), xt(c)
+    with torch.no_grad():
+        v31 = p.velocity(p.encode(obs), x, t)[0]
+        p.config.embodiment = 2
+        v2 = p.velocity(p.encode(obs), x, t)[0]
+    assert (v31 - v2).abs().max() > 1e-3
+
+
+def test_sft_loss_decreases_and_freeze_vlm():
+    p = make_policy()
+    c = p.config
+    obs = make_obs(c)
+    a = torch.randn(3, c.action_horizon, c.action_dim) * 0.5
+    p.freeze_vlm()
+    assert not any(q.requires_grad for q in p.backbone.parameters())
+    params = [q for q in p.parameters() if q.requires_grad]
+    assert params and all(n.startswith("action_head.") for n, q in p.named_parameters() if q.requires_grad)
+    opt = torch.optim.Adam(params, lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    noise, t = torch.randn(a.shape, generator=g), torch.rand(3, generator=g)
+    p.train()
+    losses = []
+    for _ in range(30):
+        loss = p.sft_loss(obs, a, noise=noise, time=t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::5]
+
+
+def test_save_load_round_trip(tmp_path):
+    from common.checkpoint import load_policy, save_policy
+    from common.processor import Processor, compute_norm_stats
+    from common.tokenizer import train_tiny_tokenizer
+    p = make_policy(embodiment=5)
+    tok = train_tiny_tokenizer(["open the drawer", "close the drawer"], tmp_path / "tok.model", vocab_size=p.config.vocab_size)
+    rng = np.random.default_rng(0)
+    proc = Processor.from_stats(compute_norm_stats(rng.normal(size=(20, 4)), rng.normal(size=(20, 3))), tok, p.config)
+    save_policy(tmp_path / "ckpt", p, proc)
+    q, proc2 = load_policy(tmp_path / "ckpt")
+    assert isinstance(q, GrootPolicy) and q.config.embodiment == 5 and q.config.max_token_len == p.config.max_token_len
+    assert proc2.norm_stats == proc.norm_stats
+    raw = {"images": rng.integers(0, 255, (2, 1, 32, 32, 3), dtype=np.uint8), "state": rng.normal(size=(2, 4)).astype(np.float32),
+           "instruction": ["open the drawer", "close the drawer"], "task_id": np.zeros(2, np.int64)}
+    x = torch.randn(2, p.config.action_horizon, p.config.action_dim)
+    with torch.no_grad():
+        assert torch.equal(p.sample_actions(proc.observation(raw, "cpu"), x, 4), q.sample_actions(proc2.observation(raw, "cpu"), x, 4))
+    assert set(load_groot(tmp_path / "ckpt").state_dict()) == set(p.state_dict())
+
+
+@pytest.mark.slow
+def test_flow_sde_ppo_runs_tiny_groot(tmp_path):
+    """The embedded default with the tiny GR00T: SFT (a few steps) on MetaWorld demos, then 2 tiny Flow-SDE PPO
+    iterations. Needs the scripts' --model tiny-groot (see the issue); the SFT policy is cached in tmp_path."""
+    from common.sft import make_default_sft_policy
+    ckpt = make_default_sft_policy("metaworld-drawer-open-v3", num_demos=2, sft_steps=5, cache_dir=tmp_path / "cache",
+                                   preset="tiny-groot", progress=False)
+    cmd = [sys.executable, str(ROOT / "flow_sde_ppo.py"), "--model", "tiny-groot", "--checkpoint", str(ckpt),
+           "--total-iterations", "2", "--num-envs", "2", "--interaction-steps", "8", "--replan-steps", "4",
+           "--minibatch-size", "4", "--micro-batch-size", "2", "--update-epochs", "1", "--eval-every", "0",
+           "--eval-episodes-per-task", "1", "--max-episode-steps", "8", "--num-videos", "0", "--no-progress",
+           "--run-root", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "weights identical on all 1 ranks: True" in out.stdout
+    assert list((tmp_path / "runs").glob("*/checkpoints/iter_000002/policy/model.safetensors"))
