@@ -297,6 +297,9 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    from common import groot
+    if groot.is_groot_dir(path):   # GR00T N1.5 (Isaac-GR00T / LeRobot / ours): common/groot.py
+        return groot.load_groot_policy(path, device=device, dtype=dtype, asset_id=asset_id)
     sd, fmt = _read_weights(path)
     variant = detect_variant(sd)
     config = _config_from(path, sd, variant)
@@ -347,6 +350,9 @@ def _reset_buffers(policy: PI0Policy):
 def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | None = None):
     """openpi PyTorch layout, written to a temp dir next to `path` and renamed into place; LeRobot's layout
     for a policy loaded from a LeRobot checkpoint (save_lerobot)."""
+    if policy.config.variant == "groot":   # GR00T N1.5: the Isaac-GR00T layout (common/groot.py)
+        from common.groot import save_groot
+        return save_groot(path, policy, processor, extra)
     if getattr(processor, "source", "openpi") == "lerobot":
         return save_lerobot(path, policy, processor, extra)
     path = Path(path)

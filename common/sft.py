@@ -216,7 +216,6 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     instructions (tiny presets), random init with `seed`. From a checkpoint: its weights and tokenizer.
     """
     from common.checkpoint import load_policy
-    from common.policy import PI0Policy, make_config
     from common.processor import Processor, compute_norm_stats
     from common.tokenizer import train_tiny_tokenizer
 
@@ -224,6 +223,7 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     if init_from is not None:   # a checkpoint dir, or its (policy, processor) already loaded
         policy, old = load_policy(init_from, device=device) if isinstance(init_from, (str, Path)) else init_from
         return policy, old.with_stats(stats)  # the checkpoint's conventions (LeRobot / openpi), the demos' stats
+    make_config, policy_class = _model_family(preset)
     config = make_config(preset, **config_overrides)
     if config.vocab_size != 257152:  # tiny presets: our own SentencePiece model on the prompts
         tokenizer_path = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"{demos.env_name}_{config.vocab_size}.model"
@@ -231,8 +231,17 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     else:
         raise ValueError(f"preset={preset!r} from scratch needs PaliGemma's tokenizer: pass init_from=<checkpoint>")
     torch.manual_seed(seed)
-    policy = PI0Policy(config).to(device)
+    policy = policy_class(config).to(device)
     return policy, Processor.from_stats(stats, tokenizer, config)
+
+
+def _model_family(preset: str):
+    """(make_config, policy class) of a preset: GR00T N1.5 ("groot", "tiny-groot") or π0 / π0.5."""
+    if preset.endswith("groot"):
+        from common.groot import GrootPolicy, make_config
+        return make_config, GrootPolicy
+    from common.policy import PI0Policy, make_config
+    return make_config, PI0Policy
 
 
 def demo_batch(demos: Demos, chunks: np.ndarray, idx: np.ndarray, processor, device):
@@ -257,7 +266,6 @@ def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS
     from common.distributed import all_reduce_gradients, broadcast_parameters
 
     from common.evaluate import check_policy_fits_env
-    from common.policy import make_config
 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"train_sft needs steps >= 1 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
@@ -270,7 +278,7 @@ def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS
         if init_from is None:  # sized to the demos: cameras, render size, and D >= S, A (openpi pads both to D)
             overrides.setdefault("num_cameras", demos.images.shape[1])
             overrides.setdefault("image_size", demos.images.shape[2])
-            overrides.setdefault("action_dim", max(make_config(preset).action_dim, S, A))
+            overrides.setdefault("action_dim", max(_model_family(preset)[0](preset).action_dim, S, A))
         elif overrides:
             raise ValueError(f"init_from (a checkpoint) fixes the model config; drop {sorted(overrides)}")
         policy, processor = build_policy(demos, preset, init_from, device, seed, cache_dir, **overrides)
