@@ -82,9 +82,9 @@ class GrootConfig:
     rope_theta: float = 1000000.0
     rms_eps: float = 1e-6
     max_position_embeddings: int = 40960
-    project_to_dim: int | None = None    # backbone eagle_linear (None: identity)
+    project_to_dim: int | None = 1536    # backbone eagle_linear llm_width -> E_vl (None: identity)
     # action head
-    backbone_embedding_dim: int = 2048   # E_vl
+    backbone_embedding_dim: int = 1536   # E_vl
     hidden_size: int = 1024              # state-encoder / decoder hidden width and the DiT output width
     input_embedding_dim: int = 1536      # E: DiT width (heads x head_dim)
     max_num_embodiments: int = 32
@@ -98,7 +98,7 @@ class GrootConfig:
     dit_interleave: bool = True          # odd blocks self-attention, even blocks cross-attention
     dit_norm_eps: float = 1e-5
     vl_heads: int = 32
-    vl_head_dim: int = 64
+    vl_head_dim: int = 48
     vl_layers: int = 4
     dropout: float = 0.2                 # DiT and VL transformer (SFT only here)
     final_dropout: bool = True
@@ -128,12 +128,15 @@ class GrootConfig:
         return int(n * self.downsample_ratio ** 2) if self.use_pixel_shuffle else n
 
 
-# Full size: GR00T N1.5-3B's config as published (Isaac-GR00T / nvidia/GR00T-N1.5-3B; not verified here, nothing is
-# downloaded: load_groot reads every size from the checkpoint and its config.json). Tiny: the same architecture.
+# Full size ("groot"): Eagle 2.5's SigLIP (1152 wide, 27 layers, patch 14, 224 px) and Qwen3-1.7B cut at layer 12,
+# the rest the code defaults of Isaac-GR00T N1.5 / LeRobot 0.5.1 (project_to_dim 1536, ...). NOT checked against
+# nvidia/GR00T-N1.5-3B's config.json (nothing is downloaded here): load_groot reads every size from the checkpoint's
+# weights and the heads from its config.json, so this preset only sizes a model built from scratch.
+# Tiny ("tiny-groot"): the same architecture, for CPU tests and the embedded default.
 _TINY = dict(action_dim=8, action_horizon=8, max_token_len=32, image_size=32, num_cameras=1, vocab_size=512,
              vision_width=32, vision_depth=1, vision_mlp_dim=64, vision_heads=2, patch_size=8, vision_use_head=False,
              llm_width=64, llm_depth=2, llm_mlp_dim=128, llm_heads=2, llm_kv_heads=1, llm_head_dim=32,
-             max_position_embeddings=256, backbone_embedding_dim=64, hidden_size=64, input_embedding_dim=64,
+             max_position_embeddings=256, project_to_dim=None, backbone_embedding_dim=64, hidden_size=64, input_embedding_dim=64,
              num_target_vision_tokens=4, max_seq_len=32, dit_heads=2, dit_head_dim=32, dit_layers=2,
              vl_heads=2, vl_head_dim=32, vl_layers=1, state_dim=None)
 PRESETS = {"groot": dict(), "tiny-groot": _TINY}
