@@ -639,6 +639,11 @@ def config_from(sd: dict, head_cfg: dict, backbone_cfg: dict, eagle: dict, **ove
     )
     dit_hd = dit.get("attention_head_dim", base.dit_head_dim)
     vl_hd = vl.get("attention_head_dim", base.vl_head_dim)
+    if not dit or not vl:   # heads are not in the weights: N1.5's head widths must divide the widths found
+        if E % dit_hd or E_vl % vl_hd:
+            raise ValueError(f"the checkpoint's config holds no action_head_cfg (a LeRobot dir whose base_model_path is "
+                             f"not here?) and N1.5's head widths {dit_hd} / {vl_hd} do not divide its widths {E} / {E_vl}: "
+                             "pass base_config=<the base model's config.json>")
     kw.update(dit_heads=dit.get("num_attention_heads", E // dit_hd), dit_head_dim=dit_hd,
               vl_heads=vl.get("num_attention_heads", E_vl // vl_hd), vl_head_dim=vl_hd)
     kw.update(overrides)

@@ -209,3 +209,25 @@ def test_flow_sde_ppo_runs_tiny_groot(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "weights identical on all 1 ranks: True" in out.stdout
     assert list((tmp_path / "runs").glob("*/checkpoints/iter_000002/policy/model.safetensors"))
+
+
+def test_bf16_vlm_keeps_the_head_fp32():
+    p = make_policy()
+    c = p.config
+    obs, (x, t) = make_obs(c), xt(c)
+    with torch.no_grad():
+        v32 = p.velocity(p.encode(obs), x, t)[0]
+        p.set_vlm_dtype(torch.bfloat16)
+        v16, f16 = p.velocity(p.encode(obs), x, t)
+    assert v16.dtype == f16.dtype == torch.float32 and p.action_head.vlln.weight.dtype == torch.float32
+    assert (v16 - v32).abs().max() < 0.1 * v32.abs().max()
+
+
+def test_lerobot_dir_without_its_base_config_is_one_clear_error(tmp_path):
+    import shutil
+    fix = ROOT / "tests" / "fixtures" / "peers" / "groot"
+    shutil.copytree(fix / "lerobot", tmp_path / "lerobot")
+    cfg = tmp_path / "lerobot" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"base_model_path": "', '"base_model_path": "/nonexistent'))
+    with pytest.raises(ValueError, match="base_config"):
+        load_groot(tmp_path / "lerobot", eagle_config=fix / "eagle" / "config.json")
