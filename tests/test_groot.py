@@ -231,3 +231,23 @@ def test_lerobot_dir_without_its_base_config_is_one_clear_error(tmp_path):
     cfg.write_text(cfg.read_text().replace('"base_model_path": "', '"base_model_path": "/nonexistent'))
     with pytest.raises(ValueError, match="base_config"):
         load_groot(tmp_path / "lerobot", eagle_config=fix / "eagle" / "config.json")
+
+
+def test_ppo_logprob_is_the_same_in_two_update_passes():
+    """Appendix C.1 with the script's own step_logprob: in train() mode (the update) two passes over the same
+    stored transition give the same log-prob as the rollout (eval) pass, so the first PPO ratio is exactly 1."""
+    from types import SimpleNamespace
+
+    from flow_sde_ppo import step_logprob
+    p = make_policy()
+    c = p.config
+    obs = make_obs(c)
+    args = SimpleNamespace(denoise_steps=4, noise_level=0.5, replan_steps=4)
+    x_j, x_next = torch.randn(3, c.action_horizon, c.action_dim), torch.randn(3, c.action_horizon, c.action_dim)
+    j = torch.tensor([0, 1, 3])
+    with torch.no_grad():
+        p.eval()
+        rollout = step_logprob(p, p.encode(obs), x_j, x_next, j, args, 4)[0]
+    p.train()
+    update = [step_logprob(p, p.encode(obs), x_j, x_next, j, args, 4)[0] for _ in range(2)]
+    assert torch.equal(update[0], update[1]) and torch.equal(update[0].detach(), rollout)
