@@ -238,7 +238,9 @@ def test_ppo_logprob_is_the_same_in_two_update_passes():
     stored transition give the same log-prob as the rollout (eval) pass, so the first PPO ratio is exactly 1."""
     from types import SimpleNamespace
 
-    from flow_sde_ppo import step_logprob
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import load_script
+    step_logprob = load_script("flow_sde_ppo").step_logprob
     p = make_policy()
     c = p.config
     obs = make_obs(c)
