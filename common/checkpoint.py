@@ -327,6 +327,7 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> 
     processor = Processor.from_stats(_norm_stats(path, asset_id), load_tokenizer(path), config, **conventions)
     if fmt == "lerobot":
         processor.source_files = {f.name: f.read_bytes() for pat in LEROBOT_FILES for f in sorted(path.glob(pat))}
+        processor.source_dtypes = {k: v.dtype for k, v in sd.items()}   # LeRobot's bf16 mode: save back as it held them
     found = find_norm_stats(path, asset_id)[1]
     processor.asset_id = None if found in (None, ".") else found   # save_policy writes the stats back under this id
     # who wrote it first: "openpi" | "lerobot" | "rlinf", or "pirl" for a policy we built (kept across our saves);
@@ -406,10 +407,10 @@ def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | No
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
     for name, data in processor.source_files.items():
         (tmp / name).write_bytes(_lerobot_stats_file(data, processor) if "normalizer" in name else data)
-    fp32 = json.loads(processor.source_files["config.json"]).get("dtype", "float32") == "float32"
+    dtypes = getattr(processor, "source_dtypes", {})   # each tensor in the dtype the source file held it in
     sd, seen = {}, set()
     for k, v in policy.state_dict().items():
-        v = v.detach().float() if fp32 else v.detach()
+        v = v.detach().to(dtypes.get(k, torch.float32))
         if v.data_ptr() in seen:   # a tied table is written under both names, as LeRobot holds it
             v = v.clone()
         seen.add(v.data_ptr())

@@ -83,6 +83,7 @@ class Processor:
             raise ValueError(f"LeRobot normalisation modes {self.norm_modes}; known: {list(LEROBOT_NORM_MODES)}")
         self.eps = eps
         self.source_files: dict[str, bytes] = {}   # LeRobot: config / processor files, written back by save_policy
+        self.source_dtypes: dict[str, torch.dtype] = {}   # LeRobot: each weight's dtype on file (bf16 mode), kept at save
         self._stats = {k: {s: np.asarray(v, dtype=np.float32) for s, v in norm_stats[k].items() if v is not None}
                        for k in ("state", "actions")}
 
@@ -94,7 +95,7 @@ class Processor:
         """The same conventions and provenance (source, modes, eps, asset id, LeRobot files) with other norm
         stats: SFT of a user's checkpoint on new demonstrations keeps its framework's processing and layout."""
         new = Processor(norm_stats, self.tokenizer, self.config, source=self.source, norm_modes=self.norm_modes, eps=self.eps)
-        for key in ("source_files", "asset_id", "source_format"):
+        for key in ("source_files", "source_dtypes", "asset_id", "source_format"):
             if hasattr(self, key):
                 setattr(new, key, getattr(self, key))
         return new

@@ -213,6 +213,31 @@ def test_save_policy_of_a_lerobot_policy_writes_lerobots_layout_and_reloads_the_
     shutil.rmtree(out)
 
 
+def test_lerobot_bf16_checkpoint_loads_its_exact_values_and_saves_back_in_its_own_dtypes(tmp_path):
+    """LeRobot's bf16 mode (config dtype bfloat16) saves the PaliGemma / expert layers in bf16 (vision tower,
+    projector and norms fp32). We hold its values exactly (upcast), reproduce what LeRobot computes with them in
+    fp32 within TOL, sit within bf16 rounding of its own bf16 forward, and write each tensor back in the dtype
+    it came in (so LeRobot's from_pretrained holds exactly what we saved)."""
+    d, ref, raw, K = reference("pi0_bf16")
+    on_file = load_file(str(d / "model.safetensors"))
+    assert {v.dtype for v in on_file.values()} == {torch.bfloat16, torch.float32}
+    policy, proc = load_policy(d)
+    ours = policy.state_dict()
+    assert all(torch.equal(ours[k.removeprefix("model.")], v.float()) for k, v in on_file.items())
+    out = outputs(policy.eval(), proc, raw, ref, K)
+    assert max(max_diff(out, {k: ref[k + "_fp32"] for k in out}).values()) < TOL
+    bf16_gap = max_diff(out, ref)   # LeRobot's own bf16 forward: rounding of the order of 1e-2 (bf16 has 8 bits)
+    assert max(bf16_gap.values()) < 5e-2, bf16_gap
+    with torch.no_grad():   # as after RL, in fp32
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_policy(tmp_path / "policy", policy, proc)
+    saved = load_file(str(tmp_path / "policy" / "model.safetensors"))
+    assert {k: v.dtype for k, v in saved.items()} == {k: v.dtype for k, v in on_file.items()}
+    for k, v in policy.state_dict().items():
+        assert torch.equal(saved["model." + k], v.to(on_file["model." + k].dtype))
+
+
 def test_what_cannot_be_loaded_from_lerobot_is_one_clear_error_naming_the_file_and_field(tmp_path):
     d = shutil.copytree(FIXTURES / "pi0", tmp_path / "pi0")
     cfg = json.loads((d / "config.json").read_text())

@@ -12,7 +12,9 @@ share ours); nothing here imports pirl's code:
 
 Models: pi0 and pi05 (2 cameras, LeRobot's default normalisation: MEAN_STD / QUANTILES), pi05_mean_std
 (normalization_mapping MEAN_STD), pi0_trained_state12_action8 (max_state_dim 12 != max_action_dim 8, and
-trained 20 steps with LeRobot's loss from tied embedding tables). In every one lm_head != embed_tokens.
+trained 20 steps with LeRobot's loss from tied embedding tables), pi0_bf16 (config dtype bfloat16: LeRobot
+keeps the PaliGemma / expert layers in bf16 but for the vision tower, projector and norms, and saves them so;
+its reference also holds the outputs of a float32-config LeRobot model holding the same values). In every one lm_head != embed_tokens.
 Per model, in <out>/<name>/: what LeRobot's `save_pretrained` writes for the policy and for its pre/post
 processors (config.json, model.safetensors, policy_{pre,post}processor*.{json,safetensors}), our tiny
 tokenizer.model, and reference.safetensors: raw inputs (uint8 images of an odd, non-square size, raw
@@ -162,7 +164,7 @@ def dataset_stats(S, A, seed):
 
 
 def make_model(kind, out: Path, tok_file: Path, vocab_size: int, seed: int, cameras=("base", "wrist"),
-               S=5, A=4, max_state_dim=8, max_action_dim=8, chunk=8, norm=None, train_steps=0):
+               S=5, A=4, max_state_dim=8, max_action_dim=8, chunk=8, norm=None, train_steps=0, dtype="float32"):
     """Build a tiny LeRobot policy with random weights and save it + its processors with LeRobot's code.
     train_steps: first tie embed_tokens to lm_head (as a checkpoint converted from openpi starts), then train
     that many steps with LeRobot's own loss (policy.forward) and AdamW on random demonstrations."""
@@ -173,7 +175,7 @@ def make_model(kind, out: Path, tok_file: Path, vocab_size: int, seed: int, came
     kw = dict(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))},
               chunk_size=chunk, n_action_steps=chunk, max_state_dim=max_state_dim, max_action_dim=max_action_dim,
               image_resolution=(32, 32), tokenizer_max_length=48 if kind == "pi0" else 64, device="cpu",
-              dtype="float32")
+              dtype=dtype)
     if norm:
         kw["normalization_mapping"] = {"VISUAL": NormalizationMode.IDENTITY, "STATE": NormalizationMode(norm),
                                        "ACTION": NormalizationMode(norm)}
@@ -269,11 +271,21 @@ def lerobot_outputs(policy, pre, post, raw, num_steps=10):
 
 
 def write_reference(out: Path, policy, pre, post, raw, keep_images=False):
-    """raw inputs + LeRobot's outputs; keep_images: also its processed (resized, [-1, 1]) camera images."""
+    """raw inputs + LeRobot's outputs; keep_images: also its processed (resized, [-1, 1]) camera images.
+    A bf16 policy (config dtype bfloat16): also those of a float32-config twin with the same values (`*_fp32`)."""
     ref = lerobot_outputs(policy, pre, post, raw)
     tensors = {"raw_images": torch.from_numpy(raw["images"]), "raw_state": torch.from_numpy(raw["state"]),
                "x_t": raw["x_t"], "t": raw["t"], "noise": raw["noise"]}
     tensors.update({k: v.contiguous() for k, v in ref.items() if k != "images" or keep_images})
+    if policy.config.dtype == "bfloat16":   # a float32-config twin (fp32 buffers: RoPE etc.) holding the same values
+        import copy
+        config32 = copy.deepcopy(policy.config)
+        config32.dtype = "float32"
+        with tiny_sizes(policy.model.paligemma_with_expert.paligemma.lm_head.weight.shape[0]):
+            twin = type(policy)(config32).eval()
+        twin.load_state_dict({k: v.float() for k, v in policy.state_dict().items()})
+        ref32 = lerobot_outputs(twin, pre, post, raw)
+        tensors.update({f"{k}_fp32": ref32[k].contiguous() for k in ("velocity", "actions", "env_actions")})
     save_file(tensors, str(out / "reference.safetensors"))
     (out / "reference.json").write_text(json.dumps({"instruction": raw["instruction"], "num_steps": 10}, indent=1))
     return ref
@@ -349,6 +361,7 @@ def main():
     ap.add_argument("--inputs", type=Path, help="raw inputs + pirl's outputs (safetensors; prompts in .json)")
     ap.add_argument("--result", type=Path, help="--check-dir: write LeRobot's outputs here")
     ap.add_argument("--rl-checkpoint", type=Path, help="also write a tiny 1-camera π0 sized for MetaWorld here")
+    ap.add_argument("--only", nargs="+", help="write only these models (and not full_size.json)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.check_dir:
@@ -365,15 +378,19 @@ def main():
             "pi05": ("pi05", dict(seed=2)),
             "pi05_mean_std": ("pi05", dict(seed=3, norm="MEAN_STD")),
             "pi0_trained_state12_action8": ("pi0", dict(seed=4, max_state_dim=12, S=10, train_steps=20)),
+            "pi0_bf16": ("pi0", dict(seed=6, dtype="bfloat16")),   # LeRobot's bf16 mode: saved as it holds it
         }
         for name, (kind, kw) in models.items():
+            if a.only and name not in a.only:
+                continue
             policy, pre, post = make_model(kind, out / name, tok_file, vocab, **kw)
             ref = write_reference(out / name, policy, pre, post, raw_inputs(policy, seed=kw["seed"]),
                                   keep_images=name == "pi0")
             print(f"{name}: |v| max {ref['velocity'].abs().max():.3f}, |a| max {ref['actions'].abs().max():.3f}")
         if a.rl_checkpoint:   # MetaWorld: 1 camera, 4-D state and actions, 32 px
             make_model("pi0", a.rl_checkpoint, tok_file, vocab, seed=5, cameras=("corner",), S=4, A=4)
-    full_size(out)
+    if not a.only:
+        full_size(out)
 
 
 if __name__ == "__main__":
