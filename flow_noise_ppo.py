@@ -12,6 +12,8 @@ Launch:
     python flow_noise_ppo.py                                 # embedded default: CPU, tiny π0, MetaWorld
     python flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft      # 1 GPU
     torchrun --standalone --nproc_per_node 8 flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    torchrun --standalone --nproc_per_node 8 flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft \
+        --train-vlm --fsdp --micro-batch-size 4   # the VLM trained too, 3B sharded over the GPUs (bench/memory.py)
     # 2 nodes x 8 GPUs (run on each node, node_rank 0 and 1):
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr $HEAD --master_port 29500 \
         flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
@@ -133,6 +135,10 @@ class Args:
     """width of the noise network's hidden layer"""
     train_vlm: bool = False
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
+    fsdp: bool = False
+    """with --train-vlm under torchrun: shard the policy over the ranks with FSDP2 (per VLM / expert / SigLIP layer + root;
+    full --train-vlm at 3B does not fit one 80 GB GPU, bench/memory.py); the update runs sharded, rollout and eval on a
+    full copy gathered each iteration; checkpoints are saved unsharded in the user's format"""
     vlm_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
     lora_rank: int = 0
@@ -458,6 +464,7 @@ if __name__ == "__main__":
             check_args(args, world, policy.config.action_horizon)
         except ValueError as err:  # a bad flag combination: say which, no stack trace
             raise UsageError(str(err)) from None
+        run.check_fsdp(args, world, policy)  # --fsdp: --train-vlm under torchrun, π0 / π0.5
 
         # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
         sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
@@ -469,6 +476,8 @@ if __name__ == "__main__":
         noise_net = NoiseNet(policy.expert_width, policy.config.action_dim, args.noise_hidden, args.noise_std_min,
                              args.noise_std_max).to(device)
         distributed.broadcast_parameters(policy)
+        if args.fsdp:
+            distributed.shard_policy(policy, device)  # FSDP2: each rank keeps 1 / world of the weights, grads, AdamW moments
         distributed.broadcast_parameters(critic)
         distributed.broadcast_parameters(noise_net)
         # θ and θ' are trained jointly, with the actor's learning rate (4.1.1)
@@ -491,7 +500,7 @@ if __name__ == "__main__":
         if resume_dir is not None:
             critic.load_state_dict(saved["critic"])
             noise_net.load_state_dict(saved["noise_net"])
-            optimizer.load_state_dict(saved["optimizer"])
+            distributed.load_optimizer_state(optimizer, {"policy": policy, "noise_net": noise_net, "critic": critic}, saved["optimizer"])
             start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
             run.set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
             run_dir = resume_dir.parent.parent
@@ -503,13 +512,13 @@ if __name__ == "__main__":
         def act_and_value(raw_obs: dict):
             """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
             obs = processor.observation(raw_obs, device)
-            cache = policy.encode(obs)
-            actions, chain, logp, c_in, value = sample_chain(policy, noise_net, cache, critic, args, action_dim, sampler_gen)
+            cache = actor.encode(obs)
+            actions, chain, logp, c_in, value = sample_chain(actor, noise_net, cache, critic, args, action_dim, sampler_gen)
             env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
             return env_actions, chain, logp, c_in, value
 
         def run_eval(iteration: int, final: bool = False) -> float:
-            act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+            act_fn = policy_act_fn(distributed.unsharded(policy), processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
             envs.autoreset = False  # the training envs, borrowed: every rollout epoch starts with a reset anyway
             summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
                                seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
@@ -522,7 +531,8 @@ if __name__ == "__main__":
             return summary["success_rate"]
 
         def save_checkpoint(iteration: int) -> None:
-            train_state = {"critic": critic.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+            optimizer_state = distributed.optimizer_state(optimizer, {"policy": policy, "noise_net": noise_net, "critic": critic})  # --fsdp: gathered, full
+            train_state = {"critic": critic.state_dict(), "optimizer": optimizer_state, "iteration": iteration,
                            "global_step": global_step, "args": asdict(args),
                            "noise_net": noise_net.state_dict()}  # θ' is not an openpi weight
             train_state["lora"] = lora.train_state(policy)  # the adapters, for --resume (None without LoRA)
@@ -565,6 +575,7 @@ if __name__ == "__main__":
                 optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = frac * args.actor_lr, frac * args.critic_lr
             iter_start, ep_success, ep_lengths, first_success, env_reward = time.time(), [], [], [], 0.0
             policy.eval()
+            actor = distributed.unsharded(policy)  # --fsdp: the full weights on every rank, for this rollout only
             for e in range(E):
                 # each rollout epoch starts from fresh training episodes, seeded by (seed, rank, iteration, epoch)
                 next_obs = envs.reset(seed=int(np_rng.integers(2**31)))
@@ -596,6 +607,7 @@ if __name__ == "__main__":
                 if args.episode_weighting:
                     weights[e] = episode_weights(dones[e])
             rollout_time = time.time() - iter_start
+            actor = None  # (--fsdp: frees the full copy before the update)
 
             # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
             b_chains, b_logprobs = chains.reshape(-1, K + 1, H, D), logprobs.flatten(0, 2)
@@ -643,7 +655,7 @@ if __name__ == "__main__":
                             stats["entropy"].append(entropy.mean().item())  # per executed dim, over the K steps
                     distributed.all_reduce_gradients(actor_params + list(critic.parameters()))
                     # clip actor and critic separately: the fresh critic's large gradients must not shrink the actor's step
-                    stats["grad_norm"].append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
+                    stats["grad_norm"].append(distributed.clip_grad_norm(actor_params, args.max_grad_norm))
                     stats["critic_grad_norm"].append(nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm).item())
                     guard.check(iteration, {"losses/grad_norm": stats["grad_norm"][-1], "losses/critic_grad_norm": stats["critic_grad_norm"][-1]})
                     optimizer.step()

@@ -14,6 +14,8 @@ Launch:
     python flow_sde_grpo.py                                  # embedded default: CPU, tiny π0, MetaWorld
     python flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft        # 1 GPU
     torchrun --standalone --nproc_per_node 8 flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
+    torchrun --standalone --nproc_per_node 8 flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft \
+        --train-vlm --fsdp --micro-batch-size 4   # the VLM trained too, 3B sharded over the GPUs (bench/memory.py)
     # 2 nodes x 8 GPUs (run on each node, node_rank 0 and 1):
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr $HEAD --master_port 29500 \
         flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
@@ -38,7 +40,6 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 import tyro
 
 
@@ -125,6 +126,10 @@ class Args:
     """gradient-norm clip"""
     train_vlm: bool = False
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
+    fsdp: bool = False
+    """with --train-vlm under torchrun: shard the policy over the ranks with FSDP2 (per VLM / expert / SigLIP layer + root;
+    full --train-vlm at 3B does not fit one 80 GB GPU, bench/memory.py); the update runs sharded, rollout and eval on a
+    full copy gathered each iteration; checkpoints are saved unsharded in the user's format"""
     vlm_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
     lora_rank: int = 0
@@ -389,6 +394,7 @@ if __name__ == "__main__":
             check_args(args, world, policy.config.action_horizon)
         except ValueError as err:  # a bad flag combination: say which, no stack trace
             raise UsageError(str(err)) from None
+        run.check_fsdp(args, world, policy)  # --fsdp: --train-vlm under torchrun, π0 / π0.5
 
         # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
         sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
@@ -396,6 +402,8 @@ if __name__ == "__main__":
             policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
         lora.setup(policy, args, saved if resume_dir is not None else None)  # --lora-rank: adapters on the frozen VLM (5.5)
         distributed.broadcast_parameters(policy)
+        if args.fsdp:
+            distributed.shard_policy(policy, device)  # FSDP2: each rank keeps 1 / world of the weights, grads, AdamW moments
         actor_params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr}], eps=1e-5, weight_decay=0.0)
         ref_policy = None  # the initial policy, frozen: the KL reference (only loaded when asked for)
@@ -417,7 +425,7 @@ if __name__ == "__main__":
         start_iteration, global_step = 1, 0
         run_dir = run.new_run_dir(args.run_root, args.env, args.exp_name, args.seed)
         if resume_dir is not None:
-            optimizer.load_state_dict(saved["optimizer"])
+            distributed.load_optimizer_state(optimizer, {"policy": policy}, saved["optimizer"])
             start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
             run.set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
             run_dir = resume_dir.parent.parent
@@ -429,13 +437,13 @@ if __name__ == "__main__":
         def act(raw_obs: dict):
             """One decision for a batch of raw observations: (env actions (B, H', A), stored tensors...)."""
             obs = processor.observation(raw_obs, device)
-            cache = policy.encode(obs)
-            actions, x_j, x_next, j, logp = sample_hybrid(policy, cache, args, action_dim, sampler_gen)
+            cache = actor.encode(obs)
+            actions, x_j, x_next, j, logp = sample_hybrid(actor, cache, args, action_dim, sampler_gen)
             env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
             return env_actions, x_j, x_next, j, logp
 
         def run_eval(iteration: int, final: bool = False) -> float:
-            act_fn = policy_act_fn(policy, processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+            act_fn = policy_act_fn(distributed.unsharded(policy), processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
             # the training envs (autoreset=False), borrowed: every rollout epoch starts with a reset anyway
             summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
                                seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
@@ -447,7 +455,8 @@ if __name__ == "__main__":
             return summary["success_rate"]
 
         def save_checkpoint(iteration: int) -> None:
-            train_state = {"optimizer": optimizer.state_dict(), "iteration": iteration, "global_step": global_step,
+            optimizer_state = distributed.optimizer_state(optimizer, {"policy": policy})  # --fsdp: gathered, full
+            train_state = {"optimizer": optimizer_state, "iteration": iteration, "global_step": global_step,
                            "args": asdict(args)}
             train_state["lora"] = lora.train_state(policy)  # the adapters, for --resume (None without LoRA)
             with lora.merged(policy, enabled=dist_info.is_main):  # policy/ holds W + BA: the user's format
@@ -488,6 +497,7 @@ if __name__ == "__main__":
                 optimizer.param_groups[0]["lr"] = frac * args.actor_lr
             iter_start, ep_lengths, kept = time.time(), [], []
             policy.eval()
+            actor = distributed.unsharded(policy)  # --fsdp: the full weights on every rank, for this rollout only
             for e in range(E):
                 # N / G initial conditions, each on G contiguous envs, drawn by (seed, rank, iteration, epoch)
                 episodes = group_episodes(np_rng, N // G, G, envs.num_tasks, envs.train_init_ids)
@@ -515,6 +525,7 @@ if __name__ == "__main__":
                 if args.episode_weighting:
                     weights[e] = episode_weights(valid)
             rollout_time = time.time() - iter_start
+            actor = None  # (--fsdp: frees the full copy before the update)
 
             # flatten the batch: (E, T, N, ...) -> (E*T*N, ...)
             b_x_j, b_x_next = x_js.reshape(-1, H, D), x_nexts.reshape(-1, H, D)
@@ -539,7 +550,10 @@ if __name__ == "__main__":
                         continue
                     denom = loss_denominator(used["w"] * world, args.minibatch_size, args.loss_normalisation)
                     optimizer.zero_grad(set_to_none=True)
-                    for micro in mb.split(args.micro_batch_size):
+                    micros = list(mb.split(args.micro_batch_size))
+                    real = len(micros)  # --fsdp: every rank runs as many passes (its collectives), padded with weight-0 ones
+                    micros += [perm[:1]] * ((distributed.max_over_ranks(real, device) if args.fsdp else real) - real)
+                    for pass_idx, micro in enumerate(micros):
                         micro_np = micro.numpy()
                         raw = {"images": b_images[micro_np], "state": b_states[micro_np], "task_id": b_task_ids[micro_np],
                                "instruction": [b_instructions[i] for i in micro_np]}
@@ -561,7 +575,10 @@ if __name__ == "__main__":
                         # all_reduce_gradients averages over ranks: x world makes it Σ over all ranks' rows / Z
                         loss = (b_weights[micro] * (pg_rows + args.kl_coef * kl_rows)).sum() * (world / denom)
                         pg_loss, kl_ref = pg_rows.mean(), kl_rows.mean()
-                        loss.backward()
+                        pad = pass_idx >= real  # an --fsdp padding pass: no gradient, no statistics
+                        (loss * (0.0 if pad else 1.0)).backward()
+                        if pad:
+                            continue
                         with torch.no_grad():
                             n = len(micro)
                             num_used += n
@@ -573,7 +590,7 @@ if __name__ == "__main__":
                             # entropy proxy: the step-j Gaussian's entropy per executed action dim
                             sums["entropy"] += (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum().item()
                     distributed.all_reduce_gradients(actor_params)
-                    grad_norms.append(nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm).item())
+                    grad_norms.append(distributed.clip_grad_norm(actor_params, args.max_grad_norm))
                     guard.check(iteration, {"losses/grad_norm": grad_norms[-1]})
                     optimizer.step()
             guard.check_weights(iteration, policy)

@@ -16,6 +16,11 @@ What one update micro-batch holds (flow_sde_ppo.py, frozen VLM, section 5.1 of t
   4. LoRA on the VLM (common/lora.py, --lora-rank): the prefix pass runs with a graph and keeps, per
      sample, what its backward needs (prefix_lora_saved_bytes), on top of all of the above; the adapters
      add fp32 weights + gradients + AdamW moments.
+  5. full --train-vlm (every weight fp32 and trained: --vlm-dtype auto keeps a trained VLM fp32): the whole
+     policy's gradients and AdamW moments, the prefix pass kept for backward through the language model
+     AND the SigLIP tower (siglip_saved_bytes); on one GPU, under plain torchrun (+ the all-reduce), and
+     sharded with FSDP2 (--fsdp: static / world size, plus the unsharded root and two layers in flight;
+     the rollout phase holds a full fp32 copy gathered for it: common/distributed.py).
 Attention: the prefix's single KV head is shared by the 8 query heads as a stride-0 view ("grouped KV",
 common/policy.py _attention); "repeated KV" is the code before (repeat_interleave, a copy per head kept
 for backward). Both are in the settings table.
@@ -72,6 +77,8 @@ class Args:
     """ranks (GPUs): each holds num_envs / world_size envs' rollout storage; > 1 adds the all-reduce buffers"""
     critic_hidden: int = 512
     """width of the critic MLP (flow_sde_ppo --critic-hidden)"""
+    fsdp_world_size: int = 8
+    """GPUs of the full --train-vlm FSDP2 column (flow_sde_ppo --train-vlm --fsdp under torchrun)"""
     validate: bool = True
     """check the activation count against live-tensor tracking (tiny on CPU, full model on meta; ~1 min)"""
     out: str = "bench/results/memory.json"
@@ -189,6 +196,73 @@ def prefix_lora_saved_bytes(c, s: dict, rank: int, backend: str, grouped: bool =
     return {"layers": c.depth * layer - norm, "once": norm + Lp * Lp * v + 2 * Lp * hd * v, "backward transient": transient}
 
 
+def siglip_saved_bytes(c) -> dict:
+    """Bytes the SigLIP tower keeps for backward for ONE sample (all cameras) when it is trained (fp32, fused SDPA:
+    SigLIP has no mask). Per layer over Lv patches: 2 LayerNorms (input, mean, rstd), the inputs of the q/k/v, out,
+    fc1 (Lv x Wv each) and fc2 (Lv x Mv) linears, fc1's output for gelu' (Lv x Mv), the attention's q, k, v, output
+    (4 x Lv x Wv) and lse (heads x Lv). Once: the pixels, the post-LayerNorm and the projector's input."""
+    Lv, Wv, Mv, hv = (c.image_size // c.patch_size) ** 2, c.vision_width, c.vision_mlp_dim, c.vision_heads
+    layer = (2 * (Lv * Wv + 2 * Lv) + 3 * Lv * Wv + 2 * Lv * Mv + 4 * Lv * Wv + hv * Lv) * FP32
+    once = (3 * c.image_size ** 2 + 2 * (Lv * Wv + 2 * Lv)) * FP32
+    return {"layers": c.num_cameras * c.vision_depth * layer, "once": c.num_cameras * once}
+
+
+def full_vlm_per_sample_bytes(c) -> dict:
+    """Everything one update sample holds at the peak with full --train-vlm (all fp32): the LM prefix pass kept for
+    backward (prefix_lora_saved_bytes at fp32 and rank 0: the very tensors a trained linear keeps; its first norm
+    now keeps its input too, the embeddings being trained), SigLIP's (siglip_saved_bytes), the expert pass."""
+    s = SCHEMES["fp32"]
+    base = per_sample_bytes(c, s, "fused")
+    Lp, W = lengths(c)[0], c.vlm_width
+    pre = prefix_lora_saved_bytes(c, s, 0, "fused")
+    lm = pre["layers"] + pre["once"] + 2 * Lp * W * FP32 + Lp * FP32
+    vision = siglip_saved_bytes(c)
+    expert = expert_saved_bytes(c, s["act"], "fused")
+    total = base["kv cache"] + base["inputs"] + lm + vision["layers"] + vision["once"] + expert["layers"] + expert["once"] \
+        + max(expert["backward transient"], pre["backward transient"])
+    return {"kv cache": base["kv cache"], "inputs": base["inputs"], "language model saved": lm,
+            "SigLIP saved": vision["layers"] + vision["once"], "expert saved": base["expert saved"], "total": total}
+
+
+def full_vlm_bytes(config, counts: dict, micro: int, storage_one_gpu: int, world_size: int, budget: float,
+                   fsdp: bool) -> dict:
+    """Full --train-vlm (fp32): per GPU of `world_size` ranks, plain torchrun (fsdp False: the whole static memory on
+    every GPU, + the flattened all-reduce when world > 1) or FSDP2 (fsdp True: weights, gradients and AdamW moments
+    / world; the critic replicated; in the update, the unsharded root group (embeddings, projector, heads: FSDP keeps
+    the root gathered through forward and backward) and two layer groups in flight, params + gradients; the rollout
+    phase holds a full fp32 copy of the weights, gathered for it). storage_one_gpu: the rollout storage of 1 GPU."""
+    with torch.device("meta"):
+        policy = PI0Policy(config)
+    n = lambda params: sum(p.numel() for p in params)  # noqa: E731
+    frozen = counts["expert lm_head (frozen, unused)"]
+    trainable = sum(counts.values()) - frozen               # every policy weight (tied embedding once) + critic
+    critic = counts["critic (trainable)"]
+    static = {"weights (fp32)": (trainable + frozen) * FP32, "gradients (fp32)": trainable * FP32,
+              "AdamW moments (fp32)": trainable * 2 * FP32}
+    storage = storage_one_gpu // world_size
+    if fsdp:
+        static = {k: (v - critic * (FP32 if "weights" in k or "gradients" in k else 2 * FP32)) / world_size
+                  + critic * (FP32 if "weights" in k or "gradients" in k else 2 * FP32) for k, v in static.items()}
+        layered = set()
+        for model in (policy._vlm, policy._expert, policy.paligemma_with_expert.paligemma.model.vision_tower.vision_model.encoder):
+            layered |= {id(p) for p in model.layers.parameters()}
+        root = [p for p in policy.parameters() if id(p) not in layered]   # the expert's unused lm_head: no gradient
+        layer = max(n(m.parameters()) for m in policy._vlm.layers)
+        in_flight = (n(root) + n(p for p in root if p.requires_grad) + 4 * layer) * FP32  # unsharded params + gradients
+        other = {"AdamW step": FP32 * trainable / world_size,
+                 "rollout: full fp32 copy": (trainable + frozen) * FP32}
+    else:
+        in_flight = 0
+        other = {"gradient all-reduce": 2 * FP32 * trainable if world_size > 1 else 0, "AdamW step": FP32 * trainable}
+    static_total = sum(static.values())
+    sample = full_vlm_per_sample_bytes(config)
+    fits = math.floor((budget - static_total - storage - in_flight) / sample["total"])
+    fits = max(fits, 0) if static_total + storage + max(other.values()) <= budget else 0
+    return {"trainable": trainable, "static": static, "static_total": static_total, "in_flight": in_flight,
+            "other_phases": other, "per_sample": sample, "rollout_storage": storage,
+            "peak": static_total + storage + max(in_flight + micro * sample["total"], max(other.values())), "max_micro_batch": fits}
+
+
 def per_sample_bytes(c, s: dict, backend: str, grouped: bool = True, lora_rank: int = 0) -> dict:
     """Everything one update sample holds at the peak (the start of the backward pass).
     lora_rank > 0: the prefix pass runs with a graph (LoRA on the language model) and keeps its share."""
@@ -244,7 +318,8 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArgs, lora_rank: int = 0) -> dict:
+def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArgs, lora_rank: int = 0,
+                          train_vlm: bool = False) -> dict:
     """Peak live bytes of one update micro-batch through the real code: encode (no grad; with a graph
     under LoRA), step_logprob at random SDE steps j, backward; the whole of it and its two phases. Random
     weights (memory does not depend on them); the inputs are made outside and not counted."""
@@ -259,7 +334,8 @@ def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArg
                           state=torch.randn(batch, c.action_dim))
         x_j = torch.randn(batch, c.action_horizon, c.action_dim)
         x_next, j = torch.randn_like(x_j), torch.randint(0, args.denoise_steps, (batch,))
-    policy.freeze_vlm()
+    if not train_vlm:
+        policy.freeze_vlm()
     policy.paligemma_with_expert.paligemma.to({2: torch.bfloat16, 4: torch.float32}[s["vlm"]])
     policy.paligemma_with_expert.gemma_expert.to({2: torch.bfloat16, 4: torch.float32}[s["expert"]])
     if lora_rank:
@@ -268,7 +344,7 @@ def measured_update_bytes(config, s: dict, batch: int, device: str, args: PPOArg
         apply_lora(policy, lora_rank)
 
     def encode():
-        with torch.set_grad_enabled(bool(lora_rank)):
+        with torch.set_grad_enabled(bool(lora_rank) or train_vlm):
             return policy.encode(obs)
 
     def stand_in_cache():
@@ -307,7 +383,7 @@ def check_args(args: Args):
     if args.preset not in ("pi0", "pi05"):
         raise UsageError(f"--preset must be pi0 or pi05 (the paper's presets), got {args.preset!r}")
     check_env_name(args.env)
-    check_at_least(1, world_size=args.world_size, critic_hidden=args.critic_hidden)
+    check_at_least(1, world_size=args.world_size, critic_hidden=args.critic_hidden, fsdp_world_size=args.fsdp_world_size)
     check_at_least(0, reserve_gb=args.reserve_gb)
     if not args.gpu_gb > args.reserve_gb:
         raise UsageError(f"--gpu-gb {args.gpu_gb} must exceed --reserve-gb {args.reserve_gb}")
@@ -422,6 +498,29 @@ def main(args: Args):
         print(f"| {label} | " + " | ".join(f"{get(r) / unit:.2f} GB" if unit == GB else f"{get(r) / unit:.1f} MB" for r in rs.values()) + " |")
     print("| largest micro-batch that fits | " + " | ".join(str(r["max_micro_batch"]) for r in rs.values()) + " |")
 
+    # full --train-vlm (every weight fp32 and trained): one GPU, plain torchrun on 8, FSDP2 on 8
+    storage_one = storage * args.world_size  # the rollout storage of all envs on one GPU
+    full = {"1 GPU": full_vlm_bytes(config, counts, micro, storage_one, 1, budget, fsdp=False),
+            f"{args.fsdp_world_size} GPUs, plain torchrun": full_vlm_bytes(config, counts, micro, storage_one, args.fsdp_world_size,
+                                                                        budget, fsdp=False),
+            f"{args.fsdp_world_size} GPUs, FSDP2 (--fsdp)": full_vlm_bytes(config, counts, micro, storage_one, args.fsdp_world_size,
+                                                                        budget, fsdp=True)}
+    report["full --train-vlm (fp32)"] = full
+    any_full = next(iter(full.values()))
+    print(f"\nfull --train-vlm: {any_full['trainable'] / 1e9:.2f} B trainable values, all fp32 (weights, gradients, AdamW), "
+          f"the prefix pass kept for backward through the language model and SigLIP; micro-batch {micro}; per GPU")
+    print("| | " + " | ".join(full) + " |\n|---|" + "---|" * len(full))
+    for label, get, unit in [("static (weights, gradients, AdamW)", lambda r: r["static_total"], GB),
+                             ("all-reduce / AdamW step / rollout-copy phase", lambda r: max(r["other_phases"].values()), GB),
+                             ("FSDP in flight: unsharded root + 2 layers (params, gradients)", lambda r: r["in_flight"], GB),
+                             ("per sample: language model prefix kept for backward", lambda r: r["per_sample"]["language model saved"], 1e6),
+                             ("per sample: SigLIP kept for backward", lambda r: r["per_sample"]["SigLIP saved"], 1e6),
+                             ("per sample: expert activations + backward", lambda r: r["per_sample"]["expert saved"], 1e6),
+                             ("per sample in all", lambda r: r["per_sample"]["total"], 1e6),
+                             (f"peak at micro-batch {micro}", lambda r: r["peak"], GB)]:
+        print(f"| {label} | " + " | ".join(f"{get(r) / unit:.2f} GB" if unit == GB else f"{get(r) / unit:,.0f} MB" for r in full.values()) + " |")
+    print("| largest micro-batch that fits | " + " | ".join(str(r["max_micro_batch"]) for r in full.values()) + " |")
+
     if args.validate:
         print("\nvalidation: analytic per-sample bytes vs live-tensor tracking of the real update (slope over two batches)")
         import common.policy as policy_module
@@ -455,6 +554,15 @@ def main(args: Args):
                                          "measured_per_sample": measured, "analytic_per_sample": analytic})
             print(f"  {label} / {scheme} / {backend} attention, MB per sample, measured (analytic):  " + ",  ".join(
                 f"{k} {measured[k] / 1e6:.3f} ({analytic[k] / 1e6:.3f}, {analytic[k] / measured[k] - 1:+.0%})" for k in measured))
+        # full --train-vlm: the prefix pass (language model + SigLIP) with a graph, everything fp32
+        p1, p2 = (measured_update_bytes(tiny, SCHEMES["fp32"], b, "cpu", ppo_args, train_vlm=True) for b in (32, 64))
+        measured = {k: (p2[k] - p1[k]) / 32 for k in ("update", "encode")}
+        a = full_vlm_per_sample_bytes(tiny)
+        analytic = {"update": a["total"] - a["inputs"], "encode": a["kv cache"] + a["language model saved"] + a["SigLIP saved"]}
+        report["validation"].append({"model": "tiny, CPU, full --train-vlm", "scheme": "fp32", "backend": "fused",
+                                     "batches": [32, 64], "measured_per_sample": measured, "analytic_per_sample": analytic})
+        print("  tiny, CPU, full --train-vlm / fp32 / fused attention, MB per sample, measured (analytic):  " + ",  ".join(
+            f"{k} {measured[k] / 1e6:.3f} ({analytic[k] / 1e6:.3f}, {analytic[k] / measured[k] - 1:+.0%})" for k in measured))
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -141,8 +141,14 @@ class FiniteGuard:
             self._stop(iteration, f"{bad[0]} = {values[bad[0]]}")
 
     def check_weights(self, iteration: int, *modules: torch.nn.Module) -> None:
+        """Every rank checks what it holds: an FSDP policy's own shards, whose verdicts are then combined (any
+        rank's non-finite shard stops every rank)."""
         for module in modules:
-            bad = non_finite_names(module.named_parameters())
+            bad = non_finite_names((n, distributed.local_tensor(p)) for n, p in module.named_parameters())
+            if distributed.is_sharded(module):
+                device = distributed.local_tensor(next(module.parameters())).device
+                if distributed.any_rank(bool(bad), device) and not bad:
+                    bad = ["a shard on another rank"]
             if bad:
                 self._stop(iteration, f"{len(bad)} weight tensors after the update (e.g. {bad[0]})")
 
@@ -173,10 +179,12 @@ def save_checkpoint(run_dir: Path, iteration: int, policy, processor, train_stat
         tmp_dir.mkdir(parents=True)
     distributed.barrier()
     atomic_torch_save(rng, tmp_dir / f"rng_rank{rank}.pt")
+    # an FSDP policy (collective): its full weights gathered into a plain CPU copy on rank 0, saved as without FSDP
+    full = distributed.full_policy_copy(policy) if distributed.is_sharded(policy) else policy
     distributed.barrier()
     if is_main:
         try:
-            save_policy(tmp_dir / "policy", policy, processor)
+            save_policy(tmp_dir / "policy", full, processor)
             atomic_torch_save(train_state, tmp_dir / "train_state.pt")
             if export is not None:
                 export(tmp_dir)
@@ -218,6 +226,18 @@ def check_flag_ranges(args) -> None:
         bad("max_episode_steps", ">= 1")
     if args.checkpoint is not None and not Path(args.checkpoint).is_dir():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such directory (a local SFT checkpoint dir: openpi, LeRobot or RLinf)")
+
+
+def check_fsdp(args, world_size: int, policy) -> None:
+    """--fsdp shards a trained VLM over torchrun's ranks; every other combination is one `error:` line."""
+    if not getattr(args, "fsdp", False):
+        return
+    if world_size < 2:
+        raise UsageError("--fsdp shards the policy over torchrun's ranks: launch with torchrun --nproc_per_node N, N >= 2")
+    if not args.train_vlm:
+        raise UsageError("--fsdp is for --train-vlm (a frozen VLM, with or without LoRA, fits one GPU: bench/memory.py)")
+    if policy.config.variant == "groot":
+        raise UsageError("--fsdp shards π0 / π0.5 (PaliGemma + Gemma expert) only, not GR00T")
 
 
 def load_checkpoint(path: str, flag: str = "--checkpoint", **kwargs):

@@ -9,7 +9,8 @@
      fp32 and bf16), and which SDPA kernel the 3B-shaped attention runs (a math fallback would be a regression)
   3. a 2-iteration bf16 run (--device cuda, VLM bf16) of each of the three scripts, with and without LoRA,
      at tiny settings on MetaWorld (six runs side by side)
-  4. a 2-process NCCL torchrun of flow_sde_ppo.py with LoRA, when two GPUs are present
+  4. 2-process NCCL torchruns of flow_sde_ppo.py, when two GPUs are present: with LoRA, and full --train-vlm
+     sharded with FSDP2 (--fsdp) against the same run unsharded (final weights within 1e-5)
   5. the live peak memory (torch.cuda.max_memory_allocated) of one 3B π0 update step with random weights,
      VLM bf16 + expert fp32, against bench/memory.py's prediction: frozen VLM with grouped and with
      repeated KV at micro-batch 32, LoRA r = 32 at micro-batch 8
@@ -146,6 +147,23 @@ def check_torchrun(tmp: Path):
                    "--run-root", str(tmp / "torchrun"), *TINY_FLAGS, "--num-videos", "0", *LORA_FLAGS], 300)
     ok = rc == 0 and "weights identical on all 2 ranks: True" in out
     record("torchrun 2 ranks NCCL, flow_sde_ppo + LoRA", ok, f"rc {rc}; " + last_line(out), start)
+    from safetensors.torch import load_file
+
+    final = {}
+    for mode in ("fsdp", "plain"):  # full --train-vlm, sharded (FSDP2 over NCCL) and not: the same update
+        start = time.time()
+        rc, out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "flow_sde_ppo.py",
+                       "--env", ENV, "--checkpoint", str(ckpt), "--total-iterations", "2", "--device", "cuda", "--train-vlm",
+                       "--run-root", str(tmp / f"torchrun_{mode}"), *TINY_FLAGS, "--num-videos", "0",
+                       *(["--fsdp"] if mode == "fsdp" else [])], 300)
+        ok = rc == 0 and "weights identical on all 2 ranks: True" in out
+        saved = sorted((tmp / f"torchrun_{mode}").glob("*/checkpoints/iter_000002/policy/model.safetensors"))
+        final[mode] = load_file(str(saved[-1])) if ok and saved else None
+        record(f"torchrun 2 ranks NCCL, flow_sde_ppo --train-vlm{' --fsdp' if mode == 'fsdp' else ''}", ok,
+               f"rc {rc}; " + last_line(out), start)
+    if final["fsdp"] is not None and final["plain"] is not None:
+        diff = max((final["fsdp"][k].float() - final["plain"][k].float()).abs().max().item() for k in final["plain"])
+        record("--fsdp weights == unsharded weights (NCCL)", diff < 1e-5, f"max |Δw| {diff:.2e} after 2 iterations", time.time())
 
 
 def check_memory():
@@ -249,7 +267,7 @@ def main():
                 fn(arg) if arg is not None else fn()
             except Exception as err:  # a crashed check is a failed row, the others still run
                 record(fn.__name__, False, f"{type(err).__name__}: {str(err)[:200]}", t0)
-    print(f"\n| check | result | detail | s |\n|---|---|---|---|")
+    print("\n| check | result | detail | s |\n|---|---|---|---|")
     for check, ok, detail, seconds in rows:
         print(f"| {check} | {'ok' if ok else 'FAIL'} | {detail.replace('|', '/')} | {seconds:.0f} |")
     print(f"\n{sum(ok for _, ok, _, _ in rows)} of {len(rows)} ok in {time.time() - t0:.0f} s")
