@@ -550,7 +550,7 @@ if __name__ == "__main__":
                         continue
                     denom = loss_denominator(used["w"] * world, args.minibatch_size, args.loss_normalisation)
                     optimizer.zero_grad(set_to_none=True)
-                    micros = list(mb.split(args.micro_batch_size))
+                    micros = [m for m in mb.split(args.micro_batch_size) if len(m)]  # none where this rank kept no row
                     real = len(micros)  # --fsdp: every rank runs as many passes (its collectives), padded with weight-0 ones
                     micros += [perm[:1]] * ((distributed.max_over_ranks(real, device) if args.fsdp else real) - real)
                     for pass_idx, micro in enumerate(micros):
