@@ -372,6 +372,10 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
     asset_dir = tmp / "assets" / (getattr(processor, "asset_id", None) or "pirl")   # the source's id: openpi looks there
     asset_dir.mkdir(parents=True)
     (asset_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
+    if getattr(processor, "source_format", None) == "rlinf" and getattr(processor, "asset_id", None):
+        rlinf_dir = tmp / processor.asset_id   # RLinf's get_model reads DIR/<asset_id>/norm_stats.json, not assets/
+        rlinf_dir.mkdir(parents=True)          # (rlinf/models/embodiment/openpi/__init__.py:112)
+        (rlinf_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
     (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
     publish_dir(tmp, path)
 

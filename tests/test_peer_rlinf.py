@@ -102,7 +102,8 @@ def test_what_rlinf_files_cannot_tell_fails_in_one_line(tmp_path):
 def test_rlinf_policy_saves_to_openpi_layout_with_its_asset_id(tmp_path):
     policy, proc = load_policy(FIX / "pi05")
     save_policy(tmp_path / "out", policy, proc)
-    assert (tmp_path / "out" / "assets" / "lerobot" / "metaworld_mt50" / "norm_stats.json").is_file()
+    assert (tmp_path / "out" / "assets" / "lerobot" / "metaworld_mt50" / "norm_stats.json").is_file()   # openpi's place
+    assert (tmp_path / "out" / "lerobot" / "metaworld_mt50" / "norm_stats.json").is_file()   # RLinf's get_model's place
     again, _ = load_policy(tmp_path / "out")
     ref, _ = reference("pi05")
     torch.testing.assert_close(outputs(again.eval(), ref, 5)[1], outputs(policy.eval(), ref, 5)[1], rtol=0, atol=0)

@@ -199,6 +199,46 @@ def rlinf_outputs(m, x: dict) -> dict:
     return {"velocity": v, "actions": out["actions"]}
 
 
+def check_dir(rlinf_src: Path, openpi_src: Path, openpi_client: Path, directory: Path, model: str, ours: Path,
+              work: Path):
+    """RLinf's own loader on a directory we saved (rlinf.models.get_model with model_path=DIR: its *.safetensors
+    with load_state_dict(strict=False), norm stats from DIR/<asset_id>/), then RLinf's outputs on our saved inputs
+    (tools/peers/our_outputs.py) vs ours: in fp32 (RLinf's model holding the file's fp32 values: the same
+    load_state_dict again after .float()) and as get_model leaves it (its bf16 cast rounds our RL-trained fp32
+    weights); and RLinf's norm stats vs the ones our Processor uses."""
+    import numpy as np
+    from safetensors.torch import load_file
+    os.environ.update(OPENPI_DATA_HOME=str(work / "openpi_cache"))
+    preprocessing = import_rlinf(rlinf_src, openpi_src, openpi_client)
+    from rlinf.models import get_model
+    preprocessing.preprocess_observation_pytorch.__kwdefaults__["image_resolution"] = (
+        (opf.TINY[model]["vision"]["image_size"],) * 2)
+    cfg = rlinf_config(rlinf_src, model, directory)
+    _current["model"] = model
+    m = get_model(cfg.actor.model).float().eval()
+    _current.clear()
+    from safetensors import safe_open
+    with safe_open(str(directory / "model.safetensors"), "pt") as f:
+        held = set(f.keys())
+    # keys RLinf's strict=False load would leave at their init (embed_tokens: tied to lm_head in RLinf's model)
+    missing = sorted(k for k in m.state_dict() if k not in held and not k.startswith("value_head."))
+    for mod in m.modules():
+        if type(mod).__name__.endswith("RotaryEmbedding"):
+            mod.inv_freq = type(mod)(config=mod.config).inv_freq
+    x = load_file(str(ours))
+    o_bf16 = rlinf_outputs(m, x)   # as get_model leaves it: to_bfloat16_for_selected_params rounded our fp32 weights
+    m.load_state_dict(load_file(str(directory / "model.safetensors")), strict=False)   # get_model's load, kept fp32
+    o = rlinf_outputs(m, x)
+    stats = json.loads((directory / ASSET_ID / "norm_stats.json").read_text())["norm_stats"]
+    dn = max(float(np.abs(np.asarray(stats[k][s]) - x[f"stats.{k}.{s}"].numpy()).max())
+             for k in ("state", "actions") for s in ("mean", "std", "q01", "q99"))
+    print(json.dumps({"dir": str(directory), "missing_for_rlinf": missing,
+                      "max_abs_diff_velocity": (o["velocity"] - x["velocity"]).abs().max().item(),
+                      "max_abs_diff_actions": (o["actions"] - x["actions"]).abs().max().item(),
+                      "max_abs_diff_norm_stats": dn,
+                      "bf16_as_get_model_leaves_it": {k: (o_bf16[k] - x[k]).abs().max().item() for k in o_bf16}}))
+
+
 def main(rlinf_src: Path, openpi_src: Path, openpi_client: Path, out: Path, work: Path, keep_dcp: bool = False):
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29533",
                       OPENPI_DATA_HOME=str(work / "openpi_cache"))
@@ -266,6 +306,12 @@ if __name__ == "__main__":
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--work", default="/tmp/rlinf_fixtures_work", help="SFT inputs and openpi's cache")
     p.add_argument("--keep-dcp", action="store_true", help="keep actor/dcp_checkpoint/ (RLinf's training state)")
+    p.add_argument("--check-dir", default=None, help="a policy dir we saved: load it with RLinf's get_model")
+    p.add_argument("--variant", default="pi0", choices=sorted(RUNS), help="--check-dir: which tiny model it holds")
+    p.add_argument("--ours", default=None, help="--check-dir: tools/peers/our_outputs.py's file (--num-steps 5)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.check_dir:
+        sys.exit(check_dir(Path(a.rlinf_src), Path(a.openpi_src), Path(a.openpi_client), Path(a.check_dir), a.variant,
+                           Path(a.ours), Path(a.work)))
     main(Path(a.rlinf_src), Path(a.openpi_src), Path(a.openpi_client), Path(a.out), Path(a.work), a.keep_dcp)
