@@ -1,8 +1,12 @@
-"""Shared test set-up: the project root on sys.path (plain `pytest` works from any folder) and the
-`slow` marker (real-simulator and end-to-end runs; CI runs them too)."""
+"""Shared test set-up: the project root on sys.path (plain `pytest` works from any folder), the
+`slow` marker (real-simulator and end-to-end runs; CI runs them too), and one torch thread per
+worker under pytest-xdist (`pytest -n 2`, the README's test command: each worker has a core)."""
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -11,3 +15,12 @@ if str(ROOT) not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: real simulators / end-to-end runs (seconds to minutes)")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread_per_xdist_worker():
+    """Test modules set torch's thread count when imported (the last import wins); with two workers on
+    two cores, more than one thread each only makes them contend."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        torch.set_num_threads(1)

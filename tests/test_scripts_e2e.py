@@ -17,6 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = os.environ.get("PIRL_E2E_SCRIPTS", "flow_sde_ppo,flow_noise_ppo,flow_sde_grpo").split(",")
 EXTRA_FLAGS = {"flow_sde_grpo": ["--group-size", "2"]}  # one group of 2 identical episodes
 ENVS = ["metaworld-button-press-topdown-v3", "maniskill-PickCube-v1", "libero-goal"]
+# every script on a real simulator and every simulator under a script: a Latin square, not the 3 x 3 grid (the
+# env plumbing is common/ code the scripts share; the 2-process, resume and failure runs add MetaWorld for all
+# three), run with the bf16 VLM (the CUDA default, exercised on the CPU); PIRL_E2E_GRID=1 runs the full grid
+PAIRS = ([(s, e) for e in ENVS for s in SCRIPTS] if os.environ.get("PIRL_E2E_GRID") else
+         [(s, e) for s, e in [("flow_sde_ppo", "libero-goal"), ("flow_noise_ppo", "maniskill-PickCube-v1"),
+                              ("flow_sde_grpo", "metaworld-button-press-topdown-v3")] if s in SCRIPTS])
 
 
 def make_tiny_checkpoint(env_name: str, out: Path, preset: str = "tiny") -> Path:
@@ -85,12 +91,14 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("env_name", ENVS)
+@pytest.mark.parametrize("script,env_name", PAIRS)
 def test_script_runs_on_real_simulator_and_logs_what_was_asked(script, env_name, checkpoints, tmp_path):
+    """Also --vlm-dtype bfloat16 (the default on CUDA with the VLM frozen), exercised on the CPU: rollout,
+    update and checkpoint run through the mixed-dtype path; the VLM is saved in bf16, the expert fp32."""
     ckpt = checkpoints(env_name)
     proc = run_script(script, ["--env", env_name, "--checkpoint", str(ckpt), "--total-iterations", "2",
-                               "--run-root", str(tmp_path), "--exp-name", "e2e", "--save-every", "1", *TINY_FLAGS])
+                               "--run-root", str(tmp_path), "--exp-name", "e2e", "--save-every", "1",
+                               "--vlm-dtype", "bfloat16", *TINY_FLAGS])
     run_dir = only_run(tmp_path)
     args = json.loads((run_dir / "args.json").read_text())
     assert (args["env"], args["model"], args["total_iterations"], args["num_envs"]) == (env_name, "tiny", 2, 2)
@@ -107,6 +115,11 @@ def test_script_runs_on_real_simulator_and_logs_what_was_asked(script, env_name,
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
     assert list((run_dir / "eval" / "videos").glob("*.mp4"))
     assert "held-out success: before RL" in proc.stdout
+    weights, _ = load_state(run_dir / "checkpoints" / "iter_000002")
+    vlm = {k: v.dtype for k, v in weights.items() if k.startswith("paligemma_with_expert.paligemma.")}
+    expert = {k: v.dtype for k, v in weights.items() if k.startswith("paligemma_with_expert.gemma_expert.")}
+    assert vlm and set(vlm.values()) == {torch.bfloat16}
+    assert expert and set(expert.values()) == {torch.float32}
 
 
 @pytest.mark.slow
@@ -148,21 +161,3 @@ def test_resume_equals_an_uninterrupted_run(script, checkpoints, tmp_path):
     assert (full_s["iteration"], full_s["global_step"]) == (split_s["iteration"], split_s["global_step"])
     # the resumed run's log continues the same curve: iterations 1, 2, 3 once each
     assert [r["charts/iteration"] for r in metrics(split_run) if "charts/iteration" in r] == [1, 2, 3]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_bf16_vlm_runs_and_keeps_the_trained_expert_fp32(script, checkpoints, tmp_path):
-    """--vlm-dtype bfloat16 (the default on CUDA with the VLM frozen), exercised on the CPU: rollout,
-    update and checkpoint run through the mixed-dtype path; the VLM is saved in bf16, the expert fp32."""
-    env_name = ENVS[0]
-    run_script(script, ["--env", env_name, "--checkpoint", str(checkpoints(env_name)), "--total-iterations", "1",
-                        "--run-root", str(tmp_path), "--vlm-dtype", "bfloat16", *TINY_FLAGS, "--num-videos", "0"])
-    run_dir = only_run(tmp_path)
-    rows = metrics(run_dir)
-    assert all(np.isfinite(r["losses/approx_kl"]) for r in rows if "losses/approx_kl" in r)
-    weights, _ = load_state(run_dir / "checkpoints" / "iter_000001")
-    vlm = {k: v.dtype for k, v in weights.items() if k.startswith("paligemma_with_expert.paligemma.")}
-    expert = {k: v.dtype for k, v in weights.items() if k.startswith("paligemma_with_expert.gemma_expert.")}
-    assert vlm and set(vlm.values()) == {torch.bfloat16}
-    assert expert and set(expert.values()) == {torch.float32}
