@@ -46,8 +46,9 @@ class Args:
     # --- experiment ---
     env: str = "metaworld-drawer-open-v3"
     """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
-    model: Optional[Literal["tiny", "pi0", "pi05"]] = None
-    """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one"""
+    model: Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]] = None
+    """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one;
+    `tiny-groot`: the embedded default with a tiny GR00T N1.5; `groot`: GR00T N1.5 (π0's presets, appendix C)"""
     checkpoint: Optional[str] = None
     """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
     asset_id: Optional[str] = None
@@ -166,6 +167,8 @@ TINY_CPU = dict(total_iterations=100, num_envs=16, interaction_steps=100, rollou
 
 def preset(env: str, model: str) -> dict:
     """The hyper-parameters of the paper's tables for env x model (filled into flags left at None)."""
+    if model in ("tiny-groot", "groot"):  # GR00T N1.5 (appendix C): π0's hyper-parameters, unchanged
+        model = "tiny" if model == "tiny-groot" else "pi0"
     if model == "tiny":
         values = dict(TINY_CPU)
         if env.startswith("libero-"):
@@ -382,7 +385,7 @@ if __name__ == "__main__":
         # TRY NOT TO MODIFY: flags, devices, resume, checkpoint (fail before any model or simulator is built)
         check_env_name(args.env)
         run.check_flag_ranges(args)
-        if args.resume is None and args.model in (None, "tiny"):
+        if args.resume is None and args.model in (None, "tiny", "tiny-groot"):
             check_checkpoint_or_expert(args.checkpoint, args.env)  # the embedded default needs a scripted expert
         check_writable(args.run_root, "--run-root")
         dist_info = distributed.setup_distributed(args.device)
@@ -394,9 +397,10 @@ if __name__ == "__main__":
         resume_dir = run.resume_checkpoint(args.resume) if args.resume is not None else None
         if resume_dir is not None:
             args, saved = run.resumed_args(Args, args, resume_dir)
-        elif args.checkpoint is None and args.model in (None, "tiny"):
+        elif args.checkpoint is None and args.model in (None, "tiny", "tiny-groot"):
             # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
-            args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0))
+            args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
+                                                              preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))
         elif args.checkpoint is None:
             raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                              "without --checkpoint only --model tiny (the embedded default) runs")

@@ -228,6 +228,9 @@ def _setup(policy, args, saved: dict | None) -> bool:
         raise ValueError("--lora-rank on --resume of a run trained without LoRA: its optimizer state has no adapters")
     if args.train_vlm:
         raise ValueError("--lora-rank and --train-vlm exclude each other: LoRA trains adapters on a frozen VLM")
+    if policy.config.variant == "groot":
+        raise ValueError("--lora-rank: LoRA targets PaliGemma's linears (π0 / π0.5); GR00T N1.5 trains its action "
+                         "head with the VLM frozen (appendix C): drop --lora-rank / --lora-preset")
     apply_lora(policy, args.lora_rank, args.lora_alpha, args.lora_targets.split(","), args.lora_vision,
                base=str(Path(args.checkpoint).resolve()))
     return True
