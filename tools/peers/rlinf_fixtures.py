@@ -47,6 +47,11 @@ What is not RLinf's, and why it cannot change the bytes written:
     stats (openpi's normalize.save) at <sft>/lerobot/metaworld_mt50/ (the asset id of RLinf's metaworld configs);
     openpi's tokenizer download is served from a local cache (OPENPI_DATA_HOME) holding a tiny SentencePiece: it
     is only used by RLinf's input transforms, which the fixture does not use (tokens are fed directly).
+  * the fp32 reference: after .float(), the RoPE frequencies (non-persistent buffers, not in the file) are
+    recomputed by their own class: RLinf's bf16 cast rounded them (0.1 -> 0.10009765625), which .float() cannot
+    undo. The bf16 reference (velocity_bf16 / actions_bf16) is RLinf's model exactly as get_model leaves it.
+    π0.5 (value_after_vlm): get_value_from_vlm hard-codes 968 prefix tokens, so the reference passes run with
+    use_vlm_value off (values are not compared; actions and velocities do not depend on it).
   * config.json and the norm stats next to actor/: RLinf's RL output has neither (it takes them from its config
     name and the SFT dir); copied from the SFT dir, as a user must. reference.safetensors is ours (RLinf's
     outputs, saved).

@@ -2,6 +2,8 @@
 # Round trip of issue 15: a checkpoint written by RLinf's own code (tests/fixtures/peers/rlinf) -> our Flow-SDE
 # PPO for 2 iterations -> saved -> loaded by RLinf's own get_model (rlinf/models/embodiment/openpi/__init__.py)
 # -> RLinf's velocity / actions vs ours. Needs the RLinf peer venv (tools/peers/rlinf_fixtures.py's docstring).
+# The random tiny fixtures earn no reward on MetaWorld (every gradient would be 0), so, as
+# tools/peers/lerobot_roundtrip.sh, a prelude adds reward 1 to chunks whose first action's first dim is > 0.
 #   bash tools/peers/rlinf_roundtrip.sh pi0|pi05 [WORK_DIR]
 set -euo pipefail
 MODEL=${1:-pi0}
@@ -15,7 +17,20 @@ FIX=tests/fixtures/peers/rlinf/$MODEL
 rm -rf "$WORK" && mkdir -p "$WORK"
 cp -r "$FIX" "$WORK/ckpt"
 rm -f "$WORK/ckpt/reference.safetensors"
-OMP_NUM_THREADS=1 .venv/bin/python flow_sde_ppo.py --env metaworld-drawer-close-v3 --checkpoint "$WORK/ckpt" \
+cat > "$WORK/with_reward.py" <<PY
+import runpy, sys
+sys.path.insert(0, "$PWD")
+import numpy as np
+from common import envs as _envs
+_step = _envs.ChunkVecEnv.step_chunk
+def _rewarded(self, actions):
+    obs, reward, terminated, truncated, info = _step(self, actions)
+    return obs, reward + (np.asarray(actions)[:, 0, 0] > 0).astype(np.float32), terminated, truncated, info
+_envs.ChunkVecEnv.step_chunk = _rewarded
+sys.argv[0] = "$PWD/flow_sde_ppo.py"
+runpy.run_path("$PWD/flow_sde_ppo.py", run_name="__main__")
+PY
+OMP_NUM_THREADS=1 .venv/bin/python "$WORK/with_reward.py" --env metaworld-drawer-close-v3 --checkpoint "$WORK/ckpt" \
     --total-iterations 2 --num-envs 4 --interaction-steps 96 --minibatch-size 48 --micro-batch-size 24 \
     --eval-every 0 --eval-episodes-per-task 1 --max-episode-steps 96 --save-every 1 --num-videos 0 --no-progress \
     --run-root "$WORK/runs" --exp-name roundtrip > "$WORK/rl.log" 2>&1 || { tail -20 "$WORK/rl.log"; exit 1; }
