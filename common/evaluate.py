@@ -114,8 +114,10 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
     if sized_to_demos and image_size != c.image_size:
         problems.append(f"renders of {image_size} px but the model was trained on {c.image_size} px "
                         f"(use --image-size {c.image_size})")
-    if max(S, A) > c.action_dim:
-        problems.append(f"{S}-D states / {A}-D actions but the model's action_dim is {c.action_dim}")
+    state_width = c.state_dim or c.action_dim   # LeRobot π0 / GR00T: a padded state width of its own
+    if S > state_width or A > c.action_dim:
+        problems.append(f"{S}-D states / {A}-D actions but the model takes {state_width}-D states / "
+                        f"{c.action_dim}-D actions")
     stats = processor.norm_stats["norm_stats"]
     s_len, a_len = (len(next(v for v in stats[k].values() if v is not None)) for k in ("state", "actions"))
     if s_len < S or a_len < A:
