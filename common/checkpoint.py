@@ -342,6 +342,8 @@ def _reset_buffers(policy: PI0Policy):
     pg = policy.paligemma_with_expert.paligemma
     lm = pg.model.language_model
     lm.rotary_emb = type(lm.rotary_emb)(lm.config)
+    expert = policy.paligemma_with_expert.gemma_expert.model   # unused (the VLM's table serves both), but not garbage
+    expert.rotary_emb = type(expert.rotary_emb)(expert.config)
     vm = pg.model.vision_tower.vision_model
     n = vm.embeddings.position_embedding.num_embeddings
     vm.embeddings.position_ids = torch.arange(n).expand(1, -1)

@@ -1,7 +1,6 @@
 """common/groot.py: GR00T N1.5 behind PI0Policy's interface (shapes, cache index / repeat, batch independence, no
 dropout outside SFT, the time conversion in closed form and its buckets, SFT learns, save / load round trip), and
 the tiny GR00T through the scripts' loading and SFT paths. Peer parity: tests/test_peer_groot.py."""
-import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.groot import GrootPolicy, load_groot, make_config, save_groot
+from common.groot import GrootPolicy, load_groot, make_config
 from common.policy import Observation
 
 torch.set_num_threads(1)
@@ -191,24 +190,6 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(p.sample_actions(proc.observation(raw, "cpu"), x, 4), q.sample_actions(proc2.observation(raw, "cpu"), x, 4))
     assert set(load_groot(tmp_path / "ckpt").state_dict()) == set(p.state_dict())
-
-
-@pytest.mark.slow
-def test_flow_sde_ppo_runs_tiny_groot(tmp_path):
-    """The embedded default with the tiny GR00T: SFT (a few steps) on MetaWorld demos, then 2 tiny Flow-SDE PPO
-    iterations. Needs the scripts' --model tiny-groot (see the issue); the SFT policy is cached in tmp_path."""
-    from common.sft import make_default_sft_policy
-    ckpt = make_default_sft_policy("metaworld-drawer-open-v3", num_demos=2, sft_steps=5, cache_dir=tmp_path / "cache",
-                                   preset="tiny-groot", progress=False)
-    cmd = [sys.executable, str(ROOT / "flow_sde_ppo.py"), "--model", "tiny-groot", "--checkpoint", str(ckpt),
-           "--total-iterations", "2", "--num-envs", "2", "--interaction-steps", "8", "--replan-steps", "4",
-           "--minibatch-size", "4", "--micro-batch-size", "2", "--update-epochs", "1", "--eval-every", "0",
-           "--eval-episodes-per-task", "1", "--max-episode-steps", "8", "--num-videos", "0", "--no-progress",
-           "--run-root", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "weights identical on all 1 ranks: True" in out.stdout
-    assert list((tmp_path / "runs").glob("*/checkpoints/iter_000002/policy/model.safetensors"))
 
 
 def test_bf16_vlm_keeps_the_head_fp32():
