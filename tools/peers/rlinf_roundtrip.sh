@@ -17,24 +17,7 @@ FIX=tests/fixtures/peers/rlinf/$MODEL
 rm -rf "$WORK" && mkdir -p "$WORK"
 cp -r "$FIX" "$WORK/ckpt"
 rm -f "$WORK/ckpt/reference.safetensors"
-cat > "$WORK/with_reward.py" <<PY
-import runpy, sys
-sys.path.insert(0, "$PWD")
-import numpy as np
-from common import envs as _envs
-_step = _envs.ChunkVecEnv.step_chunk
-def _rewarded(self, actions):
-    obs, reward, terminated, truncated, info = _step(self, actions)
-    return obs, reward + (np.asarray(actions)[:, 0, 0] > 0).astype(np.float32), terminated, truncated, info
-_envs.ChunkVecEnv.step_chunk = _rewarded
-sys.argv[0] = "$PWD/flow_sde_ppo.py"
-runpy.run_path("$PWD/flow_sde_ppo.py", run_name="__main__")
-PY
-OMP_NUM_THREADS=1 .venv/bin/python "$WORK/with_reward.py" --env metaworld-drawer-close-v3 --checkpoint "$WORK/ckpt" \
-    --total-iterations 2 --num-envs 4 --interaction-steps 96 --minibatch-size 48 --micro-batch-size 24 \
-    --eval-every 0 --eval-episodes-per-task 1 --max-episode-steps 96 --save-every 1 --num-videos 0 --no-progress \
-    --run-root "$WORK/runs" --exp-name roundtrip > "$WORK/rl.log" 2>&1 || { tail -20 "$WORK/rl.log"; exit 1; }
-POLICY=$(ls -d "$WORK"/runs/*/checkpoints/iter_000002/policy)
+POLICY=$(bash tools/peers/rl_two_iterations.sh "$WORK/ckpt" "$WORK")   # with the reward prelude
 .venv/bin/python tools/peers/our_outputs.py "$POLICY" --reference "$FIX/reference.safetensors" \
     --out "$WORK/ours.safetensors" --num-steps 5
 .venv/bin/python - "$WORK/ours.safetensors" "$FIX/reference.safetensors" <<'PY'
