@@ -431,44 +431,18 @@ if __name__ == "__main__":
     from tqdm import tqdm
 
     from common import distributed, lora, run
-    from common.envs import check_env_name, make_envs
-    from common.errors import UsageError, check_writable, main_errors
-    from common.sft import check_checkpoint_or_expert, make_default_sft_policy
+    from common.envs import make_envs
+    from common.errors import main_errors
 
     args = tyro.cli(Args)
     with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
-        # TRY NOT TO MODIFY: flags, devices, resume, checkpoint (fail before any model or simulator is built)
-        check_env_name(args.env)
-        run.check_flag_ranges(args)
-        if args.resume is None and args.model in (None, "tiny", "tiny-groot"):
-            check_checkpoint_or_expert(args.checkpoint, args.env)  # the embedded default needs a scripted expert
-        check_writable(args.run_root, "--run-root")
-        dist_info = distributed.setup_distributed(args.device)
-        from common.checkpoint import vlm_dtype  # the model's code (transformers): imported once the flags are good
+        # TRY NOT TO MODIFY: flags, devices, resume, checkpoint, presets (common/run.py: start; all of it fails
+        # with one `error:` line before any simulator is built)
+        args, saved, resume_dir, dist_info, policy, processor = run.start(args, Args, preset, resolve_args, check_args)
         from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
         from common.logger import RunLogger
 
         rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
-        resume_dir = run.resume_checkpoint(args.resume) if args.resume is not None else None
-        if resume_dir is not None:
-            args, saved = run.resumed_args(Args, args, resume_dir)
-        elif args.checkpoint is None and args.model in (None, "tiny", "tiny-groot"):
-            # the embedded default: make (or reuse) the few-shot SFT tiny policy (rank 0 builds, others wait)
-            args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
-                                                              preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))
-        elif args.checkpoint is None:
-            raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
-                             "without --checkpoint only --model tiny (the embedded default) runs")
-        policy, processor = run.load_checkpoint(args.checkpoint, device=device, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm),
-                                                 asset_id=args.asset_id)
-        family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
-        try:
-            lora.resolve_preset(args, preset(args.env, args.model or family))  # --lora-preset first: it sets LR / epochs
-            args = resolve_args(args, family)
-            check_args(args, world, policy.config.action_horizon)
-        except ValueError as err:  # a bad flag combination: say which, no stack trace
-            raise UsageError(str(err)) from None
-        run.check_fsdp(args, world, policy)  # --fsdp: --train-vlm under torchrun, π0 / π0.5
 
         # TRY NOT TO MODIFY: seeding (same weights everywhere, per-rank environments)
         sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)

@@ -256,6 +256,50 @@ def load_checkpoint(path: str, flag: str = "--checkpoint", **kwargs):
         raise UsageError(f"{flag} {path}: cannot load it: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
+def start(args, args_cls, preset, resolve_args, check_args):
+    """The three scripts' start, everything that can fail before a simulator is built, in this order: the
+    flags (before the model's code is even imported), the embedded default's scripted expert, --run-root,
+    torch.distributed, --resume (its saved flags, overridden by those given now), the checkpoint (or the
+    embedded default's few-shot SFT policy, built by rank 0 and cached), the script's presets for --env x
+    --model (`preset`, `resolve_args`), its flag combinations (`check_args`) and --fsdp.
+    Returns (args, saved train state | None, resume checkpoint dir | None, Dist, policy, processor)."""
+    from common.envs import check_env_name
+    from common.errors import check_writable
+    from common.lora import resolve_preset
+    from common.sft import check_checkpoint_or_expert, make_default_sft_policy
+
+    check_env_name(args.env)
+    check_flag_ranges(args)
+    embedded_default = args.model in (None, "tiny", "tiny-groot")   # no --checkpoint: demos -> SFT -> this run
+    if args.resume is None and embedded_default:
+        check_checkpoint_or_expert(args.checkpoint, args.env)   # the embedded default needs a scripted expert
+    check_writable(args.run_root, "--run-root")
+    dist_info = distributed.setup_distributed(args.device)
+    from common.checkpoint import vlm_dtype   # the model's code (transformers): imported once the flags are good
+
+    resume_dir = resume_checkpoint(args.resume) if args.resume is not None else None
+    saved = None
+    if resume_dir is not None:
+        args, saved = resumed_args(args_cls, args, resume_dir)
+    elif args.checkpoint is None and embedded_default:
+        args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
+                                                      preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))
+    elif args.checkpoint is None:
+        raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
+                         "without --checkpoint only --model tiny / tiny-groot (the embedded default) runs")
+    policy, processor = load_checkpoint(args.checkpoint, device=dist_info.device, asset_id=args.asset_id,
+                                        dtype=vlm_dtype(args.vlm_dtype, dist_info.device, args.train_vlm))
+    family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
+    try:
+        resolve_preset(args, preset(args.env, args.model or family))   # --lora-preset first: it sets LR / epochs
+        args = resolve_args(args, family)
+        check_args(args, dist_info.world_size, policy.config.action_horizon)
+    except ValueError as err:   # a bad flag combination: say which, no stack trace
+        raise UsageError(str(err)) from None
+    check_fsdp(args, dist_info.world_size, policy)   # --fsdp: --train-vlm under torchrun, π0 / π0.5
+    return args, saved, resume_dir, dist_info, policy, processor
+
+
 # ---- logging --------------------------------------------------------------------------------------
 def rollout_charts(totals: dict) -> dict:
     """Charts of the training rollouts (SDE sampler, training initial states: not the held-out eval/success_rate),
