@@ -448,7 +448,7 @@ if __name__ == "__main__":
         sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
         if not args.train_vlm:
             policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
-        lora.setup(policy, args, saved if resume_dir is not None else None)  # --lora-rank: adapters on the frozen VLM (5.5)
+        lora.setup(policy, args, saved)  # --lora-rank: adapters on the frozen VLM (5.5)
         critic_width = policy.vlm_width if policy.config.variant == "pi05" else policy.expert_width
         critic = Critic(critic_width, args.critic_hidden).to(device)
         noise_net = NoiseNet(policy.expert_width, policy.config.action_dim, args.noise_hidden, args.noise_std_min,

@@ -380,7 +380,7 @@ if __name__ == "__main__":
         sampler_gen, np_rng = run.seed_everything(args.seed, rank, device, args.torch_deterministic)
         if not args.train_vlm:
             policy.freeze_vlm()  # the RL stage trains the action expert only (paper 5.1)
-        lora.setup(policy, args, saved if resume_dir is not None else None)  # --lora-rank: adapters on the frozen VLM (5.5)
+        lora.setup(policy, args, saved)  # --lora-rank: adapters on the frozen VLM (5.5)
         distributed.broadcast_parameters(policy)
         if args.fsdp:
             distributed.shard_policy(policy, device)  # FSDP2: each rank keeps 1 / world of the weights, grads, AdamW moments

@@ -413,7 +413,7 @@ def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | No
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
     for name, data in processor.source_files.items():
         (tmp / name).write_bytes(_lerobot_stats_file(data, processor) if "normalizer" in name else data)
-    dtypes = getattr(processor, "source_dtypes", {})   # each tensor in the dtype the source file held it in
+    dtypes = processor.source_dtypes   # each tensor in the dtype the source file held it in
     sd, seen = {}, set()
     for k, v in policy.state_dict().items():
         v = v.detach().to(dtypes.get(k, torch.float32))
