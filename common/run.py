@@ -13,6 +13,7 @@ import os
 import pickle
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -87,11 +88,20 @@ def resume_checkpoint(resume: str) -> Path:
     return path
 
 
-def resumed_args(args_cls, args, checkpoint: Path):
+def flags_on_command_line(argv: list[str], names) -> set[str]:
+    """The Args fields among `names` that argv sets (tyro's spelling: --time-limit X, --time-limit=X, --no-progress)."""
+    tokens = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {n for n in names if {f"--{n.replace('_', '-')}", f"--no-{n.replace('_', '-')}", f"--{n}"} & tokens}
+
+
+def resumed_args(args_cls, args, checkpoint: Path, argv: list[str] | None = None):
     """The saved flags of the run, except those given on this command line (e.g. a larger --total-iterations),
-    and the saved train state (optimizer, counters, the script's own modules)."""
+    and the saved train state (optimizer, counters, the script's own modules). A flag counts as given when it
+    differs from its default or appears in argv (the command line: `--time-limit bootstrap` overrides a saved
+    `terminal` although bootstrap is the default)."""
     saved = torch.load(checkpoint / "train_state.pt", map_location="cpu", weights_only=False)
-    given = {k: v for k, v in asdict(args).items() if v != getattr(args_cls(), k)}
+    on_command_line = flags_on_command_line(argv or [], asdict(args))
+    given = {k: v for k, v in asdict(args).items() if v != getattr(args_cls(), k) or k in on_command_line}
     args = args_cls(**{**saved["args"], **given})
     args.checkpoint = str(checkpoint / "policy")
     return args, saved
@@ -280,7 +290,7 @@ def start(args, args_cls, preset, resolve_args, check_args):
     resume_dir = resume_checkpoint(args.resume) if args.resume is not None else None
     saved = None
     if resume_dir is not None:
-        args, saved = resumed_args(args_cls, args, resume_dir)
+        args, saved = resumed_args(args_cls, args, resume_dir, argv=sys.argv[1:])
     elif args.checkpoint is None and embedded_default:
         args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
                                                       preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))

@@ -244,3 +244,17 @@ def test_the_new_flags_are_saved_with_the_args_and_restored_on_resume(tmp_path):
     torch.save({"args": asdict(saved)}, tmp_path / "train_state.pt")
     args, _ = run.resumed_args(fsp.Args, fsp.Args(resume=str(tmp_path), total_iterations=5), tmp_path)
     assert (args.time_limit, args.episode_weighting, args.total_iterations) == ("terminal", True, 5)
+
+
+def test_a_flag_given_at_its_default_on_resume_overrides_the_saved_value(tmp_path):
+    from dataclasses import asdict
+
+    from common import run
+
+    saved = fsp.Args(time_limit="terminal", episode_weighting=True, progress=False)
+    torch.save({"args": asdict(saved)}, tmp_path / "train_state.pt")
+    argv = ["--resume", str(tmp_path), "--time-limit", "bootstrap", "--progress"]   # both at their defaults
+    args, _ = run.resumed_args(fsp.Args, fsp.Args(resume=str(tmp_path)), tmp_path, argv=argv)
+    assert (args.time_limit, args.progress, args.episode_weighting) == ("bootstrap", True, True)
+    args, _ = run.resumed_args(fsp.Args, fsp.Args(resume=str(tmp_path)), tmp_path, argv=["--resume", str(tmp_path)])
+    assert (args.time_limit, args.progress) == ("terminal", False)   # not given: the saved run's
