@@ -57,6 +57,9 @@ class Args:
     """prefix of the JSON and PNG written"""
     threads: int = 2
     """OMP threads of each run"""
+    parallel: int = 1
+    """runs launched at once (e.g. --parallel 2 --threads 1 on 2 cores: the same total throughput, results sooner;
+    the runs' wall times are then upper bounds). Same seed and flags give the same metrics only at the same --threads"""
 
 
 def run_dir(args: Args, algo: str, seed: int) -> Path | None:
@@ -68,16 +71,26 @@ def run_dir(args: Args, algo: str, seed: int) -> Path | None:
     return done[-1] if done else None
 
 
-def launch(args: Args, algo: str, seed: int) -> None:
+def launch(args: Args, algo: str, seed: int) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env", args.env, "--seed", str(seed), "--exp-name", algo,
            "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
            "--eval-episodes-per-task", str(args.eval_episodes),
            "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *shlex.split(args.extra)]
     print("+", " ".join(cmd), flush=True)
-    rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).returncode
-    if rc != 0:
-        raise UsageError(f"{algo} --seed {seed} failed with exit code {rc} (its output is above); "
-                         f"the finished runs stay in --run-root {args.run_root} and are reused")
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+
+
+def launch_missing(args: Args) -> None:
+    """Run every (algo, seed) without a finished run in --run-root, --parallel at a time."""
+    todo = [(algo, seed) for algo in args.algos for seed in args.seeds if run_dir(args, algo, seed) is None]
+    for start in range(0, len(todo), args.parallel):
+        batch = [(algo, seed, launch(args, algo, seed)) for algo, seed in todo[start : start + args.parallel]]
+        failed = [(algo, seed, proc.wait()) for algo, seed, proc in batch]
+        failed = [(algo, seed, rc) for algo, seed, rc in failed if rc != 0]
+        if failed:
+            runs = ", ".join(f"{algo} --seed {seed} (exit code {rc})" for algo, seed, rc in failed)
+            raise UsageError(f"{runs} failed (the output is above); the finished runs stay in --run-root "
+                             f"{args.run_root} and are reused")
 
 
 def read_curve(path: Path) -> dict:
@@ -140,7 +153,8 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--algos takes {', '.join(ALGOS)}; got {', '.join(bad) or 'none'}")
     if not args.seeds:
         raise UsageError("--seeds needs at least one seed")
-    check_at_least(1, total_iterations=args.total_iterations, threads=args.threads, eval_episodes=args.eval_episodes)
+    check_at_least(1, total_iterations=args.total_iterations, threads=args.threads, eval_episodes=args.eval_episodes,
+                   parallel=args.parallel)
     check_at_least(0, eval_every=args.eval_every)
     check_writable(Path(args.out).parent, "--out")
     if args.launch:
@@ -151,12 +165,12 @@ def check_args(args: Args) -> None:
 
 def main(args: Args) -> None:
     check_args(args)
+    if args.launch:
+        launch_missing(args)
     results = {}
     for algo in args.algos:
         curves = []
         for seed in args.seeds:
-            if run_dir(args, algo, seed) is None and args.launch:
-                launch(args, algo, seed)
             found = run_dir(args, algo, seed)
             if found is not None:
                 curves.append(read_curve(found))
