@@ -651,11 +651,12 @@ def config_from(sd: dict, head_cfg: dict, backbone_cfg: dict, eagle: dict, **ove
 
 
 def load_groot(path, device="cpu", embodiment: int | str | None = None, eagle_config=None, base_config=None,
-               **overrides) -> GrootPolicy:
+               policy_class=None, **overrides) -> GrootPolicy:
     """A GR00T N1.5 checkpoint dir (Isaac-GR00T / HF layout, LeRobot 0.5.1 layout, or ours) -> GrootPolicy,
     loaded strictly (zero missing / unexpected keys). embodiment: an id or a name of EMBODIMENTS (default: the
     checkpoint's own tag, else "new_embodiment"). base_config: the base model's config.json for a LeRobot dir
-    (default: its base_model_path when that is a local dir)."""
+    (default: its base_model_path when that is a local dir). policy_class: GrootPolicy (default) or a subclass
+    (common.eagle.EagleGrootPolicy: Eagle's own prompt layout)."""
     path = Path(path)
     meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     sd = _read_safetensors(path)
@@ -678,7 +679,7 @@ def load_groot(path, device="cpu", embodiment: int | str | None = None, eagle_co
     if not 0 <= config.embodiment < config.max_num_embodiments:
         raise ValueError(f"embodiment id {config.embodiment} outside the checkpoint's 0..{config.max_num_embodiments - 1}")
     with torch.device("meta"):
-        policy = GrootPolicy(config)
+        policy = (policy_class or GrootPolicy)(config)
     policy = policy.to_empty(device=device)
     lm = policy._eagle.language_model.model
     lm.rotary_emb = type(lm.rotary_emb)(lm.config).to(device)      # non-persistent buffers: recompute
@@ -697,27 +698,67 @@ def load_groot(path, device="cpu", embodiment: int | str | None = None, eagle_co
     return policy.to(device)
 
 
-def load_groot_policy(path, device="cpu", dtype=None, asset_id=None, **kw):
-    """load_policy's GR00T branch: (GrootPolicy, Processor). The Processor needs our SentencePiece tokenizer.model
-    and openpi-layout norm stats (what save_groot writes); GR00T's Qwen tokenizer is not implemented here."""
+def load_groot_policy(path, device="cpu", dtype=None, asset_id=None, eagle_dir=None, norm_modes=None, **kw):
+    """load_policy's GR00T branch: (GrootPolicy, Processor). A dir with our SentencePiece tokenizer.model (what
+    save_groot writes for models trained here) gets our Processor and its openpi-layout norm stats; any other
+    (a real Isaac-GR00T / LeRobot N1.5 checkpoint) gets GR00T's own input side (common/eagle.py): Eagle 2.5's
+    processor files (eagle_dir, or where common.eagle.find_eagle_dir looks) and experiment_cfg/metadata.json's
+    norm stats (norm_modes: {"state.<key>" | "action.<key>": "min_max" | "q99" | "mean_std" | "binary"}, default
+    min_max, Isaac-GR00T's data configs' mode; metadata.json does not record them)."""
     from common.checkpoint import _norm_stats
     from common.processor import Processor
     from common.tokenizer import load_tokenizer
     path = Path(path)
+    if not (path / "tokenizer.model").is_file():
+        return _load_groot_eagle(path, device, dtype, eagle_dir, norm_modes, **kw)
     policy = load_groot(path, device=device, **kw)
     if dtype is not None:
         policy.set_vlm_dtype(dtype)
-    if not (path / "tokenizer.model").is_file():
-        raise ValueError(f"GR00T checkpoint {path} holds no tokenizer.model: Eagle's Qwen tokenizer is not supported "
-                         "here (only checkpoints written by pirl, with their SentencePiece prompt tokenizer, run)")
     processor = Processor.from_stats(_norm_stats(path, asset_id), load_tokenizer(path), policy.config)
     processor.asset_id, processor.source_format = None, "pirl"
     return policy, processor
 
 
+def _load_groot_eagle(path: Path, device, dtype, eagle_dir, norm_modes, embodiment=None, **kw):
+    """A real GR00T N1.5 checkpoint: metadata.json's embodiment entry (its tag picks the embodiment id), the
+    Eagle files, then the weights as EagleGrootPolicy with one camera per video key and a fixed prompt length."""
+    from common import eagle
+    pirl = (json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}).get("pirl", {})
+    chosen = embodiment if embodiment is not None else pirl.get("embodiment")   # ours: the id it was saved with
+    tag, entry = eagle.read_metadata(path, chosen)
+    if chosen is None:
+        if tag not in EMBODIMENTS:
+            raise ValueError(f"{path / eagle.METADATA}: embodiment tag {tag!r} has no known id ({sorted(EMBODIMENTS)}); "
+                             "pass embodiment=<its projector id>")
+        chosen = tag
+    files = eagle.find_eagle_dir(path, eagle_dir)
+    tokenizer = eagle.EagleTokenizer(files)
+    n_cam = len(entry["modalities"].get("video") or {}) or 1
+    kw.setdefault("num_cameras", pirl.get("num_cameras", n_cam))
+    kw.setdefault("max_token_len", pirl.get("max_token_len", eagle.prompt_length(tokenizer, kw["num_cameras"])))
+    eagle_cfg = kw.pop("eagle_config", None) or (files / "config.json" if (files / "config.json").is_file() else None)
+    policy = load_groot(path, device=device, embodiment=chosen, eagle_config=eagle_cfg,
+                        policy_class=eagle.EagleGrootPolicy, **kw)
+    policy._image_token_index = tokenizer.image_token_id
+    if tokenizer.image_token_id >= policy.config.vocab_size:
+        raise ValueError(f"{files}: the image token id {tokenizer.image_token_id} is outside the checkpoint's "
+                         f"vocabulary ({policy.config.vocab_size}): these Eagle files are not this model's")
+    if tokenizer.tokens_per_tile != policy.config.image_tokens:
+        raise ValueError(f"{files / 'processor_config.json'}: tokens_per_tile={tokenizer.tokens_per_tile} but the "
+                         f"checkpoint's vision tower makes {policy.config.image_tokens} tokens per image")
+    if dtype is not None:
+        policy.set_vlm_dtype(dtype)
+    processor = eagle.EagleProcessor(files, entry, tag, policy.config, norm_modes, where=str(path / eagle.METADATA))
+    if processor.images.size != policy.config.image_size:
+        raise ValueError(f"{files / 'preprocessor_config.json'}: {processor.images.size} px tiles but the "
+                         f"checkpoint's SigLIP takes {policy.config.image_size} px")
+    return policy, processor
+
+
 def save_groot(path, policy: GrootPolicy, processor, extra: dict | None = None):
     """The Isaac-GR00T / HF layout (config.json with backbone_cfg / action_head_cfg, model.safetensors with
-    backbone.* / action_head.*), plus eagle_config.json, assets/pirl/norm_stats.json, tokenizer.model; atomic."""
+    backbone.* / action_head.*), plus eagle_config.json and either assets/pirl/norm_stats.json + tokenizer.model
+    (our Processor) or eagle_processor/ + experiment_cfg/metadata.json (GR00T's Eagle inputs); atomic."""
     import tempfile
 
     from safetensors.torch import save_file
@@ -760,7 +801,9 @@ def save_groot(path, policy: GrootPolicy, processor, extra: dict | None = None):
                              "rms_norm_eps": c.rms_eps, "rope_theta": c.rope_theta,
                              "max_position_embeddings": c.max_position_embeddings}}
     (tmp / "eagle_config.json").write_text(json.dumps(eagle, indent=2))
-    if processor is not None:
+    if getattr(processor, "source_format", None) == "isaac-gr00t":   # Eagle inputs: its files + metadata.json
+        processor.save(tmp)
+    elif processor is not None:
         (tmp / "assets" / "pirl").mkdir(parents=True)
         (tmp / "assets" / "pirl" / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
         (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)

@@ -1,0 +1,296 @@
+"""GR00T N1.5's input side (common/eagle.py) against LeRobot 0.5.1's own GR00T processor pipeline run on the
+REAL Eagle 2.5 processor files of Isaac-GR00T N1.5 (tests/fixtures/peers/groot_eagle, written by
+tools/peers/groot_eagle_fixtures.py in the peer's venv; the files are committed, vocab.json / merges.txt
+xz-compressed, so this runs without the peer or a network). Checked: the chat text, input ids and attention
+masks (one prompt, and a left-padded batch), pixel values (a 224 px tile, an upsampled and a downsampled
+image), the normalised padded state and the un-normalised actions (metadata.json's per-key min_max against
+LeRobot's min / max stats). Then a fake real-layout checkpoint (tiny weights, Isaac-GR00T config.json,
+experiment_cfg/metadata.json, the real tokenizer) loads through run.load_checkpoint and acts end to end, and
+missing / malformed files are one UsageError line naming the file."""
+import json
+import lzma
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from common import eagle
+from common.errors import UsageError
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "fixtures" / "peers" / "groot_eagle"
+STATE_KEYS, ACTION_KEYS = {"single_arm": 5, "gripper": 1}, {"single_arm": 4, "gripper": 1}
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load_file(str(FIX / "reference.safetensors")), json.loads((FIX / "reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def eagle_dir(tmp_path_factory):
+    """The committed Isaac-GR00T Eagle files, vocab.json / merges.txt decompressed."""
+    d = tmp_path_factory.mktemp("eagle")
+    for f in (FIX / "eagle").iterdir():
+        if f.suffix == ".xz":
+            (d / f.stem).write_bytes(lzma.decompress(f.read_bytes()))
+        else:
+            shutil.copy(f, d / f.name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tokenizer(eagle_dir):
+    return eagle.EagleTokenizer(eagle_dir)
+
+
+def split(values, keys):
+    out, i = {}, 0
+    for k, n in keys.items():
+        out[k] = values[i:i + n]
+        i += n
+    return out
+
+
+def metadata_entry(stats: dict) -> dict:
+    """Isaac-GR00T's metadata.json entry holding LeRobot's min / max vectors, split into two keys per modality."""
+    entry = {"statistics": {"state": {}, "action": {}}, "modalities": {"video": {"cam0": {"resolution": [224, 224],
+             "channels": 3, "fps": 20.0}}, "state": {}, "action": {}}, "embodiment_tag": "new_embodiment"}
+    for modality, lerobot_key, keys in (("state", "observation.state", STATE_KEYS), ("action", "action", ACTION_KEYS)):
+        lo, hi = split(stats[lerobot_key]["min"], keys), split(stats[lerobot_key]["max"], keys)
+        for k, n in keys.items():
+            entry["statistics"][modality][k] = {"min": lo[k], "max": hi[k], "mean": [0.0] * n, "std": [1.0] * n,
+                                                "q01": lo[k], "q99": hi[k]}
+            entry["modalities"][modality][k] = {"absolute": True, "rotation_type": None, "shape": [n], "continuous": True}
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------- parity
+def test_chat_text_and_input_ids_match_the_peer(ref, tokenizer):
+    r, meta = ref
+    for k, o in enumerate(meta["observations"]):
+        expanded = meta["texts"][k]
+        for i in range(1, o["cameras"] + 1):
+            expanded = expanded.replace(f"<image-{i}>", f"<image {i}><img>{'<IMG_CONTEXT>' * 256}</img>")
+        assert tokenizer.chat_text(o["instruction"], o["cameras"]) == expanded
+        L = r[f"input_ids_{k}"].shape[1]
+        ids, mask = tokenizer.tokenize(o["instruction"], o["cameras"], L)
+        assert np.array_equal(ids, r[f"input_ids_{k}"][0].numpy())
+        assert np.array_equal(mask, r[f"attention_mask_{k}"][0].numpy().astype(bool))
+        assert (ids == tokenizer.image_token_id).sum() == 256 * o["cameras"]
+
+
+def test_left_padding_matches_the_peers_batch(ref, tokenizer):
+    r, meta = ref
+    L = r["batch_input_ids"].shape[1]
+    rows = [tokenizer.tokenize(o["instruction"], o["cameras"], L) for o in meta["observations"][1:]]
+    assert np.array_equal(np.stack([i for i, _ in rows]), r["batch_input_ids"].numpy())
+    assert np.array_equal(np.stack([m for _, m in rows]), r["batch_attention_mask"].numpy().astype(bool))
+    assert (r["batch_attention_mask"] == 0).any()   # the batch was padded
+
+
+def test_pixel_values_match_the_peer_exactly(ref, eagle_dir):
+    r, meta = ref
+    images = eagle.EagleImages(eagle_dir)
+    for k, o in enumerate(meta["observations"]):
+        ours = images(r[f"images_{k}"][0].numpy())
+        assert ours.shape == r[f"pixel_values_{k}"].shape == (o["cameras"], 3, 224, 224)
+        assert torch.equal(ours, r[f"pixel_values_{k}"]), (k, (ours - r[f"pixel_values_{k}"]).abs().max())
+
+
+def test_state_normalisation_and_action_unnormalisation_match_the_peer(ref, eagle_dir):
+    from common.groot import make_config
+    r, meta = ref
+    config = make_config("tiny-groot", state_dim=meta["max_state_dim"], action_dim=meta["max_action_dim"],
+                         num_cameras=2, max_token_len=600)
+    processor = eagle.EagleProcessor(eagle_dir, metadata_entry(meta["stats"]), "new_embodiment", config)
+    for k, o in enumerate(meta["observations"]):
+        raw = {"images": r[f"images_{k}"].numpy(), "state": r[f"raw_state_{k}"].numpy(), "instruction": [o["instruction"]]}
+        obs = processor.observation(raw, "cpu")
+        peer = r[f"state_{k}"].reshape(1, -1)
+        assert obs.state.shape == peer.shape == (1, meta["max_state_dim"])
+        assert torch.allclose(obs.state, peer, atol=1e-6, rtol=0), (obs.state - peer).abs().max()
+        assert torch.equal(obs.images[0], r[f"pixel_values_{k}"])
+        assert torch.equal(obs.tokens[0, -r[f"input_ids_{k}"].shape[1]:], r[f"input_ids_{k}"][0])
+    ours = processor.actions_to_env(r["model_actions"], meta["env_action_dim"])
+    assert np.allclose(ours, r["post_actions"].numpy(), atol=1e-6, rtol=0), np.abs(ours - r["post_actions"].numpy()).max()
+    back = processor.actions_to_model(ours)[:, :meta["env_action_dim"]]
+    keep = r["model_actions"][:, :meta["env_action_dim"]]
+    varying = torch.tensor([lo != hi for lo, hi in zip(meta["stats"]["action"]["min"], meta["stats"]["action"]["max"])])
+    assert torch.allclose(back[:, varying], keep[:, varying], atol=1e-5)
+    assert (back[:, ~varying] == 0).all()           # min == max: 0, as both peers
+
+
+def test_other_isaac_gr00t_modes():
+    entry = {"statistics": {"state": {"a": {"q01": [0.0, 1.0], "q99": [2.0, 1.0]}, "b": {"mean": [1.0], "std": [2.0]},
+                                      "c": {}}},
+             "modalities": {"state": {"a": {"shape": [2]}, "b": {"shape": [1]}, "c": {"shape": [1]}}}}
+    norm = eagle.GrootNorm(entry, "state", {"state.a": "q99", "state.b": "mean_std", "state.c": "binary"})
+    y = norm.normalize(torch.tensor([[3.0, 5.0, 3.0, 0.7]]))
+    # q99: clipped to [-1, 1], q01 == q99 keeps x (clipped too, as Isaac-GR00T clamps after); (3 - 1) / 2; > 0.5
+    assert torch.equal(y, torch.tensor([[1.0, 1.0, 1.0, 1.0]]))
+    assert torch.equal(norm.normalize(torch.tensor([[1.0, 0.5, 1.0, 0.2]])), torch.tensor([[0.0, 0.5, 0.0, 0.0]]))
+    with pytest.raises(UsageError, match="Isaac-GR00T's are"):
+        eagle.GrootNorm(entry, "state", {"state.a": "quantile"})
+
+
+# ---------------------------------------------------------------------------------------------- a real-layout dir
+def write_fake_checkpoint(root: Path, eagle_dir: Path, ref_meta: dict) -> tuple[Path, Path]:
+    """Tiny random weights with Qwen's real vocabulary size, a config.json as Isaac-GR00T writes it (no pirl
+    fields), experiment_cfg/metadata.json, and a processor dir: the real tokenizer files, the tiny model's
+    image size / tokens per image in the image-processor configs, a tiny Eagle config.json."""
+    from common.groot import GrootPolicy, make_config
+    c = make_config("tiny-groot", vocab_size=151680)
+    torch.manual_seed(0)
+    policy = GrootPolicy(c)
+    ckpt, proc = root / "ckpt", root / "eagle_tiny"
+    (ckpt / "experiment_cfg").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, str(ckpt / "model.safetensors"))
+    (ckpt / "config.json").write_text(json.dumps({
+        "model_type": "gr00t_n1_5", "architectures": ["GR00T_N1_5"], "action_dim": c.action_dim,
+        "action_horizon": c.action_horizon, "compute_dtype": "bfloat16",
+        "backbone_cfg": {"select_layer": c.llm_depth, "project_to_dim": None, "tune_llm": False, "tune_visual": True},
+        "action_head_cfg": {"action_dim": c.action_dim, "action_horizon": c.action_horizon, "max_state_dim": c.state_dim,
+                            "num_inference_timesteps": 4, "noise_beta_alpha": 1.5, "noise_beta_beta": 1.0, "noise_s": 0.999,
+                            "num_timestep_buckets": 1000,
+                            "diffusion_model_cfg": {"attention_head_dim": c.dit_head_dim, "num_attention_heads": c.dit_heads,
+                                                    "dropout": 0.2, "final_dropout": True, "interleave_self_attention": True,
+                                                    "norm_type": "ada_norm", "positional_embeddings": None},
+                            "vl_self_attention_cfg": {"attention_head_dim": c.vl_head_dim, "num_attention_heads": c.vl_heads,
+                                                      "dropout": 0.2, "final_dropout": True, "positional_embeddings": None}}}))
+    (ckpt / "experiment_cfg" / "metadata.json").write_text(json.dumps({"new_embodiment": metadata_entry(ref_meta["stats"])}))
+    shutil.copytree(eagle_dir, proc)
+    pre = json.loads((proc / "preprocessor_config.json").read_text())
+    pre["size"] = {"height": c.image_size, "width": c.image_size}
+    (proc / "preprocessor_config.json").write_text(json.dumps(pre))
+    pc = json.loads((proc / "processor_config.json").read_text())
+    (proc / "processor_config.json").write_text(json.dumps({**pc, "tokens_per_tile": c.image_tokens}))
+    (proc / "config.json").write_text(json.dumps({
+        "model_type": "eagle_2_5_vl", "downsample_ratio": 0.5, "select_layer": -1, "image_token_index": 151669,
+        "vision_config": {"num_attention_heads": c.vision_heads, "layer_norm_eps": 1e-6},
+        "text_config": {"num_attention_heads": c.llm_heads, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
+                        "max_position_embeddings": c.max_position_embeddings}}))
+    return ckpt, proc
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory, eagle_dir, ref):
+    return write_fake_checkpoint(tmp_path_factory.mktemp("real_layout"), eagle_dir, ref[1])
+
+
+def raw_obs(n=2, seed=0, size=40):
+    rng = np.random.default_rng(seed)
+    return {"images": rng.integers(0, 256, (n, 1, size, size, 3), dtype=np.uint8),
+            "state": rng.uniform(-1, 1, (n, 6)).astype(np.float32),
+            "instruction": ["open the drawer", "push the button and then close the drawer"][:n]}
+
+
+def test_a_real_layout_checkpoint_loads_and_acts_end_to_end(fake, monkeypatch, tmp_path):
+    from common.checkpoint import save_policy
+    from common.run import load_checkpoint
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    policy, processor = load_checkpoint(str(ckpt))
+    assert isinstance(policy, eagle.EagleGrootPolicy) and isinstance(processor, eagle.EagleProcessor)
+    c = policy.config
+    assert (c.num_cameras, c.embodiment, policy.image_token_index) == (1, 31, 151669)
+    obs = processor.observation(raw_obs(), "cpu")
+    assert obs.tokens.shape == (2, c.max_token_len) and not obs.token_masks[:, 0].any()   # left-padded, fixed length
+    # the Observation is GR00T's own input: encode == encode_tokens on the same ids / mask / pixels / state
+    direct = policy.encode_tokens(obs.tokens, obs.token_masks, obs.images.flatten(0, 1), obs.state)
+    assert torch.equal(policy.encode(obs).vl, direct.vl)
+    # one row alone gives the numbers it gives in a batch (fixed-length padding)
+    alone = processor.observation({k: v[1:] for k, v in raw_obs().items()}, "cpu")
+    assert torch.allclose(policy.encode(alone).vl[0], direct.vl[1], atol=1e-5)
+    noise = torch.randn(2, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(0))
+    actions = processor.actions_to_env(policy.sample_actions(obs, noise=noise), 5)
+    assert actions.shape == (2, c.action_horizon, 5) and np.isfinite(actions).all()
+    # saved (as the scripts save checkpoints) and loaded again: self-contained, the same actions
+    monkeypatch.delenv(eagle.EAGLE_DIR_ENV)
+    save_policy(tmp_path / "saved", policy, processor)
+    assert (tmp_path / "saved" / eagle.SAVED_DIR / "vocab.json").is_file() and not (tmp_path / "saved" / "tokenizer.model").exists()
+    policy2, processor2 = load_checkpoint(str(tmp_path / "saved"))
+    again = processor2.actions_to_env(policy2.sample_actions(processor2.observation(raw_obs(), "cpu"), noise=noise), 5)
+    assert np.allclose(again, actions, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- unhappy paths
+def one_line_error(ckpt, monkeypatch, tmp_path, eagle_env=None):
+    from common.run import load_checkpoint
+    monkeypatch.setenv("HF_LEROBOT_HOME", str(tmp_path / "no_lerobot_home"))
+    if eagle_env is None:
+        monkeypatch.delenv(eagle.EAGLE_DIR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(eagle_env))
+    with pytest.raises(UsageError) as err:
+        load_checkpoint(str(ckpt))
+    line = str(err.value)
+    assert "\n" not in line
+    return line
+
+
+def copy_of(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_no_eagle_files_anywhere_lists_where_it_looked(fake, monkeypatch, tmp_path):
+    ckpt, _ = fake
+    line = one_line_error(ckpt, monkeypatch, tmp_path)
+    assert "no Eagle 2.5 processor files" in line and str(ckpt) in line and "no_lerobot_home" in line
+    assert eagle.EAGLE_DIR_ENV in line and "eagle2_hg_model" in line
+
+
+def test_missing_or_malformed_processor_files_name_the_file(fake, monkeypatch, tmp_path):
+    ckpt, proc = fake
+    missing = copy_of(proc, tmp_path / "missing")
+    (missing / "merges.txt").unlink()
+    line = one_line_error(ckpt, monkeypatch, tmp_path, missing)
+    assert "merges.txt" in line and str(missing) in line
+    for name, text in (("processor_config.json", "{not json"), ("tokenizer_config.json", '{"tokenizer_class": "GPT2Tokenizer"}'),
+                       ("chat_template.json", "{}"), ("vocab.json", '{"a": 0}')):
+        broken = copy_of(proc, tmp_path / f"broken_{name}")
+        (broken / name).write_text(text)
+        line = one_line_error(ckpt, monkeypatch, tmp_path, broken)
+        assert str(broken) in line and (name in line or name == "vocab.json"), line
+
+
+def test_missing_or_malformed_metadata_names_the_file(fake, monkeypatch, tmp_path):
+    ckpt, proc = fake
+    for case in ("missing", "garbage", "no_min", "other_tag"):
+        broken = copy_of(ckpt, tmp_path / case)
+        meta = broken / "experiment_cfg" / "metadata.json"
+        if case == "missing":
+            meta.unlink()
+        elif case == "garbage":
+            meta.write_text("[1, 2")
+        elif case == "no_min":
+            data = json.loads(meta.read_text())
+            del data["new_embodiment"]["statistics"]["action"]["gripper"]["min"]
+            meta.write_text(json.dumps(data))
+        else:
+            data = json.loads(meta.read_text())
+            meta.write_text(json.dumps({"gr1": data["new_embodiment"], "so100": data["new_embodiment"]}))
+        line = one_line_error(broken, monkeypatch, tmp_path, proc)
+        assert "metadata.json" in line, line
+        if case == "no_min":
+            assert "action.gripper" in line and "min" in line
+        if case == "other_tag":
+            assert "embodiment" in line and "gr1" in line
+
+
+def test_a_script_reports_missing_eagle_files_in_one_line(fake, tmp_path):
+    ckpt, _ = fake
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_LEROBOT_HOME": str(tmp_path / "none"), "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(ROOT / "flow_sde_ppo.py"), "--env", "metaworld-button-press-topdown-v3",
+                           "--checkpoint", str(ckpt), "--run-root", str(tmp_path / "runs")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr[-3000:]
+    assert "Eagle" in errors[0] and eagle.EAGLE_DIR_ENV in errors[0]
