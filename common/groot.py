@@ -107,6 +107,10 @@ class GrootConfig:
     noise_beta_alpha: float = 1.5
     noise_beta_beta: float = 1.0
     noise_s: float = 0.999
+    # the per-embodiment linears' init, W ~ N(0, std²): N1.5's 0.02 (≈ 1/√fan_in at its widths, 1024-3072);
+    # None: std = 1/√fan_in (the tiny: at width 64, 0.02 gives each layer a gain of 0.16 and x_t reaches the DiT
+    # at 1e-3 of a token, so SFT cannot learn to denoise: loss 1.16, 4% success; see tests/test_groot.py)
+    category_init_std: float | None = 0.02
     # train_sft's time distribution (our t): GR00T's t = u / s, u ~ Beta(1.5, 1), is the same law up to ~1e-3
     time_beta_alpha: float = 1.5
     time_beta_beta: float = 1.0
@@ -138,7 +142,7 @@ _TINY = dict(action_dim=8, action_horizon=8, max_token_len=32, image_size=32, nu
              llm_width=64, llm_depth=2, llm_mlp_dim=128, llm_heads=2, llm_kv_heads=1, llm_head_dim=32,
              max_position_embeddings=256, project_to_dim=None, backbone_embedding_dim=64, hidden_size=64, input_embedding_dim=64,
              num_target_vision_tokens=4, max_seq_len=32, dit_heads=2, dit_head_dim=32, dit_layers=2,
-             vl_heads=2, vl_head_dim=32, vl_layers=1, state_dim=None)
+             vl_heads=2, vl_head_dim=32, vl_layers=1, state_dim=None, category_init_std=None)
 PRESETS = {"groot": dict(), "tiny-groot": _TINY}
 
 
@@ -388,6 +392,15 @@ class GrootPolicy(nn.Module):
         ah.vl_self_attention = SelfAttentionTransformer(c) if c.use_vlln else nn.Identity()
         if c.add_pos_embed:
             ah.position_embedding = nn.Embedding(c.max_seq_len, E)
+        # N1.5's own init (FlowmatchingActionHead): future tokens and position embedding N(0, 0.02²), not
+        # nn.Embedding's N(0, 1) (which buries the action tokens' x_t features, ~0.07 in norm, under norm-8 noise)
+        nn.init.normal_(ah.future_tokens.weight, std=0.02)
+        if c.add_pos_embed:
+            nn.init.normal_(ah.position_embedding.weight, std=0.02)
+        if c.category_init_std != 0.02:   # (0.02: CategorySpecificLinear's own, N1.5's)
+            for m in ah.modules():
+                if isinstance(m, CategorySpecificLinear):
+                    nn.init.normal_(m.W, std=c.category_init_std or m.W.shape[1] ** -0.5)
 
     # ---- handles -----------------------------------------------------------------------------------
     @property
