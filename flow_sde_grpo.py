@@ -55,6 +55,8 @@ class Args:
     """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
     asset_id: Optional[str] = None
     """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
+    embodiment: Optional[str] = None
+    """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id (default: the checkpoint's own)"""
     resume: Optional[str] = None
     """a run dir (runs/<name>) or one of its checkpoints/iter_* dirs: continue that run exactly"""
     exp_name: str = "flow_sde_grpo"

@@ -290,16 +290,21 @@ def vlm_dtype(choice: str, device: torch.device, train_vlm: bool) -> torch.dtype
     return getattr(torch, choice)
 
 
-def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None) -> tuple[PI0Policy, Processor]:
+def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None,
+                embodiment: str | None = None) -> tuple[PI0Policy, Processor]:
     """Detect the format, build the model, load weights strictly, and build its Processor.
     dtype (e.g. torch.bfloat16 on CUDA) applies to the PaliGemma part only; the expert and heads stay fp32.
-    asset_id picks the norm stats of an openpi / RLinf checkpoint that holds several (see find_norm_stats)."""
+    asset_id picks the norm stats of an openpi / RLinf checkpoint that holds several (see find_norm_stats).
+    embodiment (GR00T only: the scripts' --embodiment) picks its per-embodiment heads by tag or id."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     from common import groot
     if groot.is_groot_dir(path):   # GR00T N1.5 (Isaac-GR00T / LeRobot / ours): common/groot.py
-        return groot.load_groot_policy(path, device=device, dtype=dtype, asset_id=asset_id)
+        chosen = {} if embodiment is None else {"embodiment": int(embodiment) if embodiment.isdigit() else embodiment}
+        return groot.load_groot_policy(path, device=device, dtype=dtype, asset_id=asset_id, **chosen)
+    if embodiment is not None:
+        raise ValueError(f"--embodiment {embodiment} is for GR00T checkpoints; this one holds a π0 / π0.5 (leave it out)")
     sd, fmt = _read_weights(path)
     variant = detect_variant(sd)
     config = _config_from(path, sd, variant)

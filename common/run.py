@@ -298,7 +298,8 @@ def start(args, args_cls, preset, resolve_args, check_args):
         raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
                          "without --checkpoint only --model tiny / tiny-groot (the embedded default) runs")
     policy, processor = load_checkpoint(args.checkpoint, device=dist_info.device, asset_id=args.asset_id,
-                                        dtype=vlm_dtype(args.vlm_dtype, dist_info.device, args.train_vlm))
+                                        dtype=vlm_dtype(args.vlm_dtype, dist_info.device, args.train_vlm),
+                                        embodiment=args.embodiment)
     family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
     try:
         resolve_preset(args, preset(args.env, args.model or family))   # --lora-preset first: it sets LR / epochs

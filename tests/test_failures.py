@@ -94,6 +94,12 @@ def test_unwritable_run_root_is_one_error_line(tmp_path, ckpt):
     assert_one_error_line(proc, "--run-root", str(blocker / "runs"))
 
 
+def test_embodiment_on_a_pi0_checkpoint_is_one_error_line(tmp_path, ckpt):
+    proc = run_script_raw("flow_sde_ppo", ["--env", ENV, "--checkpoint", str(ckpt), "--embodiment", "gr1",
+                                           "--run-root", str(tmp_path / "runs")])
+    assert_one_error_line(proc, "--embodiment gr1", "GR00T", str(ckpt))
+
+
 def test_broken_checkpoint_dirs_are_one_error_line_naming_them(tmp_path, ckpt):
     empty = tmp_path / "empty"
     empty.mkdir()

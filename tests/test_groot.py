@@ -191,6 +191,9 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(p.sample_actions(proc.observation(raw, "cpu"), x, 4), q.sample_actions(proc2.observation(raw, "cpu"), x, 4))
     assert set(load_groot(tmp_path / "ckpt").state_dict()) == set(p.state_dict())
+    # the scripts' --embodiment: another head of the same checkpoint, by tag or by id
+    assert load_policy(tmp_path / "ckpt", embodiment="so100")[0].config.embodiment == 2
+    assert load_policy(tmp_path / "ckpt", embodiment="7")[0].config.embodiment == 7
 
 
 def test_bf16_vlm_keeps_the_head_fp32():
