@@ -15,7 +15,8 @@ tests/test_eagle.py (fixtures by tools/peers/groot_eagle_fixtures.py).
     images   uint8 -> resized to the tile (preprocessor_config size) by bicubic with antialiasing (torchvision's
              resize as the fast image processor calls it; no aspect-preserving pad), then (x - mean / rescale) /
              (std / rescale) in fp32 (transformers' fused rescale-and-normalise): [-1, 1] for mean = std = 0.5.
-    state /  split into the keys of experiment_cfg/metadata.json's modalities (their order: the concat order),
+    state /  split into the keys of experiment_cfg/metadata.json's modalities (their order: the concat order;
+             a LeRobot 0.5.1 dir: one key each, the min / max of its pre / post processor steps' state files),
     actions  each normalised with its mode (Isaac-GR00T's Normalizer: min_max, q99, mean_std, binary; the data
              configs' default and LeRobot's only mode is min_max), concatenated, zero-padded to max_state_dim /
              max_action_dim; actions un-normalised the inverse way.
@@ -211,8 +212,9 @@ def read_metadata(checkpoint, embodiment=None) -> tuple[str, dict]:
     path = Path(checkpoint) / METADATA
     if not path.is_file():
         raise UsageError(f"{path} is missing: GR00T's norm stats (Isaac-GR00T writes experiment_cfg/metadata.json "
-                         "next to the weights); copy the fine-tuning run's experiment_cfg/ into the checkpoint dir "
-                         "(a LeRobot GR00T dir's min / max stats in its policy_preprocessor files are not read here)")
+                         "next to the weights, LeRobot 0.5.1 policy_preprocessor.json / policy_postprocessor.json "
+                         "and their .safetensors); copy the fine-tuning run's experiment_cfg/ (or LeRobot's "
+                         "processor files) into the checkpoint dir")
     data = _read_json(path)
     tags = sorted(data)
     if isinstance(embodiment, str):
@@ -227,6 +229,104 @@ def read_metadata(checkpoint, embodiment=None) -> tuple[str, dict]:
         if not isinstance(entry.get(key), dict):
             raise UsageError(f"{path}: {tag!r} lacks {key!r} (Isaac-GR00T's DatasetMetadata layout expected)")
     return tag, entry
+
+
+# LeRobot 0.5.1's GR00T processor files (make_groot_pre_post_processors + PolicyProcessorPipeline.save_pretrained):
+# <name>.json lists the steps (registry_name, config, and state_file where the step's state_dict is non-empty);
+# the stats are a state file of flat "<feature key>.<stat>" tensors.
+LEROBOT_PRE, LEROBOT_POST = "policy_preprocessor.json", "policy_postprocessor.json"
+LEROBOT_PACK, LEROBOT_UNPACK = "groot_pack_inputs_v3", "groot_action_unpack_unnormalize_v1"
+
+
+def _lerobot_step(d: Path, config_file: str, registry_name: str) -> tuple[dict, Path]:
+    """(config, state file) of the step `registry_name` of LeRobot's <d>/<config_file>."""
+    path = d / config_file
+    if not path.is_file():
+        raise UsageError(f"{path} is missing: LeRobot 0.5.1 writes it next to {LEROBOT_PRE} (the GR00T policy's "
+                         "processor pipeline); copy both processor .json files and their .safetensors into the dir")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not valid JSON ({err}); LeRobot's processor pipeline file expected") from None
+    steps = data.get("steps") if isinstance(data, dict) else None
+    step = next((s for s in steps or [] if isinstance(s, dict) and s.get("registry_name") == registry_name), None)
+    if step is None:
+        raise UsageError(f"{path}: no {registry_name!r} step (LeRobot 0.5.1's GR00T pipeline; steps here: "
+                         f"{[s.get('registry_name', s.get('class')) for s in steps or [] if isinstance(s, dict)]})")
+    config = step.get("config") or {}
+    if not config.get("normalize_min_max", True):
+        raise UsageError(f"{path}: {registry_name} has normalize_min_max false (LeRobot then feeds raw state / "
+                         "actions); only its min_max normalisation is read here")
+    if not step.get("state_file"):
+        raise UsageError(f"{path}: {registry_name} has no state_file: LeRobot saved it without dataset stats (it "
+                         "then does not normalise); GR00T dirs with LeRobot's min / max stats are read here")
+    return config, d / str(step["state_file"])
+
+
+def _lerobot_min_max(state_file: Path, key: str) -> tuple[list, list]:
+    """<key>.min / <key>.max of a LeRobot step's state file, as fp32 lists (LeRobot casts them to fp32)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    if not state_file.is_file():
+        raise UsageError(f"{state_file} is missing: the min / max stats of LeRobot's GR00T processor step that "
+                         "names it; copy it from the LeRobot training run's checkpoint dir")
+    try:
+        st = load_file(str(state_file))
+    except (SafetensorError, OSError) as err:
+        raise UsageError(f"{state_file}: not a readable safetensors file ({err}); copy it again from the LeRobot "
+                         "training run's checkpoint dir") from None
+    if f"{key}.min" not in st or f"{key}.max" not in st:
+        raise UsageError(f"{state_file}: no {key}.min / {key}.max (it holds {sorted(st)})")
+    lo, hi = st[f"{key}.min"].float().flatten(), st[f"{key}.max"].float().flatten()
+    if lo.shape != hi.shape:
+        raise UsageError(f"{state_file}: {key}.min has {lo.numel()} values, {key}.max {hi.numel()}")
+    return lo.tolist(), hi.tolist()
+
+
+def read_lerobot_stats(checkpoint, embodiment=None) -> tuple[str, dict] | None:
+    """A LeRobot 0.5.1 GR00T dir's norm stats as a metadata.json entry (one key per modality, min_max), or None
+    when the dir holds no policy_preprocessor.json. As LeRobot runs it: the state is normalised by the
+    preprocessor's groot_pack_inputs_v3 step (its state file's observation.state.min / .max), the actions are
+    un-normalised by the postprocessor's groot_action_unpack_unnormalize_v1 step (ITS state file's action.min /
+    .max); both min_max on the whole vector (min == max: 0 / min), Isaac-GR00T's formula up to rounding. One
+    camera per VISUAL input feature of config.json (LeRobot stacks the observation.images.* keys sorted); the
+    embodiment tag of the pack step, whose own embodiment_mapping LeRobot uses (unknown tags: id 0)."""
+    d = Path(checkpoint)
+    if not (d / LEROBOT_PRE).is_file():
+        return None
+    pack, pack_file = _lerobot_step(d, LEROBOT_PRE, LEROBOT_PACK)
+    _, unpack_file = _lerobot_step(d, LEROBOT_POST, LEROBOT_UNPACK)
+    if pack.get("formalize_language"):
+        raise UsageError(f"{d / LEROBOT_PRE}: {LEROBOT_PACK} has formalize_language true (LeRobot lower-cases the "
+                         "instruction and drops punctuation); only the default (false) is supported here")
+    entry = {"statistics": {}, "modalities": {}}
+    for modality, key, state_file in (("state", "observation.state", pack_file), ("action", "action", unpack_file)):
+        lo, hi = _lerobot_min_max(state_file, key)
+        entry["statistics"][modality] = {modality: {"min": lo, "max": hi}}
+        entry["modalities"][modality] = {modality: {"shape": [len(lo)]}}
+    cfg = d / "config.json"
+    try:
+        features = (json.loads(cfg.read_text()) if cfg.is_file() else {}).get("input_features") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise UsageError(f"{cfg}: not LeRobot's GR00T config.json ({err})") from None
+    entry["modalities"]["video"] = {k: {} for k, f in sorted(features.items())
+                                    if isinstance(f, dict) and f.get("type") == "VISUAL"}
+    tag = str(pack.get("embodiment_tag", "new_embodiment"))
+    lerobot_id = (pack.get("embodiment_mapping") or EMBODIMENTS).get(tag, 0)
+    if embodiment is None and EMBODIMENTS.get(tag) != lerobot_id:
+        raise UsageError(f"{d / LEROBOT_PRE}: LeRobot maps embodiment tag {tag!r} to id {lerobot_id} (its "
+                         f"embodiment_mapping) but GR00T's own ids are {EMBODIMENTS}; pass embodiment={lerobot_id}")
+    return tag, entry
+
+
+def read_stats(checkpoint, embodiment=None) -> tuple[str, dict]:
+    """(tag, entry): Isaac-GR00T's experiment_cfg/metadata.json, else a LeRobot 0.5.1 GR00T dir's min / max
+    (read_lerobot_stats), else read_metadata's error."""
+    if not (Path(checkpoint) / METADATA).is_file():
+        lerobot = read_lerobot_stats(checkpoint, embodiment)
+        if lerobot is not None:
+            return lerobot
+    return read_metadata(checkpoint, embodiment)
 
 
 class GrootNorm:

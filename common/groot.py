@@ -738,7 +738,7 @@ def _load_groot_eagle(path: Path, device, dtype, eagle_dir, norm_modes, embodime
     from common import eagle
     pirl = (json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}).get("pirl", {})
     chosen = embodiment if embodiment is not None else pirl.get("embodiment")   # ours: the id it was saved with
-    tag, entry = eagle.read_metadata(path, chosen)
+    tag, entry = eagle.read_stats(path, chosen)
     if chosen is None:
         if tag not in EMBODIMENTS:
             raise ValueError(f"{path / eagle.METADATA}: embodiment tag {tag!r} has no known id ({sorted(EMBODIMENTS)}); "

@@ -6,7 +6,11 @@ masks (one prompt, and a left-padded batch), pixel values (a 224 px tile, an ups
 image), the normalised padded state and the un-normalised actions (metadata.json's per-key min_max against
 LeRobot's min / max stats). Then a fake real-layout checkpoint (tiny weights, Isaac-GR00T config.json,
 experiment_cfg/metadata.json, the real tokenizer) loads through run.load_checkpoint and acts end to end, and
-missing / malformed files are one UsageError line naming the file."""
+missing / malformed files are one UsageError line naming the file. Last, a LeRobot 0.5.1 GR00T dir (no
+metadata.json: LeRobot's own config.json and pre / post processor files with min / max stats, written and loaded
+back by LeRobot in tools/peers/groot_eagle_fixtures.py --lerobot-only) loads through run.load_checkpoint, and
+our normalised state / un-normalised actions match LeRobot's own; a missing or broken state file is one line
+naming it."""
 import json
 import lzma
 import shutil
@@ -294,3 +298,84 @@ def test_a_script_reports_missing_eagle_files_in_one_line(fake, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr[-3000:]
     assert "Eagle" in errors[0] and eagle.EAGLE_DIR_ENV in errors[0]
+
+
+# ---------------------------------------------------------------------------------------------- a LeRobot 0.5.1 dir
+LEROBOT_DIR = FIX / "lerobot"        # LeRobot's own config.json + processor files (tools/peers/groot_eagle_fixtures.py)
+PRE_STATE = "policy_preprocessor_step_2_groot_pack_inputs_v3.safetensors"
+POST_STATE = "policy_postprocessor_step_0_groot_action_unpack_unnormalize_v1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def lerobot_ref():
+    return load_file(str(FIX / "lerobot_reference.safetensors")), json.loads((FIX / "lerobot_reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lerobot_ckpt(tmp_path_factory, fake):
+    """A LeRobot-layout GR00T dir: LeRobot's committed files, the fake's tiny weights under LeRobot's
+    `_groot_model.` prefix, config.json's base_model_path pointed at the fake's Isaac-GR00T dir (the head's config);
+    no experiment_cfg/metadata.json."""
+    ckpt, proc = fake
+    d = copy_of(LEROBOT_DIR, tmp_path_factory.mktemp("lerobot_layout") / "ckpt")
+    save_file({"_groot_model." + k: v for k, v in load_file(str(ckpt / "model.safetensors")).items()}, str(d / "model.safetensors"))
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["type"] == "groot"
+    (d / "config.json").write_text(json.dumps({**cfg, "base_model_path": str(ckpt)}, indent=4))
+    return d, proc
+
+
+def test_a_lerobot_dir_runs_with_its_own_stats_as_lerobot_does(lerobot_ckpt, lerobot_ref, monkeypatch):
+    from common.groot import EMBODIMENTS
+    from common.run import load_checkpoint
+    d, proc = lerobot_ckpt
+    r, meta = lerobot_ref
+    assert not (d / eagle.METADATA).exists()
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    policy, processor = load_checkpoint(str(d))
+    c = policy.config
+    assert isinstance(processor, eagle.EagleProcessor) and processor.tag == meta["embodiment_tag"] == "so100"
+    assert c.embodiment == EMBODIMENTS["so100"] and c.num_cameras == meta["cameras"] == 2
+    assert c.state_dim == meta["max_state_dim"] and c.action_dim == meta["max_action_dim"]
+    B = r["raw_state"].shape[0]
+    images = np.random.default_rng(0).integers(0, 256, (B, 2, 32, 32, 3), dtype=np.uint8)
+    obs = processor.observation({"images": images, "state": r["raw_state"].numpy(), "instruction": ["open the drawer"] * B}, "cpu")
+    peer = r["state"].reshape(B, -1)              # LeRobot's pack step, loaded back from the files: (B, max_state_dim)
+    assert obs.state.shape == peer.shape == (B, meta["max_state_dim"])
+    assert torch.allclose(obs.state, peer, atol=1e-6, rtol=0), (obs.state - peer).abs().max()
+    # the check has teeth: LeRobot's numbers are far from the raw state and from [-1, 1]-clipped ones
+    assert (peer[:, :meta["env_state_dim"]] - r["raw_state"]).abs().max() > 0.1 and peer.abs().max() > 1.05
+    ours = processor.actions_to_env(r["model_actions"], meta["env_action_dim"])
+    assert np.allclose(ours, r["post_actions"].numpy(), atol=1e-6, rtol=0), np.abs(ours - r["post_actions"].numpy()).max()
+    assert np.abs(r["post_actions"].numpy() - r["model_actions"][:, :meta["env_action_dim"]].numpy()).max() > 0.1
+    # and it acts end to end
+    noise = torch.randn(B, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(0))
+    actions = processor.actions_to_env(policy.sample_actions(obs, noise=noise), meta["env_action_dim"])
+    assert actions.shape == (B, c.action_horizon, meta["env_action_dim"]) and np.isfinite(actions).all()
+
+
+def test_a_lerobot_dir_with_a_missing_or_broken_state_file_names_it(lerobot_ckpt, monkeypatch, tmp_path):
+    d, proc = lerobot_ckpt
+    cases = {"missing": (PRE_STATE, None), "garbage": (POST_STATE, b"\x00not safetensors"),
+             "no_min": (PRE_STATE, "observation.state.min"), "no_action": (POST_STATE, "action.max")}
+    for case, (name, change) in cases.items():
+        broken = copy_of(d, tmp_path / case)
+        if change is None:
+            (broken / name).unlink()
+        elif isinstance(change, bytes):
+            (broken / name).write_bytes(change)
+        else:
+            st = load_file(str(broken / name))
+            del st[change]
+            save_file(st, str(broken / name))
+        line = one_line_error(broken, monkeypatch, tmp_path, proc)
+        assert str(broken / name) in line, (case, line)
+        if case.startswith("no_"):
+            assert change.rsplit(".", 1)[0] in line, line
+    # a pipeline file without the pack step is named too
+    broken = copy_of(d, tmp_path / "no_step")
+    pre = json.loads((broken / "policy_preprocessor.json").read_text())
+    pre["steps"] = [s for s in pre["steps"] if s.get("registry_name") != "groot_pack_inputs_v3"]
+    (broken / "policy_preprocessor.json").write_text(json.dumps(pre))
+    line = one_line_error(broken, monkeypatch, tmp_path, proc)
+    assert "policy_preprocessor.json" in line and "groot_pack_inputs_v3" in line, line

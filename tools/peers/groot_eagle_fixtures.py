@@ -19,6 +19,17 @@ Written to <out>/ (tests/test_eagle.py reads it; the tokenizer files are Apache-
                          of observations 1 and 2 (batch_input_ids, batch_attention_mask); model actions and
                          their un-normalised env actions (post_actions)
   reference.json         instructions, the peer's prompt texts, stats, dims, versions
+  lerobot/               a LeRobot GR00T dir's non-weight files as LeRobot writes them (write_lerobot_dir):
+                         config.json (GrootConfig._save_pretrained, as GrootPolicy.save_pretrained calls it) and
+                         policy_preprocessor.json / policy_postprocessor.json + their state files
+                         (make_groot_pre_post_processors(...).save_pretrained), known min / max stats (float64,
+                         as a dataset's stats are, with mean / std / quantiles / image stats beside them)
+  lerobot_reference.safetensors  that dir's pipelines LOADED BACK by LeRobot (from_pretrained): raw_state,
+                         state (the pack step's normalised, padded (B, 1, max_state_dim)), model_actions and
+                         post_actions (the postprocessor's un-normalised env actions)
+  lerobot_reference.json its stats, dims, versions
+
+    ... --lerobot-only [--out DIR]   writes only lerobot/ and lerobot_reference.* (no Eagle files needed)
 """
 import argparse
 import json
@@ -61,16 +72,96 @@ def fill_cache(home: Path, isaac_eagle: Path) -> Path:
     return cache
 
 
+L_CAMERAS, L_STATE, L_ACTION, L_MAX_STATE, L_MAX_ACTION, L_TAG = 2, 6, 5, 8, 8, "so100"   # tiny-groot's dims
+
+
+def write_lerobot_dir(out: Path, seed: int) -> None:
+    """out/lerobot: what LeRobot 0.5.1 writes next to a GR00T policy's weights, by its own code; then LeRobot's
+    own numbers from the pipelines it loads back from those files."""
+    import lerobot
+    from safetensors.torch import save_file
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.groot.configuration_groot import GrootConfig
+    from lerobot.policies.groot.processor_groot import (GrootActionUnpackUnnormalizeStep, GrootPackInputsStep,
+                                                        make_groot_pre_post_processors)
+    from lerobot.processor import PolicyProcessorPipeline
+    from lerobot.processor.converters import (batch_to_transition, policy_action_to_transition,
+                                              transition_to_policy_action)
+    from lerobot.types import TransitionKey
+
+    g = np.random.default_rng(seed)
+    d = out / "lerobot"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+    def stats_of(n, const):
+        lo = g.uniform(-2.0, 0.5, n)
+        hi = lo + g.uniform(0.3, 2.5, n)
+        hi[const] = lo[const]                            # a constant dim: LeRobot maps it to 0 / back to min
+        return {"min": lo, "max": hi, "mean": (lo + hi) / 2, "std": (hi - lo) / 4, "q01": lo + 0.01, "q99": hi - 0.01,
+                "count": np.array([1000])}
+    stats = {"observation.state": stats_of(L_STATE, 2), "action": stats_of(L_ACTION, 4)}
+    for i in range(L_CAMERAS):                           # a dataset's image stats sit in the same dict
+        stats[f"observation.images.cam{i}"] = {"mean": np.full((3, 1, 1), 0.4), "std": np.full((3, 1, 1), 0.2),
+                                                "min": np.zeros((3, 1, 1)), "max": np.ones((3, 1, 1))}
+    features = {f"observation.images.cam{i}": PolicyFeature(type=FeatureType.VISUAL, shape=(3, 32, 32))
+                for i in range(L_CAMERAS)}
+    features["observation.state"] = PolicyFeature(type=FeatureType.STATE, shape=(L_STATE,))
+    gconf = GrootConfig(input_features=features,
+                        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(L_ACTION,))},
+                        max_state_dim=L_MAX_STATE, max_action_dim=L_MAX_ACTION, chunk_size=8, n_action_steps=8,
+                        use_bf16=False, embodiment_tag=L_TAG, device="cpu", push_to_hub=False)
+    gconf._save_pretrained(d)
+    pre, post = make_groot_pre_post_processors(gconf, dataset_stats=stats)
+    pre.save_pretrained(d)
+    post.save_pretrained(d)
+
+    # LeRobot's own numbers, from the pipelines it loads back from the files just written
+    pre2 = PolicyProcessorPipeline.from_pretrained(d, config_filename="policy_preprocessor.json")
+    post2 = PolicyProcessorPipeline.from_pretrained(d, config_filename="policy_postprocessor.json",
+                                                    to_transition=policy_action_to_transition,
+                                                    to_output=transition_to_policy_action)
+    pack = next(s for s in pre2.steps if isinstance(s, GrootPackInputsStep))
+    assert any(isinstance(s, GrootActionUnpackUnnormalizeStep) for s in post2.steps)
+    assert pack.embodiment_tag == L_TAG and pack.stats is not None
+    lo, hi = stats["observation.state"]["min"], stats["observation.state"]["max"]
+    span = np.where(hi > lo, hi - lo, 1.0)
+    raw = torch.tensor(g.uniform(lo - 0.3 * span, hi + 0.3 * span, (4, L_STATE)), dtype=torch.float32)  # some outside
+    state = pack(batch_to_transition({"observation.state": raw.clone(), "task": ["x"] * 4}))[TransitionKey.OBSERVATION]["state"]
+    fresh = pre.steps[2](batch_to_transition({"observation.state": raw.clone(), "task": ["x"] * 4}))
+    assert torch.equal(state, fresh[TransitionKey.OBSERVATION]["state"])   # the saved stats are the ones used
+    model_actions = torch.tensor(g.uniform(-1.2, 1.2, (6, L_MAX_ACTION)), dtype=torch.float32)
+    post_actions = post2(model_actions.clone())
+    assert torch.equal(post_actions, post(model_actions.clone()))
+    ref = {"raw_state": raw, "state": state, "model_actions": model_actions, "post_actions": post_actions}
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(out / "lerobot_reference.safetensors"))
+    meta = {"stats": {k: {s: np.asarray(v).tolist() for s, v in st.items()} for k, st in stats.items()
+                      if not k.startswith("observation.images")},
+            "cameras": L_CAMERAS, "env_state_dim": L_STATE, "env_action_dim": L_ACTION, "max_state_dim": L_MAX_STATE,
+            "max_action_dim": L_MAX_ACTION, "embodiment_tag": L_TAG, "files": sorted(p.name for p in d.iterdir()),
+            "versions": {"lerobot": getattr(lerobot, "__version__", "0.5.1"), "torch": torch.__version__,
+                         "python": sys.version.split()[0]}}
+    (out / "lerobot_reference.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {d}: {meta['files']}; state {tuple(state.shape)}, post actions {tuple(post_actions.shape)}")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--isaac-eagle", required=True, type=Path)
+    parser.add_argument("--isaac-eagle", type=Path)
     parser.add_argument("--out", default="tests/fixtures/peers/groot_eagle", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lerobot-only", action="store_true", help="write only lerobot/ and lerobot_reference.*")
     args = parser.parse_args()
     out = args.out.resolve()
     home = Path(tempfile.mkdtemp(prefix="groot_eagle_home_"))
     os.environ["HF_LEROBOT_HOME"] = str(home)          # LeRobot reads it at import
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.lerobot_only:
+        write_lerobot_dir(out, args.seed + 1)
+        return
+    if args.isaac_eagle is None:
+        parser.error("--isaac-eagle is required (unless --lerobot-only)")
     fill_cache(home, args.isaac_eagle)
 
     import lerobot
@@ -134,6 +225,7 @@ def main():
                                             "transformers": transformers.__version__, "python": sys.version.split()[0]}}
     (out / "reference.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {out}: {[tuple(ref[f'input_ids_{k}'].shape) for k in range(len(OBSERVATIONS))]}")
+    write_lerobot_dir(out, args.seed + 1)
 
 
 if __name__ == "__main__":
