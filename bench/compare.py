@@ -85,8 +85,8 @@ def launch_missing(args: Args) -> None:
     todo = [(algo, seed) for algo in args.algos for seed in args.seeds if run_dir(args, algo, seed) is None]
     for start in range(0, len(todo), args.parallel):
         batch = [(algo, seed, launch(args, algo, seed)) for algo, seed in todo[start : start + args.parallel]]
-        failed = [(algo, seed, proc.wait()) for algo, seed, proc in batch]
-        failed = [(algo, seed, rc) for algo, seed, rc in failed if rc != 0]
+        exit_codes = [(algo, seed, proc.wait()) for algo, seed, proc in batch]
+        failed = [(algo, seed, rc) for algo, seed, rc in exit_codes if rc != 0]
         if failed:
             runs = ", ".join(f"{algo} --seed {seed} (exit code {rc})" for algo, seed, rc in failed)
             raise UsageError(f"{runs} failed (the output is above); the finished runs stay in --run-root "
