@@ -275,7 +275,8 @@ for step in range(2):
     opt.step()
 B = [p for n, p in policy.named_parameters() if ".lora_B." in n]
 moved = sum(bool(p.abs().sum() > 0) for p in B) == len(B) - 5   # all but the last VLM layer's q, o, MLP (unreached)
-print(f"rank {{d.rank}}: adapters trained {{moved}}, in sync {{distributed.parameters_in_sync(policy, d.device)}}")
+in_sync = distributed.parameters_in_sync(policy, d.device)
+sys.stdout.write(f"rank {{d.rank}}: adapters trained {{moved}}, in sync {{in_sync}}\n")  # one write: ranks share the pipe
 distributed.cleanup()
 """
 
