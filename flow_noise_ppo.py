@@ -134,6 +134,10 @@ class Args:
     """gradient-norm clip (actor and critic each)"""
     critic_hidden: int = 512
     """width of the critic's 4-layer MLP"""
+    critic_steps: Literal["pre-decision", "all"] = "all"
+    """π0 / GR00T: which denoising steps' expert features V(o) averages (eq. 16). `pre-decision`: step 0 only, at x_0 = pure
+    noise (every later x_k was drawn by the chain being scored); `all`: every step of the sampled chain, which then sees
+    the sampled action (an action-dependent baseline: it biases the policy gradient)"""
     noise_hidden: int = 128
     """width of the noise network's hidden layer"""
     train_vlm: bool = False
@@ -342,16 +346,18 @@ def sample_chain(policy, noise_net, cache, critic, args: Args, action_dim: int, 
     chain = torch.stack(chain, dim=1)
     logprob = joint_logprob(chain, torch.stack(means, 1), torch.stack(stds, 1), args.replan_steps, action_dim,
                             args.logprob_reduction)
-    critic_in = critic_inputs(policy, cache, expert_feats)
+    critic_in = critic_inputs(policy, cache, expert_feats, args.critic_steps)
     return chain[:, -1], chain, logprob, critic_in, critic(critic_in)
 
 
-def critic_inputs(policy, cache, expert_feats: list[torch.Tensor]) -> torch.Tensor:
+def critic_inputs(policy, cache, expert_feats: list[torch.Tensor], steps: str) -> torch.Tensor:
     """What the value head sees (4.3.2): π0 -> the expert's features at every denoising step (eq. 16
-    averages the value over them); π0.5 -> the VLM's prefix output, V_vlm(o). Shape (B, K or 1, W)."""
+    averages the value over them), or with `pre-decision` at step 0 only; π0.5 -> the VLM's prefix output,
+    V_vlm(o). Shape (B, K or 1, W). A baseline that sees the decision it scores adds -grad E_a[b(o, a)]
+    to the policy gradient (Tucker et al. 2018): it pushes away from the actions the critic rates high."""
     if policy.config.variant == "pi05":
         return policy.prefix_features(cache).float().unsqueeze(1)
-    return torch.stack(expert_feats, dim=1)
+    return torch.stack(expert_feats[:1] if steps == "pre-decision" else expert_feats, dim=1)
 
 
 class Critic(nn.Module):
@@ -524,7 +530,7 @@ if __name__ == "__main__":
         E, T, N = args.rollout_epochs, num_steps, local_envs
         H, D = policy.config.action_horizon, policy.config.action_dim
         R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
-        K_in = 1 if policy.config.variant == "pi05" else args.denoise_steps
+        K_in = 1 if policy.config.variant == "pi05" or args.critic_steps == "pre-decision" else args.denoise_steps
         obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
         obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
         obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)

@@ -126,6 +126,10 @@ class Args:
     """gradient-norm clip (actor and critic each)"""
     critic_hidden: int = 512
     """width of the critic's 4-layer MLP"""
+    critic_steps: Literal["pre-decision", "all"] = "pre-decision"
+    """π0 / GR00T: which denoising steps' expert features V(o) averages (eq. 16). `pre-decision`: steps 0..j, up to the SDE
+    step j, whose features do not depend on the noise drawn there; `all`: every step of the sampled chain, whose later
+    steps see the sampled action (an action-dependent baseline: it biases the policy gradient; RLinf's rollout value)"""
     train_vlm: bool = False
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
     fsdp: bool = False
@@ -289,7 +293,7 @@ def sample_hybrid(policy, cache, critic, args: Args, action_dim: int, generator:
         else:
             x = x - dt * v
     critic_in = critic_inputs(policy, cache, expert_feats)
-    return x, x_j, x_next, sde_idx, logprob, critic_in, critic(critic_in)
+    return x, x_j, x_next, sde_idx, logprob, critic_in, critic(critic_in, critic_steps(sde_idx, critic_in.shape[1], args.critic_steps))
 
 
 def critic_inputs(policy, cache, expert_feats: list[torch.Tensor]) -> torch.Tensor:
@@ -298,6 +302,16 @@ def critic_inputs(policy, cache, expert_feats: list[torch.Tensor]) -> torch.Tens
     if policy.config.variant == "pi05":
         return policy.prefix_features(cache).float().unsqueeze(1)
     return torch.stack(expert_feats, dim=1)
+
+
+def critic_steps(sde_idx: torch.Tensor, num_steps: int, mode: str) -> torch.Tensor:
+    """Which of the num_steps feature rows the value averages, (B, num_steps) bool. `pre-decision`: k <= j. The features of
+    steps after j are computed from x_{j+1}, i.e. from the decision being scored: a baseline that sees the decision adds
+    -grad E_a[b(o, a)] to the policy gradient (Tucker et al. 2018), which pushes away from the actions the critic rates high."""
+    k = torch.arange(num_steps, device=sde_idx.device)                      # (K,)
+    if mode == "all" or num_steps == 1:                                     # π0.5: one prefix feature, before any decision
+        return torch.ones(len(sde_idx), num_steps, dtype=torch.bool, device=sde_idx.device)
+    return k.unsqueeze(0) <= sde_idx.unsqueeze(1)                           # (B, K)
 
 
 class Critic(nn.Module):
@@ -316,8 +330,12 @@ class Critic(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, K, W) -> (B,)
-        return self.net(features.float()).squeeze(-1).mean(dim=-1)
+    def forward(self, features: torch.Tensor, steps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """features (B, K, W), steps (B, K) bool (None: all) -> (B,): eq. 16, the mean over the chosen steps."""
+        per_step = self.net(features.float()).squeeze(-1)                   # (B, K)
+        if steps is None:
+            return per_step.mean(dim=-1)
+        return (per_step * steps).sum(dim=-1) / steps.sum(dim=-1)
 
 
 # ALGO LOGIC: returns
@@ -563,7 +581,8 @@ if __name__ == "__main__":
                         logratio = new_logprob - b_logprobs[micro]
                         ratio = logratio.exp()
                         mb_adv = b_adv[micro]
-                        pg_loss, v_loss = ppo_losses(ratio, mb_adv, critic(b_critic_in[micro]), b_values[micro], b_returns[micro],
+                        pg_loss, v_loss = ppo_losses(ratio, mb_adv, critic(b_critic_in[micro], critic_steps(b_idx[micro], K_in, args.critic_steps)),
+                                                     b_values[micro], b_returns[micro],
                                                      args.clip_coef, b_weights[micro])
                         loss = (pg_loss + args.vf_coef * v_loss) * (len(micro) / len(mb))
                         loss.backward()

@@ -85,7 +85,7 @@ class hybrid_act_fn:
         self.generator.manual_seed(seed)
 
     @staticmethod
-    def no_critic(features: torch.Tensor) -> torch.Tensor:  # (B, K, W) -> (B,) zeros
+    def no_critic(features: torch.Tensor, steps=None) -> torch.Tensor:  # (B, K, W), (B, K) -> (B,) zeros
         return features.new_zeros(features.shape[0])
 
     @torch.no_grad()

@@ -134,6 +134,28 @@ def test_ratio_is_one_for_unchanged_weights_on_shuffled_rows(preset, reduction):
     torch.testing.assert_close(critic(critic_in), value)
 
 
+@pytest.mark.parametrize("mode", ["pre-decision", "all"])
+def test_pre_decision_value_does_not_see_the_chain_it_scores(mode):
+    """The same x_0 with noise std in [0.08, 0.16] or in [1e-6, 2e-6]: with --critic-steps pre-decision V(o) reads step 0
+    only (x_0, drawn before the chain it scores) and is the same for both; with `all` it moves with the sampled chain."""
+    policy, args, noise_net = tiny_setup()
+    args.critic_steps = mode
+    quiet_net = fnp.NoiseNet(policy.expert_width, policy.config.action_dim, 16, 1e-6, 2e-6)
+    critic = fnp.Critic(policy.expert_width, 32)
+    torch.nn.init.normal_(critic.net[-1].weight)                  # the zero-init last layer would make every value 0
+    obs = random_observation(policy.config, batch=8)
+    with torch.no_grad():
+        cache = policy.encode(obs)
+        (_, chain, _, feats, value), (_, quiet_chain, _, _, quiet_value) = [
+            fnp.sample_chain(policy, net, cache, critic, args, 4, torch.Generator().manual_seed(5)) for net in (noise_net, quiet_net)]
+    assert torch.equal(chain[:, 0], quiet_chain[:, 0]) and (chain[:, -1] - quiet_chain[:, -1]).abs().mean() > 0.02
+    assert feats.shape[1] == (1 if mode == "pre-decision" else 4)
+    if mode == "pre-decision":
+        torch.testing.assert_close(value, quiet_value, atol=1e-6, rtol=0)
+    else:
+        assert (value - quiet_value).abs().max() > 1e-3
+
+
 def test_ratio_moves_when_the_expert_or_the_noise_network_changes():
     policy, args, noise_net = tiny_setup()
     obs = random_observation(policy.config, batch=6)

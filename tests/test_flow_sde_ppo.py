@@ -188,6 +188,38 @@ def test_update_logprob_equals_rollout_logprob_for_unchanged_weights(preset):
     torch.testing.assert_close(critic(critic_in), value)
 
 
+@pytest.mark.parametrize("mode", ["pre-decision", "all"])
+def test_pre_decision_value_does_not_see_the_sde_noise_it_scores(mode):
+    """The same x_1 and j with the SDE noise scaled by a = 0.5 or a = 1e-6: the expert features of steps k <= j are the same
+    (x_k does not depend on the noise drawn at step j), later ones differ. With --critic-steps pre-decision V(o) is then
+    the same for both draws; with `all` it moves with the decision (the action-dependent baseline)."""
+    from common.policy import PI0Policy, make_config
+
+    torch.manual_seed(0)
+    policy = PI0Policy(make_config("tiny")).eval()
+    critic = fsp.Critic(policy.expert_width, 32)
+    torch.nn.init.normal_(critic.net[-1].weight)                  # the zero-init last layer would make every value 0
+    obs = random_observation(policy.config, batch=12)
+    runs = []
+    with torch.no_grad():
+        cache = policy.encode(obs)
+        for a in (0.5, 1e-6):
+            args = fsp.Args(model="tiny", denoise_steps=4, noise_level=a, replan_steps=4, critic_steps=mode)
+            runs.append(fsp.sample_hybrid(policy, cache, critic, args, 4, torch.Generator().manual_seed(5)))
+    (_, _, _, j, _, feats, value), (_, _, _, j_again, _, feats_small, value_small) = runs
+    assert torch.equal(j, j_again) and len(set(j.tolist())) > 2 and (j < 3).any()
+    before = fsp.critic_steps(j, 4, "pre-decision")              # (12, 4): k <= j
+    assert before.sum(1).tolist() == (j + 1).tolist()
+    torch.testing.assert_close(feats[before], feats_small[before], atol=1e-5, rtol=0)
+    assert (feats[~before] - feats_small[~before]).abs().amax(dim=-1).min() > 1e-3   # every later step sees the noise
+    if mode == "pre-decision":
+        torch.testing.assert_close(value, value_small, atol=1e-5, rtol=0)
+        # and the update's value is the rollout's: the later rows do not enter it
+        torch.testing.assert_close(critic(feats_small, before), value)
+    else:
+        assert (value - value_small)[j < 3].abs().min() > 1e-4
+
+
 def test_ratio_moves_when_the_expert_changes():
     from common.policy import PI0Policy, make_config
 
