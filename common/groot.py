@@ -82,9 +82,9 @@ class GrootConfig:
     rope_theta: float = 1000000.0
     rms_eps: float = 1e-6
     max_position_embeddings: int = 40960
-    project_to_dim: int | None = 1536    # backbone eagle_linear llm_width -> E_vl (None: identity)
+    project_to_dim: int | None = None    # backbone eagle_linear llm_width -> E_vl (None: identity, N1.5's release)
     # action head
-    backbone_embedding_dim: int = 1536   # E_vl
+    backbone_embedding_dim: int = 2048   # E_vl (= Qwen3-1.7B's width, since N1.5 does not project)
     hidden_size: int = 1024              # state-encoder / decoder hidden width and the DiT output width
     input_embedding_dim: int = 1536      # E: DiT width (heads x head_dim)
     max_num_embodiments: int = 32
@@ -98,7 +98,7 @@ class GrootConfig:
     dit_interleave: bool = True          # odd blocks self-attention, even blocks cross-attention
     dit_norm_eps: float = 1e-5
     vl_heads: int = 32
-    vl_head_dim: int = 48
+    vl_head_dim: int = 64
     vl_layers: int = 4
     dropout: float = 0.2                 # DiT and VL transformer (SFT only here)
     final_dropout: bool = True
@@ -133,9 +133,11 @@ class GrootConfig:
 
 
 # Full size ("groot"): Eagle 2.5's SigLIP (1152 wide, 27 layers, patch 14, 224 px) and Qwen3-1.7B cut at layer 12,
-# the rest the code defaults of Isaac-GR00T N1.5 / LeRobot 0.5.1 (project_to_dim 1536, ...). NOT checked against
-# nvidia/GR00T-N1.5-3B's config.json (nothing is downloaded here): load_groot reads every size from the checkpoint's
-# weights and the heads from its config.json, so this preset only sizes a model built from scratch.
+# the head's sizes those of nvidia/GR00T-N1.5-3B's released config.json (read from public copies of it, not
+# downloaded: tests/test_groot.py lists its values): no eagle_linear (project_to_dim null), E_vl = 2048, VL self-
+# attention 32 x 64, DiT 32 x 48 = 1536 wide with 16 layers, hidden 1024. Isaac-GR00T's and LeRobot 0.5.1's *code*
+# defaults differ (project_to_dim 1536); load_groot reads every size from the checkpoint's weights and the heads
+# from its config.json, and falls back on these head widths where a config holds no action_head_cfg.
 # Tiny ("tiny-groot"): the same architecture, for CPU tests and the embedded default.
 _TINY = dict(action_dim=8, action_horizon=8, max_token_len=32, image_size=32, num_cameras=1, vocab_size=512,
              vision_width=32, vision_depth=1, vision_mlp_dim=64, vision_heads=2, patch_size=8, vision_use_head=False,

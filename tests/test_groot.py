@@ -291,3 +291,44 @@ def test_tiny_head_init_lets_sft_learn_to_denoise():
     share_n15, loss_n15 = _head_sees(n15)
     assert share_tiny > 0.5 and share_n15 < 0.1, (share_tiny, share_n15)
     assert loss_tiny < 0.45 and loss_n15 > 0.55, (loss_tiny, loss_n15)   # measured 0.28 and 0.72
+
+
+# nvidia/GR00T-N1.5-3B's released config.json, the action head's and backbone's sizes (as public copies of the file
+# show it; nothing is downloaded here). Isaac-GR00T's code defaults differ: project_to_dim 1536, E_vl 1536.
+N15_RELEASED = dict(
+    action_head_cfg=dict(action_dim=32, action_horizon=16, add_pos_embed=True, backbone_embedding_dim=2048,
+                         hidden_size=1024, input_embedding_dim=1536, max_action_dim=32, max_state_dim=64,
+                         num_inference_timesteps=4, num_target_vision_tokens=32, num_timestep_buckets=1000,
+                         noise_beta_alpha=1.5, noise_beta_beta=1.0, noise_s=0.999, use_vlln=True,
+                         diffusion_model_cfg=dict(attention_head_dim=48, cross_attention_dim=2048, dropout=0.2,
+                                                  final_dropout=True, interleave_self_attention=True,
+                                                  num_attention_heads=32, num_layers=16, output_dim=1024,
+                                                  positional_embeddings=None),
+                         vl_self_attention_cfg=dict(attention_head_dim=64, dropout=0.2, final_dropout=True,
+                                                    num_attention_heads=32, num_layers=4, positional_embeddings=None)),
+    backbone_cfg=dict(project_to_dim=None, select_layer=12))
+
+
+def test_groot_preset_has_the_released_n15_sizes_and_loads_them_without_a_head_config():
+    """The full-size preset is N1.5-3B as released (no eagle_linear, E_vl 2048, VL attention 32 x 64), and a dir whose
+    config holds no action_head_cfg (a LeRobot 0.5.1 dir without its base model's config) gets the same heads from the
+    weights: with the code defaults' 48-wide VL heads, 2048 does not split and the load failed."""
+    from common.groot import config_from
+    ah, bb = N15_RELEASED["action_head_cfg"], N15_RELEASED["backbone_cfg"]
+    c = make_config("groot")
+    assert (c.action_dim, c.state_dim, c.action_horizon) == (ah["max_action_dim"], ah["max_state_dim"], ah["action_horizon"])
+    assert (c.project_to_dim, c.llm_depth) == (bb["project_to_dim"], bb["select_layer"])
+    assert (c.backbone_embedding_dim, c.hidden_size, c.input_embedding_dim) == (2048, 1024, 1536)
+    dit, vl = ah["diffusion_model_cfg"], ah["vl_self_attention_cfg"]
+    assert (c.dit_heads, c.dit_head_dim, c.dit_layers) == (dit["num_attention_heads"], dit["attention_head_dim"], dit["num_layers"])
+    assert (c.vl_heads, c.vl_head_dim, c.vl_layers) == (vl["num_attention_heads"], vl["attention_head_dim"], vl["num_layers"])
+    assert (c.num_target_vision_tokens, c.num_inference_timesteps, c.num_timestep_buckets) == (32, 4, 1000)
+    with torch.device("meta"):
+        sd = GrootPolicy(c).state_dict()
+    assert "backbone.eagle_linear.weight" not in sd
+    assert sd["action_head.model.transformer_blocks.0.attn1.to_k.weight"].shape == (1536, dit["cross_attention_dim"])
+    for head_cfg in (ah, {}):   # the released config, and none (sizes and N1.5's head widths from the weights)
+        loaded = config_from(sd, head_cfg, bb, {"vision_config": {"num_attention_heads": c.vision_heads}})
+        for field in ("project_to_dim", "backbone_embedding_dim", "hidden_size", "input_embedding_dim", "vl_heads",
+                      "vl_head_dim", "vl_layers", "dit_heads", "dit_head_dim", "dit_layers", "llm_depth", "action_dim"):
+            assert getattr(loaded, field) == getattr(c, field), (field, head_cfg.keys())
