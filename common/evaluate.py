@@ -25,17 +25,17 @@ PALIGEMMA_VOCAB = 257152  # full-size π0 / π0.5: openpi's 3 camera slots (abse
 
 
 def eval_episodes(eval_init_ids, num_tasks: int, num_episodes_per_task: int | None, seed: int) -> list:
-    """[(task_id, init_id)], task-major. None, or >= len(eval ids), takes every eval id (LIBERO's 50)."""
+    """[(task_id, init_id)], task-major. None takes every eval id once (LIBERO's 50); fewer: a seeded subset; more:
+    every id n // len(ids) times, then a seeded subset for the rest (MetaWorld's 50 held-out scenes, 100 episodes:
+    each scene twice, with other initial noise: the ±5 points of 100 episodes, not the ±7 of 50)."""
     ids = list(eval_init_ids)
     if num_episodes_per_task is not None and num_episodes_per_task < 1:
         raise ValueError(f"num_episodes_per_task must be >= 1 or None (all eval init ids), got {num_episodes_per_task}")
     episodes = []
     for task in range(num_tasks):
-        if num_episodes_per_task is None or num_episodes_per_task >= len(ids):
-            chosen = ids
-        else:  # a seeded subset, the same for every policy evaluated with this seed
-            rng = np.random.default_rng([seed, task])
-            chosen = [ids[i] for i in np.sort(rng.choice(len(ids), num_episodes_per_task, replace=False))]
+        n = len(ids) if num_episodes_per_task is None else num_episodes_per_task
+        rng = np.random.default_rng([seed, task])  # the subset is the same for every policy evaluated with this seed
+        chosen = ids * (n // len(ids)) + [ids[i] for i in np.sort(rng.choice(len(ids), n % len(ids), replace=False))]
         episodes += [(task, int(i)) for i in chosen]
     return episodes
 

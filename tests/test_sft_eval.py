@@ -99,6 +99,13 @@ def test_eval_episodes_fixed_held_out_and_sliceable():
     assert sorted(parts[0] + parts[1]) == sorted(a) and not set(parts[0]) & set(parts[1])
     with pytest.raises(ValueError, match="num_episodes_per_task"):
         eval_episodes(range(50), 1, 0, seed=0)
+    assert eval_episodes(range(50), 1, 50, seed=3) == eval_episodes(range(50), 1, None, seed=3)
+    # more episodes than held-out scenes (MetaWorld's 50, --eval-episodes-per-task 100): each scene twice, not 50 episodes
+    b = eval_episodes(range(50), 2, 100, seed=3)
+    assert len(b) == 200 and all(b.count((t, i)) == 2 for t in range(2) for i in range(50))
+    c = eval_episodes(range(50), 1, 120, seed=3)
+    counts = np.bincount([i for _, i in c], minlength=50)
+    assert len(c) == 120 and counts.min() == 2 and (counts == 3).sum() == 20
 
 
 @pytest.fixture(scope="module")
