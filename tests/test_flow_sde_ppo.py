@@ -144,6 +144,8 @@ def test_presets_follow_the_paper_tables_and_flags_override():
     assert (args.denoise_steps, args.noise_level) == (5, 0.3)
     args = fsp.resolve_args(fsp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi0"), None)
     assert (args.update_epochs, args.actor_lr, args.critic_lr, args.num_envs) == (4, 5.6e-6, 1.1e-4, 256)
+    args = fsp.resolve_args(fsp.Args(), None)   # the embedded default the README's 5-seed table measured
+    assert (args.model, args.total_iterations, args.anneal_lr, args.actor_lr, args.num_envs) == ("tiny", 200, True, 5e-5, 16)
 
 
 def test_bad_flag_combinations_give_clear_errors():
