@@ -166,7 +166,7 @@ MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, noise_level=0.5, replan_steps=5)
 # The embedded default: a tiny π0 on 2 CPU cores (measured in the README: 200 iterations with the cosine schedule, 5 seeds
-# +22 points held-out, every seed >= +12; 100 iterations at a constant LR: +18, every seed >= +10; bench/compare.py
+# +21 points held-out, every seed >= +12; 100 iterations at a constant LR: +18, every seed >= +10; bench/compare.py
 # evaluates on 100 episodes, the scripts' own evals on 50 per task, as MT10's 10 tasks x 100 would cost too much).
 TINY_CPU = dict(total_iterations=200, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=True,
