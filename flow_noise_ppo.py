@@ -179,10 +179,11 @@ NOISE_BOUNDS = {  # Tables 7-8, the same for every task: (std min, std max, entr
 MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, replan_steps=5)
-# The embedded default: a tiny π0 on 2 CPU cores (measured in the README).
-TINY_CPU = dict(total_iterations=100, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
-                micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=False,
-                denoise_steps=4, replan_steps=4, eval_every=20, eval_episodes_per_task=50,
+# The embedded default: a tiny π0 on 2 CPU cores (measured in the README: 200 iterations with the cosine schedule, 5 seeds
+# +22 points held-out, every seed >= +18; 100 iterations at a constant LR: +20, one seed +9).
+TINY_CPU = dict(total_iterations=200, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
+                micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=True,
+                denoise_steps=4, replan_steps=4, eval_every=50, eval_episodes_per_task=50,
                 noise_std_min=0.08, noise_std_max=0.16, entropy_coef=0.005)
 
 
