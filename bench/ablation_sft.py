@@ -5,7 +5,7 @@ evaluated with, as a function of the noise level a and the number of denoise ste
     python bench/ablation_sft.py                      # the full table: 50 held-out episodes per cell
     python bench/ablation_sft.py --episodes 4         # a smoke run (numbers mean nothing)
 
-Policy: the embedded default's cached few-shot SFT policy (tiny π0, MetaWorld button-press-topdown,
+Policy: the embedded default's cached few-shot SFT policy (tiny π0, MetaWorld drawer-open,
 64 px, H = 8), executing H' = 4 actions per decision, as flow_sde_ppo.py does.
 Both columns run the ONE evaluation protocol (common/evaluate.py) on the SAME held-out episodes
 (the env's eval init ids, seed 0), so the gap isolates the sampler:
@@ -42,7 +42,7 @@ from flow_sde_ppo import sample_hybrid  # noqa: E402
 class Args:
     checkpoint: str | None = None
     """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
-    env: str = "metaworld-button-press-topdown-v3"
+    env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50
     """held-out episodes per task for every cell (the README's 50)"""

@@ -26,7 +26,7 @@ from common.errors import check_at_least, check_writable, main_errors  # noqa: E
 class Args:
     checkpoint: str | None = None
     """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
-    env: str = "metaworld-button-press-topdown-v3"
+    env: str = "metaworld-drawer-open-v3"
     """simulator task"""
     init_id: int = 0
     """held-out init id of the observation"""

@@ -27,7 +27,7 @@ from common.errors import UsageError, check_at_least, check_writable, main_error
 class Args:
     checkpoint: str | None = None
     """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
-    env: str = "metaworld-button-press-topdown-v3"
+    env: str = "metaworld-drawer-open-v3"
     """a metaworld-* task (the object position is read from MetaWorld's state)"""
     num_states: int = 32
     """held-out init ids 0..num_states-1"""

@@ -85,7 +85,7 @@ class Args:
     """CPU threads shared by the ranks: each process gets OMP_NUM_THREADS = cores // nprocs"""
     checkpoint: str | None = None
     """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
-    env: str = "metaworld-button-press-topdown-v3"
+    env: str = "metaworld-drawer-open-v3"
     """simulator task"""
     run_root: str = "runs/bench_tmp"
     """where the two runs write their run dirs"""

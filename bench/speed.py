@@ -60,7 +60,7 @@ from common.errors import UsageError, check_at_least, check_writable, main_error
 
 @dataclass
 class Args:
-    env: str = "metaworld-button-press-topdown-v3"
+    env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     num_envs: int = 16
     """parallel environments (the rollout batch)"""
