@@ -4,12 +4,13 @@ The whole method is in this file, top to bottom: the learnable noise network (4.
 MDP whose action log-likelihood is the joint density of the whole denoising chain (4.1.2, eq. 5), the
 critic (4.3.2, eq. 16), GAE (eq. 13) and the PPO update (eq. 14-15). The model, simulators, evaluation,
 logging and torch.distributed plumbing come from common/. `diff flow_sde_ppo.py flow_noise_ppo.py` shows
-exactly what differs from Flow-SDE: the noise injection and the MDP formulation. Options beside the defaults
-(RLinf's choices, defaults unchanged until measured): --logprob-reduction mean | token, --time-limit terminal,
---episode-weighting.
+exactly what differs from Flow-SDE: the noise injection and the MDP formulation. Options beside the paper's
+method (RLinf's choices, ablations: --logprob-reduction, --time-limit, ...) close the Args.
 
 Launch:
     python flow_noise_ppo.py                                 # embedded default: CPU, tiny π0, MetaWorld
+    torchrun --nproc_per_node 8 flow_noise_ppo.py --env libero-long   # the paper's setup: its π0 SFT checkpoint (Hub, common/hub.py)
+    python flow_noise_ppo.py --env libero-long --checkpoint RLinf/RLinf-Pi0-LIBERO-Long-SFT@main   # a Hub id or a local dir
     python flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft      # 1 GPU
     torchrun --standalone --nproc_per_node 8 flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
     torchrun --standalone --nproc_per_node 8 flow_noise_ppo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft \
@@ -27,16 +28,24 @@ x_{k+1} ~ N(x_k - Δ v(x_k, t_k), diag σ_θ'(x_k, o)²), every one of the K ste
 evaluation (and deployment) drops the noise network and integrates the deterministic ODE x <- x - Δ v.
 """
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, TypeVar
 
 import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+
+
+# A flag left at None takes the preset of --env x --model (the paper's Tables 7-8: `preset` below); --help shows its tiny value.
+T = TypeVar("T")
+Preset = Annotated[Optional[T], tyro.conf.DisallowNone]   # --flag VALUE (never None on the command line)
+
+
+def tiny(name: str):
+    return tyro.conf.arg(help_behavior_hint=lambda _: f"(default: from the --env x --model preset; tiny: {TINY_CPU[name]})")
 
 
 @dataclass
@@ -46,11 +55,23 @@ class Args:
     """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
     model: Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]] = None
     """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one;
+    `pi0` (the paper's default family) without either on an env with no scripted expert (LIBERO, maniskill-put-on-plate);
     `tiny-groot`: the embedded default with a tiny GR00T N1.5; `groot`: GR00T N1.5 (π0's presets, appendix C)"""
     checkpoint: Optional[str] = None
-    """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
+    """a local SFT checkpoint dir (openpi / LeRobot / RLinf) or a Hugging Face Hub id org/name[@revision]: rank 0
+    downloads it into the HF cache (HF_HOME, HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT apply).
+    None: the paper's SFT checkpoint for --env x --model (common/hub.py; tools/which_checkpoint.py --table):
+    π0: RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT (libero-spatial, -object, -goal), RLinf/RLinf-Pi0-LIBERO-Long-SFT;
+    π0.5: RLinf/RLinf-Pi05-LIBERO-SFT (the four LIBERO suites);
+    RLinf/RLinf-Pi0-ManiSkill-25Main-SFT, RLinf/RLinf-Pi05-ManiSkill-25Main-SFT (maniskill-put-on-plate);
+    RLinf/RLinf-Pi0-MetaWorld-SFT, RLinf/RLinf-Pi05-MetaWorld-SFT (metaworld-*);
+    or, where a scripted expert exists and --model is not pi0 / pi05, the embedded tiny SFT policy (made or reused)"""
     asset_id: Optional[str] = None
     """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
+    data_config: Optional[str] = None
+    """the checkpoint's training data conventions (common/conventions.py), where its files do not record them:
+    pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
+    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
     embodiment: Optional[str] = None
     """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id (default: the checkpoint's own)"""
     resume: Optional[str] = None
@@ -67,9 +88,9 @@ class Args:
     """folder that holds the runs (TensorBoard logs, checkpoints, evals, plot)"""
     cache_dir: str = "runs/cache"
     """where the embedded default's demonstrations and SFT policy are cached"""
-    eval_every: Optional[int] = None
+    eval_every: Annotated[Preset[int], tiny("eval_every")] = None
     """evaluate every this many iterations (0: only before and after training)"""
-    eval_episodes_per_task: Optional[int] = None
+    eval_episodes_per_task: Annotated[Preset[int], tiny("eval_episodes_per_task")] = None
     """held-out eval episodes per task (LIBERO: 50 = all fixed init states)"""
     save_every: int = 10
     """write a checkpoint every this many iterations (and at the end)"""
@@ -77,55 +98,49 @@ class Args:
     """eval episodes to save as mp4 in the final evaluation (0: none)"""
     progress: bool = True
     """show a tqdm progress bar"""
+    track: bool = False
+    """log to Weights & Biases as well as TensorBoard (CleanRL's --track; `pip install wandb`; WANDB_MODE=offline: local only)"""
+    wandb_project_name: str = "pirl"
+    """the Weights & Biases project of --track"""
+    wandb_entity: Optional[str] = None
+    """the Weights & Biases team or user of --track (None: your default entity)"""
     max_episode_steps: Optional[int] = None
     """override the benchmark's episode length (quick looks and tests)"""
     # --- algorithm (None = the preset of --env x --model, from the paper's Tables 7-8) ---
-    total_iterations: Optional[int] = None
+    total_iterations: Annotated[Preset[int], tiny("total_iterations")] = None
     """PPO iterations (the tables' "train epochs"): one rollout phase + one update phase each"""
-    num_envs: Optional[int] = None
+    num_envs: Annotated[Preset[int], tiny("num_envs")] = None
     """parallel environments, summed over all ranks"""
-    interaction_steps: Optional[int] = None
+    interaction_steps: Annotated[Preset[int], tiny("interaction_steps")] = None
     """environment steps per env per rollout epoch (a multiple of --replan-steps)"""
-    rollout_epochs: Optional[int] = None
+    rollout_epochs: Annotated[Preset[int], tiny("rollout_epochs")] = None
     """rollout phases (of --interaction-steps each) collected before every update"""
-    minibatch_size: Optional[int] = None
+    minibatch_size: Annotated[Preset[int], tiny("minibatch_size")] = None
     """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
-    micro_batch_size: Optional[int] = None
+    micro_batch_size: Annotated[Preset[int], tiny("micro_batch_size")] = None
     """decisions per forward/backward pass on one rank (gradient accumulation inside a minibatch)"""
-    update_epochs: Optional[int] = None
+    update_epochs: Annotated[Preset[int], tiny("update_epochs")] = None
     """passes over the rollout data per iteration"""
-    actor_lr: Optional[float] = None
+    actor_lr: Annotated[Preset[float], tiny("actor_lr")] = None
     """learning rate of the action expert"""
-    critic_lr: Optional[float] = None
+    critic_lr: Annotated[Preset[float], tiny("critic_lr")] = None
     """learning rate of the critic head"""
-    anneal_lr: Optional[bool] = None
+    anneal_lr: Annotated[Preset[bool], tiny("anneal_lr")] = None
     """cosine schedule of both learning rates over the iterations"""
-    denoise_steps: Optional[int] = None
+    denoise_steps: Annotated[Preset[int], tiny("denoise_steps")] = None
     """K: Euler steps from noise to action"""
-    noise_std_min: Optional[float] = None
-    """lower bound of the noise network's std (the tables' "Min log-var"; like the official code we read
-    it as a bound on the std: log-variance >= log(min²))"""
-    noise_std_max: Optional[float] = None
+    noise_std_min: Annotated[Preset[float], tiny("noise_std_min")] = None
+    """lower bound of the noise network's std (the tables' "Min log-var", read as the official code does: log-var >= log(min²))"""
+    noise_std_max: Annotated[Preset[float], tiny("noise_std_max")] = None
     """upper bound of the noise network's std (the tables' "Max log-var")"""
-    entropy_coef: Optional[float] = None
+    entropy_coef: Annotated[Preset[float], tiny("entropy_coef")] = None
     """entropy bonus on the noise network's Gaussians (the tables' "Entropy bonus")"""
-    logprob_reduction: Literal["sum", "mean", "token"] = "sum"
-    """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper, the exact ratio); their `mean`
-    (RLinf's π0.5 chunk_level: a tempered ratio exp(Δ log π / (K + 1)), which lets the likelihood move (K + 1)x further
-    before the clip acts; on the embedded default it degraded the policy: README); `token` (RLinf's π0 token_level): one
-    ratio per executed action step and dim, of the mean of its K + 1 terms, the clipped objective averaged over them"""
-    replan_steps: Optional[int] = None
+    replan_steps: Annotated[Preset[int], tiny("replan_steps")] = None
     """H': actions executed per decision (<= the model's action horizon H)"""
     gamma: float = 0.99
     """discount per decision (chunk step)"""
     gae_lambda: float = 0.95
     """GAE λ (eq. 13)"""
-    time_limit: Literal["bootstrap", "terminal"] = "bootstrap"
-    """an episode cut by the time limit: `bootstrap` adds γ V(final obs) to its last reward (the limit is no true end),
-    `terminal` ends it like a failure, no bootstrap (RLinf's LIBERO / MetaWorld runs: its critic does not see time either)"""
-    episode_weighting: bool = False
-    """weight every decision's actor and critic loss by 1 / (decisions of its episode in the rollout epoch), normalised to
-    mean 1: each episode carries equal weight (RLinf's max_episode_steps / episode length); off: each decision does"""
     clip_coef: float = 0.2
     """PPO clip ε (eq. 14), also used to clip the value loss"""
     vf_coef: float = 1.0
@@ -134,18 +149,13 @@ class Args:
     """gradient-norm clip (actor and critic each)"""
     critic_hidden: int = 512
     """width of the critic's 4-layer MLP"""
-    critic_steps: Literal["pre-decision", "all"] = "all"
-    """π0 / GR00T: which denoising steps' expert features V(o) averages (eq. 16). `pre-decision`: step 0 only, at x_0 = pure
-    noise (every later x_k was drawn by the chain being scored); `all`: every step of the sampled chain, which then sees
-    the sampled action (an action-dependent baseline: it biases the policy gradient)"""
     noise_hidden: int = 128
     """width of the noise network's hidden layer"""
     train_vlm: bool = False
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
     fsdp: bool = False
-    """with --train-vlm under torchrun: shard the policy over the ranks with FSDP2 (per VLM / expert / SigLIP layer + root;
-    full --train-vlm at 3B does not fit one 80 GB GPU, bench/memory.py); the update runs sharded, rollout and eval on a
-    full copy gathered each iteration; checkpoints are saved unsharded in the user's format"""
+    """with --train-vlm under torchrun: shard the policy over the ranks with FSDP2 (3B with the VLM trained outgrows one 80 GB
+    GPU: bench/memory.py); the update runs sharded, rollout and eval on a gathered full copy; checkpoints are saved whole"""
     vlm_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
     lora_rank: int = 0
@@ -158,6 +168,22 @@ class Args:
     """also adapt every linear of the SigLIP vision tower"""
     lora_preset: Literal["none", "lora-i", "lora-ii"] = "none"
     """paper 5.5: lora-i = r = α = 32 with the preset's LR and update epochs; lora-ii = also 1/5 of the actor LR, half the epochs"""
+    # --- options beside the paper's method: RLinf's choices and ablations (README: which were measured) ---
+    logprob_reduction: Literal["sum", "mean", "token"] = "sum"
+    """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper, the exact ratio); their `mean` (RLinf's
+    π0.5 chunk_level: a tempered ratio exp(Δ log π / (K + 1)) that moves (K + 1)x further before the clip acts; it degraded the
+    embedded default: README); `token` (RLinf's π0 token_level): per executed step and dim the ratio of its K + 1 terms' mean,
+    clipped, then averaged"""
+    time_limit: Literal["bootstrap", "terminal"] = "bootstrap"
+    """an episode cut by the time limit: `bootstrap` adds γ V(final obs) to its last reward (the limit is no true end),
+    `terminal` ends it like a failure, no bootstrap (RLinf's LIBERO / MetaWorld runs: its critic does not see time either)"""
+    episode_weighting: bool = False
+    """weight every decision's actor and critic loss by 1 / (decisions of its episode in the rollout epoch), normalised to
+    mean 1: each episode carries equal weight (RLinf's max_episode_steps / episode length); off: each decision does"""
+    critic_steps: Literal["pre-decision", "all"] = "all"
+    """π0 / GR00T: which denoising steps' expert features V(o) averages (eq. 16). `pre-decision`: step 0 only, at x_0 = pure
+    noise (every later x_k was drawn by the chain being scored); `all`: every step of the sampled chain, which then sees
+    the sampled action (an action-dependent baseline: it biases the policy gradient)"""
 
 
 # Presets: the paper's Table 7 (LIBERO) and Table 8 (ManiSkill, SIMPLER tasks); MetaWorld follows
@@ -179,8 +205,8 @@ NOISE_BOUNDS = {  # Tables 7-8, the same for every task: (std min, std max, entr
 MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, replan_steps=5)
-# The embedded default: a tiny π0 on 2 CPU cores (measured in the README: 200 iterations with the cosine schedule, 5 seeds
-# +22 points held-out, every seed >= +18; 100 iterations at a constant LR: +20, one seed +9).
+# The embedded default: a tiny π0 on 2 CPU cores; 200 iterations with the cosine schedule: every seed gained, unlike 100 at
+# a constant LR (README).
 TINY_CPU = dict(total_iterations=200, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=True,
                 denoise_steps=4, replan_steps=4, eval_every=50, eval_episodes_per_task=50,
@@ -210,36 +236,11 @@ def preset(env: str, model: str) -> dict:
     return values
 
 
-def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
-    """Fill every flag left at None from the preset of --env x --model (--model defaults to the
-    checkpoint's family: tiny, pi0 or pi05)."""
-    if args.model is None:
-        args.model = checkpoint_family or "tiny"
-    if checkpoint_family is not None and checkpoint_family != "tiny" and args.model != checkpoint_family:
-        raise ValueError(f"--model {args.model} does not match the checkpoint, which holds a {checkpoint_family} model")
-    for key, value in preset(args.env, args.model).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
-
-
 def check_args(args: Args, world_size: int, action_horizon: int) -> None:
     """A clear error for every bad flag combination (never a stack trace from deep inside)."""
-    if args.replan_steps < 1 or args.replan_steps > action_horizon:
-        raise ValueError(f"--replan-steps must be in 1..{action_horizon} (the model's action horizon H), got {args.replan_steps}")
-    if args.interaction_steps % args.replan_steps:
-        raise ValueError(f"--interaction-steps ({args.interaction_steps}) must be a multiple of --replan-steps ({args.replan_steps})")
-    if args.num_envs % world_size:
-        raise ValueError(f"--num-envs ({args.num_envs}) must be divisible by the number of ranks ({world_size})")
-    if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
-        raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
-                         f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
-    batch = args.num_envs * args.rollout_epochs * (args.interaction_steps // args.replan_steps)
-    if batch % args.minibatch_size:
-        raise ValueError(f"the rollout batch (num_envs x rollout_epochs x interaction_steps / replan_steps = {batch}) "
-                         f"must be a multiple of --minibatch-size ({args.minibatch_size})")
-    if args.denoise_steps < 1:
-        raise ValueError(f"--denoise-steps must be >= 1, got {args.denoise_steps}")
+    from common.run import check_batch_sizes
+
+    check_batch_sizes(args, world_size, action_horizon)  # --replan-steps, --num-envs, --minibatch-size, ... (common/run.py)
     if not 0.0 < args.noise_std_min <= args.noise_std_max:
         raise ValueError(f"--noise-std-min / --noise-std-max must satisfy 0 < min <= max, got "
                          f"{args.noise_std_min} / {args.noise_std_max}")
@@ -429,13 +430,6 @@ def ppo_losses(ratio, adv, new_value, old_value, returns, clip_coef: float, weig
     return (weights * pg).mean(), (weights * v).mean()
 
 
-def select_obs(raw_obs: dict, rows) -> dict:
-    """Rows of a raw observation dict (images, state, instruction, task_id)."""
-    rows = np.asarray(rows)
-    return {"images": raw_obs["images"][rows], "state": raw_obs["state"][rows],
-            "instruction": [raw_obs["instruction"][i] for i in rows], "task_id": raw_obs["task_id"][rows]}
-
-
 if __name__ == "__main__":
     from tqdm import tqdm
 
@@ -445,10 +439,15 @@ if __name__ == "__main__":
 
     args = tyro.cli(Args)
     with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
-        # TRY NOT TO MODIFY: flags, devices, resume, checkpoint, presets (common/run.py: start; all of it fails
-        # with one `error:` line before any simulator is built)
-        args, saved, resume_dir, dist_info, policy, processor = run.start(args, Args, preset, resolve_args, check_args)
-        from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
+        # TRY NOT TO MODIFY: the start (common/run.py), each step one `error:` line if it fails, before any simulator is built
+        run.check_flags(args)                                               # --env, flag ranges, writable --run-root, ...
+        dist_info = distributed.setup_distributed(args.device)              # torchrun's ranks (one without torchrun)
+        resumed = run.resume(args, Args) if args.resume is not None else None   # --resume: the run's newest good checkpoint
+        args = resumed.args if resumed else args                            # (its saved flags, except those given now)
+        policy, processor = run.start_policy(args, dist_info.device)        # --checkpoint, the resumed one, or a default one
+        args = run.resolve_flags(args, policy, dist_info.world_size, preset, check_args)  # None -> the --env x --model preset
+        resume_dir, saved = (resumed.checkpoint, resumed.train_state) if resumed else (None, None)
+        from common.evaluate import check_policy_fits_env
         from common.logger import RunLogger
 
         rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
@@ -465,8 +464,8 @@ if __name__ == "__main__":
         distributed.broadcast_parameters(policy)
         if args.fsdp:
             distributed.shard_policy(policy, device)  # FSDP2: each rank keeps 1 / world of the weights, grads, AdamW moments
-        distributed.broadcast_parameters(critic)
-        distributed.broadcast_parameters(noise_net)
+        for module in (critic, noise_net):  # the heads: rank 0's initial weights everywhere
+            distributed.broadcast_parameters(module)
         # θ and θ' are trained jointly, with the actor's learning rate (4.1.1)
         actor_params = [p for p in policy.parameters() if p.requires_grad] + list(noise_net.parameters())
         optimizer = torch.optim.AdamW([{"params": actor_params, "lr": args.actor_lr},
@@ -484,16 +483,13 @@ if __name__ == "__main__":
 
         start_iteration, global_step = 1, 0
         run_dir = run.new_run_dir(args.run_root, args.env, args.exp_name, args.seed)
-        if resume_dir is not None:
-            critic.load_state_dict(saved["critic"])
-            noise_net.load_state_dict(saved["noise_net"])
-            distributed.load_optimizer_state(optimizer, {"policy": policy, "noise_net": noise_net, "critic": critic}, saved["optimizer"])
-            start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
-            run.set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
+        if resume_dir is not None:  # --resume: the saved modules, optimizer, counters and RNGs
+            start_iteration, global_step = run.restore(resume_dir, saved, optimizer, {"policy": policy, "noise_net": noise_net,
+                                                                                      "critic": critic}, sampler_gen, np_rng)
             run_dir = resume_dir.parent.parent
-        logger = RunLogger(run_dir, asdict(args), resume_step=global_step if resume_dir else None) if dist_info.is_main else None
-        guard = run.FiniteGuard(dist_info.is_main)  # stops the run at the first NaN / inf, before anything is saved
-        guard.last_good = resume_dir
+        track = dict(project=args.wandb_project_name, entity=args.wandb_entity) if args.track else None  # --track: W&B too
+        logger = RunLogger(run_dir, asdict(args), resume_step=global_step if resume_dir else None, wandb=track) if dist_info.is_main else None
+        guard = run.FiniteGuard(dist_info.is_main, last_good=resume_dir)  # stops the run at the first NaN / inf, unsaved
 
         @torch.no_grad()  # rollout: no graph, even when the VLM is trained
         def act_and_value(raw_obs: dict):
@@ -501,34 +497,20 @@ if __name__ == "__main__":
             obs = processor.observation(raw_obs, device)
             cache = actor.encode(obs)
             actions, chain, logp, c_in, value = sample_chain(actor, noise_net, cache, critic, args, action_dim, sampler_gen)
-            env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
+            env_actions = processor.actions_to_env(actions, action_dim, state=raw_obs["state"])[:, : args.replan_steps]
             return env_actions, chain, logp, c_in, value
 
-        def run_eval(iteration: int, final: bool = False) -> float:
-            act_fn = policy_act_fn(distributed.unsharded(policy), processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
-            envs.autoreset = False  # the training envs, borrowed: every rollout epoch starts with a reset anyway
-            summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
-                               seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
-                               num_videos=args.num_videos if final else 0)
-            envs.autoreset = True
-            if logger:
-                logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
-                (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-                (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
-            return summary["success_rate"]
+        def run_eval(iteration: int, final: bool = False) -> float:  # held-out success rate, logged under eval/
+            return run.held_out_eval(policy, processor, envs, args, run_dir, logger, global_step, iteration, final)
 
         def save_checkpoint(iteration: int) -> None:
             optimizer_state = distributed.optimizer_state(optimizer, {"policy": policy, "noise_net": noise_net, "critic": critic})  # --fsdp: gathered, full
-            train_state = {"critic": critic.state_dict(), "optimizer": optimizer_state, "iteration": iteration,
-                           "global_step": global_step, "args": asdict(args),
-                           "noise_net": noise_net.state_dict()}  # θ' is not an openpi weight
-            train_state["lora"] = lora.train_state(policy)  # the adapters, for --resume (None without LoRA)
-            with lora.merged(policy, enabled=dist_info.is_main):  # policy/ holds W + BA: the user's format
-                run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng),
-                                    guard, export=lambda folder: lora.export_adapters(train_state["lora"], folder))  # + adapters alone
+            train_state = {"critic": critic.state_dict(), "noise_net": noise_net.state_dict(),  # θ' is not an openpi weight
+                           "optimizer": optimizer_state, "iteration": iteration, "global_step": global_step, "args": asdict(args)}
+            run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng), guard)
 
         # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
-        E, T, N = args.rollout_epochs, num_steps, local_envs
+        E, T, N, K = args.rollout_epochs, num_steps, local_envs, args.denoise_steps  # K: denoising steps
         H, D = policy.config.action_horizon, policy.config.action_dim
         R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
         K_in = 1 if policy.config.variant == "pi05" or args.critic_steps == "pre-decision" else args.denoise_steps
@@ -536,7 +518,6 @@ if __name__ == "__main__":
         obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
         obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)
         obs_instructions = [[None] * T for _ in range(E)]                 # E x T lists of N strings
-        K = args.denoise_steps
         chains = torch.zeros(E, T, N, K + 1, H, D, device=device)         # (E, T, N, K+1, H, D) fp32 x_0 (noise) .. x_K (action)
         lp_shape = (args.replan_steps, action_dim) if args.logprob_reduction == "token" else ()
         logprobs = torch.zeros(E, T, N, *lp_shape, device=device)         # (E, T, N[, H', A]) fp32 log π(x_0..x_K | o) (eq. 5)
@@ -548,46 +529,37 @@ if __name__ == "__main__":
         returns = torch.zeros(E, T, N, device=device)
         weights = torch.ones(E, T, N, device=device)                      # (E, T, N) loss weight per decision
 
-        if start_iteration == 1:
-            before = run_eval(0)
-            if dist_info.is_main:
-                print(f"held-out success before RL: {before:.1%}")
-        else:
-            before = None
+        before = run_eval(0) if start_iteration == 1 else None  # held-out success before RL (a resumed run: already known)
+        if before is not None and dist_info.is_main:
+            print(f"held-out success before RL: {before:.1%}")
         bar = tqdm(range(start_iteration, args.total_iterations + 1), disable=not (args.progress and dist_info.is_main),
                    desc=f"flow_noise_ppo {args.env}", initial=start_iteration - 1, total=args.total_iterations)
         for iteration in bar:
             if args.anneal_lr:  # cosine schedule
                 frac = 0.5 * (1.0 + math.cos(math.pi * (iteration - 1) / args.total_iterations))
                 optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = frac * args.actor_lr, frac * args.critic_lr
-            iter_start, ep_success, ep_lengths, first_success, env_reward = time.time(), [], [], [], 0.0
+            iter_start, episodes = time.time(), run.EpisodeCounts()  # for the charts: successes, lengths, reward
             policy.eval()
             actor = distributed.unsharded(policy)  # --fsdp: the full weights on every rank, for this rollout only
             for e in range(E):
                 # each rollout epoch starts from fresh training episodes, seeded by (seed, rank, iteration, epoch)
                 next_obs = envs.reset(seed=int(np_rng.integers(2**31)))
-                first_episode = np.zeros(N, dtype=bool)  # the env's first episode of this epoch has ended
+                episodes.start_epoch(N)
                 for t in range(T):
                     obs_images[e, t], obs_states[e, t] = next_obs["images"], next_obs["state"]
                     obs_task_ids[e, t], obs_instructions[e][t] = next_obs["task_id"], list(next_obs["instruction"])
                     env_actions, chains[e, t], logprobs[e, t], critic_ins[e, t], values[e, t] = act_and_value(next_obs)
                     next_obs, reward, terminated, truncated, info = envs.step_chunk(env_actions)  # partial reset inside
                     global_step += N * args.replan_steps * world  # env steps budgeted, all ranks
-                    env_reward += float(np.sum(reward))
+                    episodes.step(reward, terminated, truncated, info)
                     reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
                     bootstrap = time_limit_rows(terminated, truncated, args.time_limit)
                     if len(bootstrap):  # --time-limit bootstrap: the limit is not a true end, add γ V(final obs)
-                        final_obs = select_obs(info["final_obs"], bootstrap)
+                        final_obs = run.select_obs(info["final_obs"], bootstrap)
                         *_, final_value = act_and_value(final_obs)
                         reward[torch.as_tensor(bootstrap, device=device)] += args.gamma * final_value
                     rewards[e, t], dones[e, t] = reward, torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-                    for i in np.flatnonzero(terminated | truncated):
-                        ep_success.append(float(info["success"][i] or terminated[i]))
-                        ep_lengths.append(int(info["episode_length"][i]))
-                        if not first_episode[i]:
-                            first_episode[i] = True
-                            first_success.append(float(info["success"][i] or terminated[i]))
-                first_success += [0.0] * int((~first_episode).sum())  # a first episode still running: not solved in the window
+                episodes.end_epoch()  # a first episode still running: not solved in the window
                 *_, next_value = act_and_value(next_obs)  # bootstrap the unfinished episodes
                 advantages[e], returns[e] = compute_gae(rewards[e], values[e], dones[e], next_value,
                                                          args.gamma, args.gae_lambda)
@@ -656,35 +628,21 @@ if __name__ == "__main__":
             scalars["losses/explained_variance"] = float(explained_var)
             scalars = distributed.all_reduce_mean(scalars, device)  # every rank holds the same number of decisions
             guard.check(iteration, {k: v for k, v in scalars.items() if k != "losses/explained_variance"})
-            totals = distributed.all_reduce_sum({"episodes": len(ep_success), "solved": sum(ep_success), "lengths": sum(ep_lengths),
-                                                 "first": len(first_success), "first_solved": sum(first_success),
-                                                 "env_reward": env_reward, "steps_per_second": N * E * T * args.replan_steps / rollout_time}, device)
+            totals = episodes.totals(N * E * T * args.replan_steps / rollout_time, device)
             scalars.update(run.rollout_charts(totals))
             scalars.update({"charts/actor_lr": optimizer.param_groups[0]["lr"], "charts/iteration_seconds": time.time() - iter_start,
                             "charts/iteration": iteration})
             if logger:
                 logger.log(global_step, scalars)
                 bar.set_postfix(rollout_success=f"{scalars['charts/rollout_success_rate']:.2f}", kl=f"{scalars['losses/approx_kl']:.4f}")
-                if totals["env_reward"] == 0:
-                    tqdm.write(f"warning: iteration {iteration}: no episode earned any reward, so this update had no success "
-                               "signal to learn from (longer episodes, more envs or a better SFT start would help)")
+                episodes.warn_if_unrewarded(totals, iteration)
             if args.eval_every and iteration % args.eval_every == 0 and iteration != args.total_iterations:
                 run_eval(iteration)
             if iteration % args.save_every == 0 or iteration == args.total_iterations:
                 save_checkpoint(iteration)
 
-        in_sync = all(distributed.parameters_in_sync(m, device) for m in (policy, critic, noise_net))
-        if not in_sync:
-            raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+        in_sync = run.check_in_sync(device, policy, critic, noise_net)  # every rank ends with the same weights
         after = run_eval(args.total_iterations, final=True)
-        if logger:
-            plot = logger.plot_learning_curve()
-            if before is not None:
-                print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
-            else:
-                print(f"held-out success after RL: {after:.1%}")
-            print(f"weights identical on all {world} ranks: {in_sync}")
-            print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
-            logger.close()
+        run.report(logger, before, after, world, in_sync, run_dir, args.run_root)  # rank 0: before -> after, the curve
         envs.close()
         distributed.cleanup()

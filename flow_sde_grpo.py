@@ -12,6 +12,8 @@ rollout epoch; the tiny preset has 2 groups of 8 per iteration, RLinf's LIBERO r
 
 Launch:
     python flow_sde_grpo.py                                  # embedded default: CPU, tiny π0, MetaWorld
+    torchrun --nproc_per_node 8 flow_sde_grpo.py --env libero-long   # the paper's setup: its π0 SFT checkpoint (Hub, common/hub.py)
+    python flow_sde_grpo.py --env libero-long --checkpoint RLinf/RLinf-Pi0-LIBERO-Long-SFT@main   # a Hub id or a local dir
     python flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft        # 1 GPU
     torchrun --standalone --nproc_per_node 8 flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft
     torchrun --standalone --nproc_per_node 8 flow_sde_grpo.py --env libero-long --checkpoint /ckpt/pi0_libero_sft \
@@ -32,15 +34,23 @@ entirely in openpi time; tests/test_flow_sde_ppo.py shows that this keeps the OD
 that reading the same formulas in the other convention does not.
 """
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, TypeVar
 
 import numpy as np
 import torch
 import tyro
+
+
+# A flag left at None takes the preset of --env x --model (the paper's Tables 7-8: `preset` below); --help shows its tiny value.
+T = TypeVar("T")
+Preset = Annotated[Optional[T], tyro.conf.DisallowNone]   # --flag VALUE (never None on the command line)
+
+
+def tiny(name: str):
+    return tyro.conf.arg(help_behavior_hint=lambda _: f"(default: from the --env x --model preset; tiny: {TINY_CPU[name]})")
 
 
 @dataclass
@@ -50,11 +60,23 @@ class Args:
     """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
     model: Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]] = None
     """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one;
+    `pi0` (the paper's default family) without either on an env with no scripted expert (LIBERO, maniskill-put-on-plate);
     `tiny-groot`: the embedded default with a tiny GR00T N1.5; `groot`: GR00T N1.5 (π0's presets, appendix C)"""
     checkpoint: Optional[str] = None
-    """a local SFT checkpoint dir (openpi / LeRobot / RLinf); none: make or reuse the embedded tiny SFT policy"""
+    """a local SFT checkpoint dir (openpi / LeRobot / RLinf) or a Hugging Face Hub id org/name[@revision]: rank 0
+    downloads it into the HF cache (HF_HOME, HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT apply).
+    None: the paper's SFT checkpoint for --env x --model (common/hub.py; tools/which_checkpoint.py --table):
+    π0: RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT (libero-spatial, -object, -goal), RLinf/RLinf-Pi0-LIBERO-Long-SFT;
+    π0.5: RLinf/RLinf-Pi05-LIBERO-SFT (the four LIBERO suites);
+    RLinf/RLinf-Pi0-ManiSkill-25Main-SFT, RLinf/RLinf-Pi05-ManiSkill-25Main-SFT (maniskill-put-on-plate);
+    RLinf/RLinf-Pi0-MetaWorld-SFT, RLinf/RLinf-Pi05-MetaWorld-SFT (metaworld-*);
+    or, where a scripted expert exists and --model is not pi0 / pi05, the embedded tiny SFT policy (made or reused)"""
     asset_id: Optional[str] = None
     """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
+    data_config: Optional[str] = None
+    """the checkpoint's training data conventions (common/conventions.py), where its files do not record them:
+    pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
+    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
     embodiment: Optional[str] = None
     """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id (default: the checkpoint's own)"""
     resume: Optional[str] = None
@@ -71,9 +93,9 @@ class Args:
     """folder that holds the runs (TensorBoard logs, checkpoints, evals, plot)"""
     cache_dir: str = "runs/cache"
     """where the embedded default's demonstrations and SFT policy are cached"""
-    eval_every: Optional[int] = None
+    eval_every: Annotated[Preset[int], tiny("eval_every")] = None
     """evaluate every this many iterations (0: only before and after training)"""
-    eval_episodes_per_task: Optional[int] = None
+    eval_episodes_per_task: Annotated[Preset[int], tiny("eval_episodes_per_task")] = None
     """held-out eval episodes per task (LIBERO: 50 = all fixed init states)"""
     save_every: int = 10
     """write a checkpoint every this many iterations (and at the end)"""
@@ -81,58 +103,53 @@ class Args:
     """eval episodes to save as mp4 in the final evaluation (0: none)"""
     progress: bool = True
     """show a tqdm progress bar"""
+    track: bool = False
+    """log to Weights & Biases as well as TensorBoard (CleanRL's --track; `pip install wandb`; WANDB_MODE=offline: local only)"""
+    wandb_project_name: str = "pirl"
+    """the Weights & Biases project of --track"""
+    wandb_entity: Optional[str] = None
+    """the Weights & Biases team or user of --track (None: your default entity)"""
     max_episode_steps: Optional[int] = None
     """override the benchmark's episode length (quick looks and tests)"""
     # --- algorithm (None = the preset of --env x --model, from the paper's Tables 7-8) ---
-    total_iterations: Optional[int] = None
+    total_iterations: Annotated[Preset[int], tiny("total_iterations")] = None
     """PPO iterations (the tables' "train epochs"): one rollout phase + one update phase each"""
-    num_envs: Optional[int] = None
+    num_envs: Annotated[Preset[int], tiny("num_envs")] = None
     """parallel environments, summed over all ranks"""
-    interaction_steps: Optional[int] = None
+    interaction_steps: Annotated[Preset[int], tiny("interaction_steps")] = None
     """environment steps per env per rollout epoch, a multiple of --replan-steps (ONE episode per env: one still running at the end scores 0)"""
-    rollout_epochs: Optional[int] = None
+    rollout_epochs: Annotated[Preset[int], tiny("rollout_epochs")] = None
     """rollout phases (of --interaction-steps each, one episode per env) collected before every update"""
-    group_size: Optional[int] = None
+    group_size: Annotated[Preset[int], tiny("group_size")] = None
     """G: episodes per group, all started from the same initial condition (must divide the envs per rank)"""
     num_groups: Optional[int] = None
     """initial conditions (groups) per rollout epoch, summed over ranks: --num-envs = num_groups x group_size (None: from
     --num-envs); groups per iteration = num_groups x rollout_epochs (the tiny preset: 2; RLinf's LIBERO runs: 64)"""
-    minibatch_size: Optional[int] = None
+    minibatch_size: Annotated[Preset[int], tiny("minibatch_size")] = None
     """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
-    micro_batch_size: Optional[int] = None
+    micro_batch_size: Annotated[Preset[int], tiny("micro_batch_size")] = None
     """decisions per forward/backward pass on one rank (gradient accumulation inside a minibatch)"""
-    update_epochs: Optional[int] = None
+    update_epochs: Annotated[Preset[int], tiny("update_epochs")] = None
     """passes over the rollout data per iteration"""
-    actor_lr: Optional[float] = None
+    actor_lr: Annotated[Preset[float], tiny("actor_lr")] = None
     """learning rate of the action expert"""
-    anneal_lr: Optional[bool] = None
+    anneal_lr: Annotated[Preset[bool], tiny("anneal_lr")] = None
     """cosine schedule of the learning rate over the iterations"""
-    denoise_steps: Optional[int] = None
+    denoise_steps: Annotated[Preset[int], tiny("denoise_steps")] = None
     """K: Euler steps from noise to action"""
-    noise_level: Optional[float] = None
+    noise_level: Annotated[Preset[float], tiny("noise_level")] = None
     """a: SDE noise level, σ_t = a sqrt(t / (1 - t)) (eq. 8)"""
-    replan_steps: Optional[int] = None
+    replan_steps: Annotated[Preset[int], tiny("replan_steps")] = None
     """H': actions executed per decision (<= the model's action horizon H)"""
-    filter_groups: bool = True
-    """drop groups whose mean success is outside [0.1, 0.9] (all fail / all succeed: no signal)"""
-    loss_normalisation: Literal["kept", "all"] = "kept"
-    """the minibatch loss is a mean over the decisions the update uses (`kept`) or over all its rows, dropped groups and
-    steps after an episode's end adding zeros (`all`, RLinf: a step shrinks with the signal instead of being renormalised)"""
-    episode_weighting: bool = False
-    """weight each decision by T / (decisions of its episode), T = decisions per rollout epoch: each episode carries equal
-    weight (RLinf's max_episode_steps / episode length); off: each decision does"""
     clip_coef: float = 0.2
     """PPO clip ε (eq. 14)"""
-    kl_coef: float = 0.0
-    """weight of a KL penalty to the initial policy (0: none, as the paper's runs)"""
     max_grad_norm: float = 1.0
     """gradient-norm clip"""
     train_vlm: bool = False
     """also train the VLM (the paper freezes it in the RL stage, section 5.1)"""
     fsdp: bool = False
-    """with --train-vlm under torchrun: shard the policy over the ranks with FSDP2 (per VLM / expert / SigLIP layer + root;
-    full --train-vlm at 3B does not fit one 80 GB GPU, bench/memory.py); the update runs sharded, rollout and eval on a
-    full copy gathered each iteration; checkpoints are saved unsharded in the user's format"""
+    """with --train-vlm under torchrun: shard the policy over the ranks with FSDP2 (3B with the VLM trained outgrows one 80 GB
+    GPU: bench/memory.py); the update runs sharded, rollout and eval on a gathered full copy; checkpoints are saved whole"""
     vlm_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
     lora_rank: int = 0
@@ -145,6 +162,17 @@ class Args:
     """also adapt every linear of the SigLIP vision tower"""
     lora_preset: Literal["none", "lora-i", "lora-ii"] = "none"
     """paper 5.5: lora-i = r = α = 32 with the preset's LR and update epochs; lora-ii = also 1/5 of the actor LR, half the epochs"""
+    # --- options beside the paper's method: RLinf's choices and ablations (README: which were measured) ---
+    filter_groups: bool = True
+    """drop groups whose mean success is outside [0.1, 0.9] (all fail / all succeed: no signal)"""
+    loss_normalisation: Literal["kept", "all"] = "kept"
+    """the minibatch loss is a mean over the decisions the update uses (`kept`) or over all its rows, dropped groups and
+    steps after an episode's end adding zeros (`all`, RLinf: a step shrinks with the signal instead of being renormalised)"""
+    episode_weighting: bool = False
+    """weight each decision by T / (decisions of its episode), T = decisions per rollout epoch: each episode carries equal
+    weight (RLinf's max_episode_steps / episode length); off: each decision does"""
+    kl_coef: float = 0.0
+    """weight of a KL penalty to the initial policy (0: none, as the paper's runs)"""
     # --- filled in at runtime ---
     init_checkpoint: Optional[str] = None
     """the checkpoint the run started from (kept across --resume: the reference of --kl-coef)"""
@@ -217,26 +245,14 @@ def resolve_args(args: Args, checkpoint_family: Optional[str]) -> Args:
 
 def check_args(args: Args, world_size: int, action_horizon: int) -> None:
     """A clear error for every bad flag combination (never a stack trace from deep inside)."""
-    if args.replan_steps < 1 or args.replan_steps > action_horizon:
-        raise ValueError(f"--replan-steps must be in 1..{action_horizon} (the model's action horizon H), got {args.replan_steps}")
-    if args.interaction_steps % args.replan_steps:
-        raise ValueError(f"--interaction-steps ({args.interaction_steps}) must be a multiple of --replan-steps ({args.replan_steps})")
-    if args.num_envs % world_size:
-        raise ValueError(f"--num-envs ({args.num_envs}) must be divisible by the number of ranks ({world_size})")
+    from common.run import check_batch_sizes
+
+    check_batch_sizes(args, world_size, action_horizon)  # --replan-steps, --num-envs, --minibatch-size, ... (common/run.py)
     if args.group_size < 1 or (args.num_envs // world_size) % args.group_size:
         raise ValueError(f"--group-size ({args.group_size}) must be >= 1 and divide the envs per rank (--num-envs "
                          f"{args.num_envs} / {world_size} ranks = {args.num_envs // world_size}): groups never straddle ranks")
     if args.num_groups * args.group_size != args.num_envs:
         raise ValueError(f"--num-groups ({args.num_groups}) x --group-size ({args.group_size}) must equal --num-envs ({args.num_envs})")
-    if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
-        raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
-                         f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
-    batch = args.num_envs * args.rollout_epochs * (args.interaction_steps // args.replan_steps)
-    if batch % args.minibatch_size:
-        raise ValueError(f"the rollout batch (num_envs x rollout_epochs x interaction_steps / replan_steps = {batch}) "
-                         f"must be a multiple of --minibatch-size ({args.minibatch_size})")
-    if args.denoise_steps < 1:
-        raise ValueError(f"--denoise-steps must be >= 1, got {args.denoise_steps}")
     if not 0.0 < args.noise_level < 2.0:
         raise ValueError(f"--noise-level must be in (0, 2), got {args.noise_level}")
     if args.kl_coef < 0:
@@ -367,11 +383,16 @@ if __name__ == "__main__":
 
     args = tyro.cli(Args)
     with main_errors():  # an expected failure (bad flag, broken checkpoint, full disk, ...) ends in one `error:` line
-        # TRY NOT TO MODIFY: flags, devices, resume, checkpoint, presets (common/run.py: start; all of it fails
-        # with one `error:` line before any simulator is built)
-        args, saved, resume_dir, dist_info, policy, processor = run.start(args, Args, preset, resolve_args, check_args)
+        # TRY NOT TO MODIFY: the start (common/run.py), each step one `error:` line if it fails, before any simulator is built
+        run.check_flags(args)                                               # --env, flag ranges, writable --run-root, ...
+        dist_info = distributed.setup_distributed(args.device)              # torchrun's ranks (one without torchrun)
+        resumed = run.resume(args, Args) if args.resume is not None else None   # --resume: the run's newest good checkpoint
+        args = resumed.args if resumed else args                            # (its saved flags, except those given now)
+        policy, processor = run.start_policy(args, dist_info.device)        # --checkpoint, the resumed one, or a default one
+        args = run.resolve_flags(args, policy, dist_info.world_size, preset, check_args, resolve_args)  # None -> the preset
+        resume_dir, saved = (resumed.checkpoint, resumed.train_state) if resumed else (None, None)
         from common.checkpoint import vlm_dtype
-        from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
+        from common.evaluate import check_policy_fits_env
         from common.logger import RunLogger
 
         rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
@@ -406,14 +427,12 @@ if __name__ == "__main__":
 
         start_iteration, global_step = 1, 0
         run_dir = run.new_run_dir(args.run_root, args.env, args.exp_name, args.seed)
-        if resume_dir is not None:
-            distributed.load_optimizer_state(optimizer, {"policy": policy}, saved["optimizer"])
-            start_iteration, global_step = saved["iteration"] + 1, saved["global_step"]
-            run.set_rng_state(torch.load(resume_dir / f"rng_rank{rank}.pt", weights_only=False), sampler_gen, np_rng)
+        if resume_dir is not None:  # --resume: the saved modules, optimizer, counters and RNGs
+            start_iteration, global_step = run.restore(resume_dir, saved, optimizer, {"policy": policy}, sampler_gen, np_rng)
             run_dir = resume_dir.parent.parent
-        logger = RunLogger(run_dir, asdict(args), resume_step=global_step if resume_dir else None) if dist_info.is_main else None
-        guard = run.FiniteGuard(dist_info.is_main)  # stops the run at the first NaN / inf, before anything is saved
-        guard.last_good = resume_dir
+        track = dict(project=args.wandb_project_name, entity=args.wandb_entity) if args.track else None  # --track: W&B too
+        logger = RunLogger(run_dir, asdict(args), resume_step=global_step if resume_dir else None, wandb=track) if dist_info.is_main else None
+        guard = run.FiniteGuard(dist_info.is_main, last_good=resume_dir)  # stops the run at the first NaN / inf, unsaved
 
         @torch.no_grad()  # rollout: no graph, even when the VLM is trained
         def act(raw_obs: dict):
@@ -421,29 +440,17 @@ if __name__ == "__main__":
             obs = processor.observation(raw_obs, device)
             cache = actor.encode(obs)
             actions, x_j, x_next, j, logp = sample_hybrid(actor, cache, args, action_dim, sampler_gen)
-            env_actions = processor.actions_to_env(actions, action_dim)[:, : args.replan_steps]
+            env_actions = processor.actions_to_env(actions, action_dim, state=raw_obs["state"])[:, : args.replan_steps]
             return env_actions, x_j, x_next, j, logp
 
-        def run_eval(iteration: int, final: bool = False) -> float:
-            act_fn = policy_act_fn(distributed.unsharded(policy), processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
-            # the training envs (autoreset=False), borrowed: every rollout epoch starts with a reset anyway
-            summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs,
-                               seed=args.seed, video_dir=str(run_dir / "eval" / "videos") if final and dist_info.is_main else None,
-                               num_videos=args.num_videos if final else 0)
-            if logger:
-                logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
-                (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-                (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
-            return summary["success_rate"]
+        def run_eval(iteration: int, final: bool = False) -> float:  # held-out success rate, logged under eval/
+            return run.held_out_eval(policy, processor, envs, args, run_dir, logger, global_step, iteration, final)
 
         def save_checkpoint(iteration: int) -> None:
             optimizer_state = distributed.optimizer_state(optimizer, {"policy": policy})  # --fsdp: gathered, full
             train_state = {"optimizer": optimizer_state, "iteration": iteration, "global_step": global_step,
                            "args": asdict(args)}
-            train_state["lora"] = lora.train_state(policy)  # the adapters, for --resume (None without LoRA)
-            with lora.merged(policy, enabled=dist_info.is_main):  # policy/ holds W + BA: the user's format
-                run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng),
-                                    guard, export=lambda folder: lora.export_adapters(train_state["lora"], folder))  # + adapters alone
+            run.save_checkpoint(run_dir, iteration, policy, processor, train_state, run.rng_state(sampler_gen, np_rng), guard)
 
         # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
         E, T, N = args.rollout_epochs, num_steps, local_envs
@@ -604,18 +611,8 @@ if __name__ == "__main__":
             if iteration % args.save_every == 0 or iteration == args.total_iterations:
                 save_checkpoint(iteration)
 
-        in_sync = distributed.parameters_in_sync(policy, device)
-        if not in_sync:
-            raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+        in_sync = run.check_in_sync(device, policy)  # every rank ends with the same weights
         after = run_eval(args.total_iterations, final=True)
-        if logger:
-            plot = logger.plot_learning_curve()
-            if before is not None:
-                print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
-            else:
-                print(f"held-out success after RL: {after:.1%}")
-            print(f"weights identical on all {world} ranks: {in_sync}")
-            print(f"run: {run_dir}  (tensorboard --logdir {args.run_root}; curve: {plot})")
-            logger.close()
+        run.report(logger, before, after, world, in_sync, run_dir, args.run_root)  # rank 0: before -> after, the curve
         envs.close()
         distributed.cleanup()

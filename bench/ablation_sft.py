@@ -41,7 +41,8 @@ from flow_sde_ppo import sample_hybrid  # noqa: E402
 @dataclass
 class Args:
     checkpoint: str | None = None
-    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
+    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
+    make or reuse (runs/cache)"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50

@@ -25,7 +25,8 @@ from common.errors import check_at_least, check_writable, main_errors  # noqa: E
 @dataclass
 class Args:
     checkpoint: str | None = None
-    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
+    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
+    make or reuse (runs/cache)"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task"""
     init_id: int = 0

@@ -26,7 +26,8 @@ from common.errors import UsageError, check_at_least, check_writable, main_error
 @dataclass
 class Args:
     checkpoint: str | None = None
-    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
+    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
+    make or reuse (runs/cache)"""
     env: str = "metaworld-drawer-open-v3"
     """a metaworld-* task (the object position is read from MetaWorld's state)"""
     num_states: int = 32

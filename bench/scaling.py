@@ -84,7 +84,8 @@ class Args:
     cores: int = 2
     """CPU threads shared by the ranks: each process gets OMP_NUM_THREADS = cores // nprocs"""
     checkpoint: str | None = None
-    """the SFT policy; none: the few-shot SFT policy of --env that the RL scripts make or reuse (runs/cache)"""
+    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
+    make or reuse (runs/cache)"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task"""
     run_root: str = "runs/bench_tmp"

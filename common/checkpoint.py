@@ -11,7 +11,9 @@ Formats, detected from the files (nothing is downloaded):
                   it holds lm_head and embed_tokens as two tensors (kept apart), normalisation modes in
                   policy_{pre,post}processor.json (Processor.source = "lerobot": its conventions, processor.py)
   RLinf           SFT checkpoints are openpi's; its RL outputs are DIR/full_weights.pt (a torch state dict)
-The variant is read from the weights (`time_mlp_in` -> π0.5, `state_proj` -> π0).
+The variant is read from the weights (`time_mlp_in` -> π0.5, `state_proj` -> π0). GR00T N1.5 dirs go to
+common/groot_checkpoint.py (load_policy / save_policy dispatch there); norm stats are read by common/norm_stats.py.
+Where a checkpoint came from is the processor's Provenance (processor.py), declared here when it is built.
 """
 import json
 import math
@@ -20,12 +22,13 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load as safetensors_load, load_file, save as safetensors_save, save_file, save_model
 
+from common import groot_checkpoint
 from common.logger import publish_dir
+from common.norm_stats import find_norm_stats, read_norm_stats
 from common.policy import PI0Config, PI0Policy, make_config
-from common.processor import LEROBOT_NORM_MODES, Processor
+from common.processor import LEROBOT_FILES, LEROBOT_NORM_MODES, Processor, Provenance
 from common.tokenizer import load_tokenizer
 
 # RLinf writes full_weights.pt under model_state_dict/ (and actor/model_state_dict/ from its runner):
@@ -38,7 +41,8 @@ TIED = {"paligemma_with_expert.paligemma.lm_head.weight":
 _STRIP = ("module.", "_orig_mod.", "model.", "_fsdp_wrapped_module.")   # DDP / torch.compile / LeRobot / FSDP prefixes
 
 
-def _read_weights(path: Path) -> tuple[dict, str]:
+def read_weights(path: Path) -> tuple[dict, str]:
+    """(state dict with openpi's top-level keys, format "openpi" | "lerobot" | "rlinf") of a π0 / π0.5 dir."""
     if (path / "model.safetensors").is_file():
         sd = load_file(str(path / "model.safetensors"))
         fmt = "lerobot" if any(k.startswith("model.paligemma_with_expert.") for k in sd) else "openpi"
@@ -136,9 +140,6 @@ def _lerobot_config(path: Path, meta: dict) -> dict:
     return out
 
 
-LEROBOT_FILES = ("config.json", "policy_preprocessor*", "policy_postprocessor*")   # written back as they came
-
-
 def _lerobot_processor(path: Path, meta: dict) -> dict:
     """LeRobot's normalisation modes and eps: from the saved pipelines' (un)normalizer steps, which are what its
     from_pretrained runs, else from config.json's normalization_mapping (its defaults: π0 MEAN_STD, π0.5 QUANTILES)."""
@@ -222,45 +223,6 @@ def sizes_from_weights(sd: dict, source) -> dict:
     return out
 
 
-def find_norm_stats(path: Path, asset_id: str | None = None) -> tuple[Path | None, str | None]:
-    """openpi keeps norm stats per asset id: DIR/assets/<asset_id>/norm_stats.json (openpi), DIR/<asset_id>/
-    norm_stats.json (RLinf); ids may be nested ("physical-intelligence/libero"). asset_id picks one, as openpi's
-    data config does; without it the only one, or a ValueError listing the ids. (None, None) if there is none."""
-    found = {}
-    for f in sorted(path.rglob("norm_stats.json")):
-        rel = f.parent.relative_to(path).as_posix()
-        aid = rel[len("assets/"):] if rel.startswith("assets/") else rel
-        if aid not in found or rel.startswith("assets/"):   # openpi's assets/ first
-            found[aid] = f
-    if asset_id is not None:
-        if asset_id not in found:
-            raise FileNotFoundError(f"{path}: no norm stats for asset id {asset_id!r} (expected "
-                                    f"assets/{asset_id}/norm_stats.json); asset ids there: {sorted(found) or 'none'}")
-        return found[asset_id], asset_id
-    if len(found) > 1:
-        raise ValueError(f"{path} holds norm stats for {len(found)} asset ids {sorted(found)}: choose one with "
-                         "asset_id=... (the scripts' --asset-id)")
-    return next(((f, a) for a, f in found.items()), (None, None))
-
-
-def _norm_stats(path: Path, asset_id: str | None = None) -> dict:
-    f, _ = find_norm_stats(path, asset_id)
-    if f is not None:
-        return json.loads(f.read_text())
-    for f in sorted(path.glob("*normalizer*.safetensors")):   # LeRobot processor state
-        stats = {"state": {}, "actions": {}}
-        with safe_open(str(f), "pt") as fh:
-            for k in fh.keys():
-                feat, _, stat = k.rpartition(".")
-                name = {"observation.state": "state", "action": "actions"}.get(feat)
-                if name:
-                    stats[name][stat] = fh.get_tensor(k).float().tolist()
-        if stats["state"] and stats["actions"]:
-            return {"norm_stats": stats}
-    raise FileNotFoundError(f"no normalisation stats in {path}: expected assets/<asset_id>/norm_stats.json, "
-                            "<asset_id>/norm_stats.json or a LeRobot *normalizer*.safetensors")
-
-
 def load_state_dict_checked(policy: PI0Policy, sd: dict, source: str = "checkpoint"):
     """Strict load that names missing / unexpected keys; tied tensors may come under either name."""
     sd = dict(sd)
@@ -299,13 +261,12 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None,
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
-    from common import groot
-    if groot.is_groot_dir(path):   # GR00T N1.5 (Isaac-GR00T / LeRobot / ours): common/groot.py
+    if groot_checkpoint.is_groot_dir(path):   # GR00T N1.5 (Isaac-GR00T / LeRobot / ours): common/groot_checkpoint.py
         chosen = {} if embodiment is None else {"embodiment": int(embodiment) if embodiment.isdigit() else embodiment}
-        return groot.load_groot_policy(path, device=device, dtype=dtype, asset_id=asset_id, **chosen)
+        return groot_checkpoint.load_groot_policy(path, device=device, dtype=dtype, asset_id=asset_id, **chosen)
     if embodiment is not None:
         raise ValueError(f"--embodiment {embodiment} is for GR00T checkpoints; this one holds a π0 / π0.5 (leave it out)")
-    sd, fmt = _read_weights(path)
+    sd, fmt = read_weights(path)
     variant = detect_variant(sd)
     config = _config_from(path, sd, variant)
     with torch.device("meta"):
@@ -329,15 +290,17 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None,
         policy.set_vlm_dtype(dtype)
     meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     conventions = _lerobot_processor(path, meta) if fmt == "lerobot" else {}   # the source's, kept at save
-    processor = Processor.from_stats(_norm_stats(path, asset_id), load_tokenizer(path), config, **conventions)
-    if fmt == "lerobot":
-        processor.source_files = {f.name: f.read_bytes() for pat in LEROBOT_FILES for f in sorted(path.glob(pat))}
-        processor.source_dtypes = {k: v.dtype for k, v in sd.items()}   # LeRobot's bf16 mode: save back as it held them
     found = find_norm_stats(path, asset_id)[1]
-    processor.asset_id = None if found in (None, ".") else found   # save_policy writes the stats back under this id
-    # who wrote it first: "openpi" | "lerobot" | "rlinf", or "pirl" for a policy we built (kept across our saves);
-    # openpi-format models have fixed camera slots (absent cameras masked), ours are sized to their demos
-    processor.source_format = meta.get("source_format", "pirl") if "pirl" in meta else fmt
+    lerobot = fmt == "lerobot"   # its config / processor files and each weight's dtype (bf16 mode): written back as they came
+    provenance = Provenance(
+        # who wrote it first: "openpi" | "lerobot" | "rlinf", or "pirl" for a policy we built (kept across our saves);
+        # openpi-format models have fixed camera slots (absent cameras masked), ours are sized to their demos
+        source_format=meta.get("source_format", "pirl") if "pirl" in meta else fmt,
+        asset_id=None if found in (None, ".") else found,   # save_policy writes the stats back under this id
+        source_files={f.name: f.read_bytes() for pat in LEROBOT_FILES for f in sorted(path.glob(pat))} if lerobot else {},
+        source_dtypes={k: v.dtype for k, v in sd.items()} if lerobot else {})
+    processor = Processor.from_stats(read_norm_stats(path, asset_id), load_tokenizer(path), config, **conventions,
+                                     provenance=provenance)
     return policy, processor
 
 
@@ -358,10 +321,9 @@ def _reset_buffers(policy: PI0Policy):
 def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | None = None):
     """openpi PyTorch layout, written to a temp dir next to `path` and renamed into place; LeRobot's layout
     for a policy loaded from a LeRobot checkpoint (save_lerobot)."""
-    if policy.config.variant == "groot":   # GR00T N1.5: the Isaac-GR00T layout (common/groot.py)
-        from common.groot import save_groot
-        return save_groot(path, policy, processor, extra)
-    if getattr(processor, "source", "openpi") == "lerobot":
+    if policy.config.variant == "groot":   # GR00T N1.5: its source's layout (common/groot_checkpoint.py)
+        return groot_checkpoint.save_groot(path, policy, processor, extra)
+    if processor.source == "lerobot":
         return save_lerobot(path, policy, processor, extra)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,13 +336,14 @@ def save_policy(path, policy: PI0Policy, processor: Processor, extra: dict | Non
             "action_expert_variant": "gemma_300m" if full else "pirl_custom",
             "precision": "float32" if policy.action_out_proj.weight.dtype == torch.float32 else "bfloat16",
             "pi05": c.variant == "pi05", "discrete_state_input": c.variant == "pi05" and c.discrete_state_input,
-            "source_format": getattr(processor, "source_format", "pirl"), "pirl": asdict(c), **(extra or {})}
+            "source_format": processor.provenance.source_format, "data_config": processor.data_config.name, "pirl": asdict(c), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    asset_dir = tmp / "assets" / (getattr(processor, "asset_id", None) or "pirl")   # the source's id: openpi looks there
+    asset_id = processor.provenance.asset_id
+    asset_dir = tmp / "assets" / (asset_id or "pirl")   # the source's id: openpi looks there
     asset_dir.mkdir(parents=True)
     (asset_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
-    if getattr(processor, "source_format", None) == "rlinf" and getattr(processor, "asset_id", None):
-        rlinf_dir = tmp / processor.asset_id   # RLinf's get_model reads DIR/<asset_id>/norm_stats.json, not assets/
+    if processor.provenance.source_format == "rlinf" and asset_id:
+        rlinf_dir = tmp / asset_id   # RLinf's get_model reads DIR/<asset_id>/norm_stats.json, not assets/
         rlinf_dir.mkdir(parents=True)          # (rlinf/models/embodiment/openpi/__init__.py:112)
         (rlinf_dir / "norm_stats.json").write_text(json.dumps(processor.norm_stats, indent=2))
     (tmp / "tokenizer.model").write_bytes(processor.tokenizer.model_proto)
@@ -410,15 +373,15 @@ def save_lerobot(path, policy: PI0Policy, processor: Processor, extra: dict | No
     processors) loads it: the source checkpoint's config.json and policy_{pre,post}processor files (RL moves no
     stats), model.safetensors with every tensor under `model.` (both embedding tables), our tokenizer.model;
     `extra` goes to pirl.json (LeRobot's config parser refuses unknown fields). Atomic like save_policy."""
-    if not processor.source_files:
+    if not processor.provenance.source_files:
         raise ValueError("save_lerobot: the processor holds no LeRobot config / processor files (load_policy "
                          "records them from a LeRobot checkpoint)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
-    for name, data in processor.source_files.items():
+    for name, data in processor.provenance.source_files.items():
         (tmp / name).write_bytes(_lerobot_stats_file(data, processor) if "normalizer" in name else data)
-    dtypes = processor.source_dtypes   # each tensor in the dtype the source file held it in
+    dtypes = processor.provenance.source_dtypes   # each tensor in the dtype the source file held it in
     sd, seen = {}, set()
     for k, v in policy.state_dict().items():
         v = v.detach().to(dtypes.get(k, torch.float32))

@@ -27,7 +27,7 @@ batch (the rollout and the PPO update see the same policy). With a batch of one 
 are the peers' exactly.
 
 Where the processor files are looked for, in order (the first holding them all is used):
-  the `eagle_dir` argument; $PIRL_EAGLE_DIR; <checkpoint>/eagle_processor (what save_groot writes);
+  the `eagle_dir` argument; $PIRL_EAGLE_DIR; <checkpoint>/eagle_processor (what groot_checkpoint.save_groot writes);
   <checkpoint> itself; LeRobot's cache $HF_LEROBOT_HOME/lerobot/eagle2hg-processor-groot-n1p5 (default
   ~/.cache/huggingface/lerobot/...); an installed Isaac-GR00T's gr00t/model/backbone/eagle2_hg_model.
 """
@@ -46,10 +46,11 @@ import torch.nn.functional as F
 from common.errors import UsageError
 from common.groot import EMBODIMENTS, GrootPolicy
 from common.policy import Observation
+from common.processor import Provenance
 
 EAGLE_DIR_ENV = "PIRL_EAGLE_DIR"
 LEROBOT_CACHE = Path("lerobot") / "eagle2hg-processor-groot-n1p5"
-SAVED_DIR = "eagle_processor"                 # a checkpoint's own copy (save_groot)
+SAVED_DIR = "eagle_processor"                 # a checkpoint's own copy (groot_checkpoint.save_groot)
 METADATA = Path("experiment_cfg") / "metadata.json"
 REQUIRED = ("vocab.json", "merges.txt", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json",
             "chat_template.json")
@@ -393,18 +394,18 @@ def _normalize(x: torch.Tensor, mode: str, s: dict, inverse: bool) -> torch.Tens
 # ---------------------------------------------------------------------------------------------- processor
 class EagleProcessor:
     """Processor's interface (observation / actions_to_env / actions_to_model / norm_stats) with GR00T's own
-    input side: Eagle's prompt and images, metadata.json's per-key normalisation."""
+    input side: Eagle's prompt and images, metadata.json's per-key normalisation. provenance: the checkpoint's
+    (an Isaac-GR00T dir by default; a LeRobot 0.5.1 dir's own files, which save_groot writes back)."""
 
-    source_format = "isaac-gr00t"
-
-    def __init__(self, eagle_dir, entry: dict, tag: str, config, modes: dict | None = None, where: str = "metadata.json"):
+    def __init__(self, eagle_dir, entry: dict, tag: str, config, modes: dict | None = None, where: str = "metadata.json",
+                 provenance: Provenance | None = None):
         self.eagle_dir = Path(eagle_dir)
         self.tokenizer, self.images = EagleTokenizer(eagle_dir), EagleImages(eagle_dir)
         self.entry, self.tag, self.config, self.where = entry, tag, config, where
         self.state_norm, self.action_norm = GrootNorm(entry, "state", modes, where), GrootNorm(entry, "action", modes, where)
         self.norm_modes = {**{f"state.{k}": m for k, m in self.state_norm.modes.items()},
                            **{f"action.{k}": m for k, m in self.action_norm.modes.items()}}
-        self.asset_id, self.source_files, self.source_dtypes = None, {}, {}
+        self.provenance = provenance or Provenance("isaac-gr00t")
         self.files = {f: (self.eagle_dir / f).read_bytes() for f in REQUIRED + OPTIONAL if (self.eagle_dir / f).is_file()}
 
     @property
@@ -438,7 +439,7 @@ class EagleProcessor:
             token_masks=torch.as_tensor(np.stack([m for _, m in toks]), device=device),
             state=self._pad(state, c.state_dim, "state").to(device))
 
-    def actions_to_env(self, actions: torch.Tensor, env_action_dim: int) -> np.ndarray:
+    def actions_to_env(self, actions: torch.Tensor, env_action_dim: int, state=None) -> np.ndarray:   # state: no delta configs for GR00T (conventions.py)
         """(..., D) model actions -> (..., A) env actions: crop to metadata.json's dims, un-normalise per key."""
         if env_action_dim != self.action_norm.dim:
             raise ValueError(f"env actions have {env_action_dim} dims but GR00T's metadata.json describes "
@@ -446,7 +447,7 @@ class EagleProcessor:
         x = actions.detach().float().cpu()[..., :env_action_dim]
         return self.action_norm.unnormalize(x).numpy().astype(np.float32)
 
-    def actions_to_model(self, env_actions: np.ndarray) -> torch.Tensor:
+    def actions_to_model(self, env_actions: np.ndarray, state=None) -> torch.Tensor:
         x = self.action_norm.normalize(torch.as_tensor(np.asarray(env_actions, dtype=np.float32)))
         return self._pad(x, self.config.action_dim, "action")
 

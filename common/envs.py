@@ -89,9 +89,25 @@ SIMPLER_TASKS = {  # paper's SIMPLER WidowX tasks + generalisation set (bridge_v
     "cube": "StackGreenCubeOnYellowCubeBakedTexInScene-v1",
     "put-on-plate": "PutOnPlateInScene25Main-v3",
 }
+# the SIMPLER tasks mani_skill 3.0.1 registers (envs/tasks/digital_twins/bridge_dataset_eval/put_on_in_scene.py)
+SIMPLER_REGISTERED = [v for v in SIMPLER_TASKS.values() if v != "PutOnPlateInScene25Main-v3"]
+# RLinf registers the generalisation set itself (rlinf/envs/maniskill/tasks/put_on_in_scene_multi.py, RLinf a3816b5)
+RLINF_ONLY_TASKS = {"PutOnPlateInScene25Main-v3": "rlinf/envs/maniskill/tasks/put_on_in_scene_multi.py"}
+# per-robot control modes: the Panda tasks take pd_ee_delta_pose; mani_skill's Bridge WidowX agents offer only
+# this one (agents/robots/widowx/widowx.py is the bare arm; envs/.../bridge_dataset_eval/base_env.py's
+# WidowX250SBridgeDatasetFlatTable._controller_configs)
+WIDOWX_CONTROL_MODE = "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos"
+# what a SIMPLER WidowX scene downloads on first use (mani_skill.utils.assets.data DATA_SOURCES): pack -> folder
+SIMPLER_ASSET_PACKS = {"bridge_v2_real2sim": ("tasks/bridge_v2_real2sim_dataset", "custom/info_bridge_custom_v0.json"),
+                       "widowx250s": ("robots/widowx", "")}
 
 
-def _metaworld_task_names() -> list[str]:
+def maniskill_control_mode(env_id: str) -> str:
+    """The arm controller each ManiSkill task's robot offers: WidowX (SIMPLER) or Panda's ee-delta pose."""
+    return WIDOWX_CONTROL_MODE if env_id in SIMPLER_TASKS.values() else "pd_ee_delta_pose"
+
+
+def metaworld_task_names() -> list[str]:
     try:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
         return list(ALL_V3_ENVIRONMENTS)
@@ -102,7 +118,8 @@ def _metaworld_task_names() -> list[str]:
 def _all_env_names() -> list[str]:
     names = list(LIBERO_SUITES)
     names += [f"maniskill-{t}" for t in MANISKILL_TASKS] + [f"maniskill-{k}" for k in SIMPLER_TASKS]
-    names += ["metaworld-mt10", "metaworld-mt50"] + [f"metaworld-{t}" for t in _metaworld_task_names()]
+    names += [f"maniskill-{t}" for t in SIMPLER_TASKS.values()]   # the env ids themselves (the README's)
+    names += ["metaworld-mt10", "metaworld-mt50"] + [f"metaworld-{t}" for t in metaworld_task_names()]
     return names
 
 
@@ -133,9 +150,19 @@ def _require(module: str, package: str):
 
 
 # ----------------------------------------------------------------------------- MetaWorld
-def _metaworld_instruction(task: str) -> str:
-    # A fixed sentence per task from its name ("pick-place-v3" -> "pick place"): the model only needs
+# MetaWorld views: "pirl" (the embedded default's: corner2 at metaworld's pose, shadows / reflections / skybox off,
+# our task-name prompts) or "lerobot" (LeRobot envs/metaworld.py and RLinf metaworld_env.py, "to align with sft":
+# corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals, LeRobot's task descriptions; they render 480 px)
+METAWORLD_VIEWS = ("pirl", "lerobot")
+LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)
+
+
+def _metaworld_instruction(task: str, view: str = "pirl") -> str:
+    # pirl: a fixed sentence per task from its name ("pick-place-v3" -> "pick place"): the model only needs
     # a consistent prompt per task; SFT demos made with tools/make_demos.py use the same strings.
+    if view == "lerobot":
+        import json
+        return json.loads((Path(__file__).parent / "metaworld_prompts.json").read_text())["TASK_DESCRIPTIONS"][task]
     return task.removesuffix("-v3").replace("-", " ")
 
 
@@ -152,10 +179,12 @@ class _MetaWorldSim:
 
     state_dim, action_dim, num_cameras = 4, 4, 1
 
-    def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA):
+    def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA, view: str = "pirl"):
         _require("metaworld", "metaworld==3.1.1")
         _mujoco_warnings_to_stderr()
-        self.tasks, self.image_size, self.camera = tasks, image_size, camera
+        if view not in METAWORLD_VIEWS:
+            raise ValueError(f"MetaWorld view {view!r}; known: {METAWORLD_VIEWS}")
+        self.tasks, self.image_size, self.camera, self.view = tasks, image_size, camera, view
         self._built = {}  # task_id -> (env, renderer), least recently used first
         self.env = self.renderer = None
 
@@ -177,13 +206,16 @@ class _MetaWorldSim:
             env._partially_observable = False  # goal in the 39-D state: the scripted experts read it
             env.__dict__.pop("sawyer_observation_space", None)  # cached bounds zero the goal otherwise
             env.max_path_length = 10**9  # our ChunkVecEnv owns the time limit
-            # fast render settings: no shadows / reflections / multisampling
-            env.model.vis.quality.offsamples = 0
-            env.model.vis.quality.shadowsize = 0
-            renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+            if self.view == "lerobot":   # their camera pose, MuJoCo's default visuals
+                env.model.cam_pos[env.model.camera("corner2").id] = LEROBOT_CORNER2_POS
+                renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+            else:   # fast render settings: no shadows / reflections / multisampling
+                env.model.vis.quality.offsamples = 0
+                env.model.vis.quality.shadowsize = 0
+                renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
             self._built[task_id] = env, renderer
         return self._built[task_id]
 
@@ -243,12 +275,17 @@ def _quat2axisangle(q):  # robosuite quaternion (x, y, z, w) -> axis * angle
     return q[:3] / s * 2.0 * np.arccos(w)
 
 
+def libero_scene_seed(seed: int, task_id: int, init_id: int) -> int:
+    """The numpy seed of one LIBERO episode's scene: a function of the run seed, the task and the init state only."""
+    return int(np.random.SeedSequence([seed, task_id, init_id]).generate_state(1)[0])
+
+
 class _LiberoSim:
     """LIBERO BDDL task with its 50 fixed init states; agent view + wrist camera, 8-D state."""
 
     state_dim, action_dim, num_cameras = 8, 7, 2
 
-    def __init__(self, suite: str, image_size: int):
+    def __init__(self, suite: str, image_size: int, seed: int = 0):
         _require("libero", "hf-libero==0.1.4")
         _mujoco_warnings_to_stderr()
         assets = _libero_assets_dir()
@@ -257,7 +294,7 @@ class _LiberoSim:
             ll._assets_path_cache = assets  # read by get_assets_path() before any download attempt
         from libero.libero import benchmark
         self.suite = benchmark.get_benchmark_dict()[suite]()
-        self.image_size = image_size
+        self.image_size, self.seed = image_size, seed
         self.env, self.task_id = None, None
 
     def reset(self, task_id: int, init_id: int):
@@ -272,6 +309,10 @@ class _LiberoSim:
                                           camera_widths=self.image_size)
             self.init_states = self.suite.get_task_init_states(task_id)
             self.task_id = task_id
+        # LIBERO (robosuite) re-places its fixtures from numpy's global RNG at every reset (and draws from it
+        # while stepping): seed it for this episode (openpi: env.seed(7) once; LeRobot: every reset), so that the
+        # same task, init state and run seed give the same episode in any process or env slot
+        self.env.seed(libero_scene_seed(self.seed, task_id, init_id))
         self.env.reset()
         self.obs = self.env.set_init_state(self.init_states[init_id])
         for _ in range(LIBERO_SETTLE_STEPS):
@@ -297,21 +338,29 @@ class _LiberoSim:
 
 
 # ----------------------------------------------------------------------------- ManiSkill
-class MissingAssetError(FileNotFoundError):
+class MissingAssetError(UsageError, FileNotFoundError):   # one `error:` line in the entry points
     pass
 
 
 def _check_maniskill_assets(env_id: str):
-    """SIMPLER scenes need the bridge_v2_real2sim pack: fail clearly instead of prompting/downloading."""
+    """SIMPLER scenes need the bridge_v2_real2sim and widowx250s packs: fail clearly instead of prompting or
+    downloading; RLinf's own tasks are not mani_skill's."""
+    if env_id in RLINF_ONLY_TASKS:
+        raise MissingAssetError(
+            f"{env_id} is registered by RLinf ({RLINF_ONLY_TASKS[env_id]}), not by mani_skill 3.0.1: pirl cannot "
+            f"build it; the SIMPLER tasks mani_skill has: {', '.join('maniskill-' + t for t in SIMPLER_REGISTERED)}")
     if env_id not in SIMPLER_TASKS.values():
         return
     from mani_skill import ASSET_DIR
-    pack = Path(ASSET_DIR) / "tasks" / "bridge_v2_real2sim_dataset"
-    if not (pack / "custom" / "info_bridge_custom_v0.json").exists():
+    missing = [(name, Path(ASSET_DIR) / folder) for name, (folder, marker) in SIMPLER_ASSET_PACKS.items()
+               if not (Path(ASSET_DIR) / folder / marker).exists() or not any((Path(ASSET_DIR) / folder).iterdir())]
+    if missing:
+        names = " and ".join(f"'{n}'" for n, _ in missing)
+        get = " && ".join(f"python -m mani_skill.utils.download_asset {n} -y" for n, _ in missing)
         raise MissingAssetError(
-            f"{env_id} needs ManiSkill's asset pack 'bridge_v2_real2sim' (not found under {pack}). "
-            f"On a machine with internet run: python -m mani_skill.utils.download_asset bridge_v2_real2sim "
-            f"(or copy {pack} from such a machine; MS_ASSET_DIR sets the root).")
+            f"{env_id} needs ManiSkill's asset pack{'s' if len(missing) > 1 else ''} {names} (not found under "
+            f"{', '.join(str(p) for _, p in missing)}). On a machine with internet run: {get} "
+            f"(or copy those folders from such a machine; MS_ASSET_DIR sets the root).")
 
 
 def _maniskill_privileged(env) -> list[dict]:
@@ -335,14 +384,14 @@ def _maniskill_privileged(env) -> list[dict]:
 
 
 def _make_maniskill_env(env_id: str, image_size: int, num_envs: int, sim_backend: str, render_backend: str,
-                        control_mode: str = "pd_ee_delta_pose"):
+                        control_mode: str | None = None):
     _require("mani_skill", "mani_skill==3.0.1")
     _check_maniskill_assets(env_id)
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the tasks)
     return gym.make(env_id, obs_mode="rgb", sim_backend=sim_backend, render_backend=render_backend,
                     sensor_configs=dict(width=image_size, height=image_size, shader_pack="minimal"),
-                    num_envs=num_envs, control_mode=control_mode)
+                    num_envs=num_envs, control_mode=control_mode or maniskill_control_mode(env_id))
 
 
 def _maniskill_obs(obs: dict, num_cameras: int):
@@ -376,7 +425,7 @@ class _ManiSkillSim:
 
     num_cameras = 1
 
-    def __init__(self, env_id: str, image_size: int, control_mode: str = "pd_ee_delta_pose"):
+    def __init__(self, env_id: str, image_size: int, control_mode: str | None = None):
         self.simpler = env_id in SIMPLER_TASKS.values()
         self.env = _make_maniskill_env(env_id, image_size, 1, "physx_cpu", "cpu", control_mode)
         self.action_dim = int(self.env.action_space.shape[-1])
@@ -796,13 +845,14 @@ class _Factory:  # picklable sim constructor (forkserver workers need to pickle 
 
 def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
               autoreset: bool = True, device: str = "cpu", max_episode_steps: int | None = None,
-              asynchronous: bool | None = None) -> ChunkVecEnv:
+              asynchronous: bool | None = None, metaworld_view: str = "pirl") -> ChunkVecEnv:
     """Build the vectorised env `name` (one of ENV_NAMES).
 
     image_size: square render size (default 224). max_episode_steps overrides the benchmark's
     limit (tests). asynchronous: one worker process per env; default True when num_envs > 1.
     device: "cuda[:k]" runs ManiSkill tasks on ManiSkill's GPU simulation, all envs batched in this
     process (ManiSkillBatchedEnv); "cpu": one env per worker process. Other simulators run on the CPU.
+    metaworld_view: "pirl" (the embedded default's) or "lerobot" (LeRobot / RLinf checkpoints': METAWORLD_VIEWS).
     """
     check_env_name(name, "make_envs(name)")
     if num_envs < 1:
@@ -819,16 +869,16 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
         from libero.libero import benchmark
         s = benchmark.get_benchmark_dict()[suite]()
         descs = [s.get_task(i).language for i in range(s.n_tasks)]
-        return ChunkVecEnv(_Factory(_LiberoSim, suite, image_size), max_episode_steps=max_episode_steps or steps,
+        return ChunkVecEnv(_Factory(_LiberoSim, suite, image_size, seed), max_episode_steps=max_episode_steps or steps,
                            task_descriptions=descs, train_init_ids=range(50), eval_init_ids=range(50),
                            context="forkserver", **common)
     if name.startswith("metaworld-"):
         _require("metaworld", "metaworld==3.1.1")
         task = name.removeprefix("metaworld-")
-        tasks = (METAWORLD_MT10 if task == "mt10" else _metaworld_task_names() if task == "mt50" else [task])
-        return ChunkVecEnv(_Factory(_MetaWorldSim, tasks, image_size),
+        tasks = (METAWORLD_MT10 if task == "mt10" else metaworld_task_names() if task == "mt50" else [task])
+        return ChunkVecEnv(_Factory(_MetaWorldSim, tasks, image_size, METAWORLD_CAMERA, metaworld_view),
                            max_episode_steps=max_episode_steps or METAWORLD_MAX_STEPS,
-                           task_descriptions=[_metaworld_instruction(t) for t in tasks],
+                           task_descriptions=[_metaworld_instruction(t, metaworld_view) for t in tasks],
                            train_init_ids=range(METAWORLD_EVAL_INITS, 2**31 - 1),
                            eval_init_ids=range(METAWORLD_EVAL_INITS), context="forkserver", **common)
     # ManiSkill

@@ -107,7 +107,7 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
     c = policy.config
     S, A, n_cam = envs.state_dim, envs.action_dim, envs.num_cameras
     # ours (pirl) are sized to their demos; openpi-format models of any size have fixed, maskable camera slots
-    sized_to_demos = getattr(processor, "source_format", "pirl") == "pirl" and c.vocab_size != PALIGEMMA_VOCAB
+    sized_to_demos = processor.provenance.source_format == "pirl" and c.vocab_size != PALIGEMMA_VOCAB
     problems = []
     if n_cam > c.num_cameras or (sized_to_demos and n_cam != c.num_cameras):
         problems.append(f"{n_cam} camera(s) in the env but {c.num_cameras} in the model")
@@ -203,7 +203,7 @@ class policy_act_fn:
         noise = (torch.zeros(shape, device=self.device) if self.zero_noise
                  else torch.randn(shape, generator=self.generator, device=self.device))
         actions = self.policy.sample_actions(obs, noise=noise, num_steps=self.num_steps)   # (N, H, D)
-        return self.processor.actions_to_env(actions[:, : self.replan_steps], self.action_dim)  # (N, H', A)
+        return self.processor.actions_to_env(actions[:, : self.replan_steps], self.action_dim, state=raw_obs["state"])  # (N, H', A)
 
 
 class expert_act_fn:

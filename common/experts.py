@@ -127,10 +127,10 @@ def check_expert(env_name: str, hint: str = ""):
 
 def make_expert(env_name: str):
     """Scripted expert for `env_name` (a common.envs.ENV_NAMES entry)."""
-    from common.envs import METAWORLD_MT10, _metaworld_task_names
+    from common.envs import METAWORLD_MT10, metaworld_task_names
     check_expert(env_name)
     if env_name.startswith("metaworld-"):
         task = env_name.removeprefix("metaworld-")
-        tasks = METAWORLD_MT10 if task == "mt10" else _metaworld_task_names() if task == "mt50" else [task]
+        tasks = METAWORLD_MT10 if task == "mt10" else metaworld_task_names() if task == "mt50" else [task]
         return MetaWorldExpert(tasks)
     return MANISKILL_EXPERTS[env_name.removeprefix("maniskill-")]()

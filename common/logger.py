@@ -20,12 +20,32 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (setting it to read it back would race the other threads' writes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path, directory: bool = False) -> None:
+    """mkstemp / mkdtemp make 0600 / 0700 entries: give them the mode a plain open() / mkdir() would (0666 / 0777 less
+    the user's umask), so that a checkpoint is as readable as any other file the user writes."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
+    follow_umask(tmp)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -38,14 +58,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    follow_umask(tmp)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
 
 
 def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written folder into place; an existing folder of that name is replaced."""
+    """Move a fully written folder into place; an existing folder of that name is replaced. Its folders and files get
+    the modes of a plain mkdir / open() (tempfile.mkdtemp makes 0700, safetensors' writer 0600)."""
     final_dir = Path(final_dir)
+    for entry in [Path(tmp_dir), *Path(tmp_dir).rglob("*")]:
+        if not entry.is_symlink():
+            follow_umask(entry, directory=entry.is_dir())
     if final_dir.exists():
         old = final_dir.with_name(f".{final_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -57,13 +82,18 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
 
 
 class RunLogger:
-    def __init__(self, run_dir: str | Path, args: dict, resume_step: int | None = None):
+    def __init__(self, run_dir: str | Path, args: dict, resume_step: int | None = None, wandb: dict | None = None):
         """resume_step: the global step of the checkpoint a resumed run starts from; TensorBoard hides the
-        points logged after it (purge_step) and metrics.jsonl drops them, so replayed steps are not doubled."""
+        points logged after it (purge_step) and metrics.jsonl drops them, so replayed steps are not doubled.
+        wandb: --track's project and entity: Weights & Biases mirrors the TensorBoard scalars (sync_tensorboard), under
+        the run's name, with the resolved args as its config; it writes into run_dir/wandb and honours WANDB_MODE."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.wandb_run = None
+        if wandb is not None:   # before the SummaryWriter: wandb patches tensorboard to mirror it
+            self.wandb_run = init_wandb(self.run_dir, args, **wandb)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             self.truncate_after(resume_step)
@@ -117,3 +147,21 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def init_wandb(run_dir: Path, args: dict, project: str, entity: str | None):
+    """CleanRL's --track: wandb.init with the TensorBoard scalars synced; a failure (no login, no network: try
+    WANDB_MODE=offline) is one `error:` line."""
+    import wandb
+
+    from common.errors import UsageError
+
+    try:
+        return wandb.init(project=project, entity=entity, name=run_dir.name, config=args, dir=str(run_dir),
+                          sync_tensorboard=True, save_code=True)
+    except Exception as err:   # wandb.errors.UsageError / CommError: not logged in, no network, a bad entity
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"--track: wandb.init failed ({first}); run `wandb login`, or set WANDB_MODE=offline "
+                         "to log locally (wandb sync later)") from None

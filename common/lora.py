@@ -65,7 +65,7 @@ def apply_lora(policy, rank: int, alpha: float | None = None, targets=LM_TARGETS
     unknown = sorted(set(targets) - set(LM_TARGETS))
     if unknown or not targets:
         raise ValueError(f"--lora-targets {','.join(targets)}: unknown {unknown}; allowed: {','.join(LM_TARGETS)}")
-    if getattr(policy, "lora_spec", None) is not None:
+    if policy.lora_spec is not None:
         raise ValueError("this policy already has LoRA adapters")
     alpha = float(rank if alpha is None else alpha)
     if not alpha > 0:
@@ -139,7 +139,7 @@ def merged(policy, enabled: bool = True):
 
 def train_state(policy) -> dict | None:
     """What --resume needs, for train_state.pt["lora"]: the spec and the adapters (None without LoRA)."""
-    spec = getattr(policy, "lora_spec", None)
+    spec = policy.lora_spec
     return None if spec is None else {"spec": asdict(spec), "adapters": adapter_state_dict(policy)}
 
 
@@ -160,13 +160,13 @@ def export_adapters(state: dict | None, folder) -> None:
 def restore(policy, state: dict) -> None:
     """--resume: `policy` was loaded from the checkpoint's policy/ (merged weights). Put the frozen base W
     back from the base checkpoint, re-inject the same LoRA and load the saved adapters."""
-    from common.checkpoint import _read_weights
+    from common.checkpoint import read_weights
 
     spec = LoraSpec(**{**state["spec"], "targets": tuple(state["spec"]["targets"])})
     if spec.base is None or not Path(spec.base).is_dir():
         raise FileNotFoundError(f"resuming a LoRA run needs its base checkpoint {spec.base} (the frozen VLM weights "
                                 "the adapters were trained on); it is not there any more")
-    base_sd, _ = _read_weights(Path(spec.base))
+    base_sd, _ = read_weights(Path(spec.base))
     saved_merged = {}
     with torch.no_grad():
         for block, names in _blocks(policy, spec.vision):

@@ -198,6 +198,7 @@ class PI0Policy(nn.Module):
         super().__init__()
         c = self.config = config
         self.expert_width, self.vlm_width = c.expert_width, c.vlm_width
+        self.lora_spec = None   # common/lora.py's LoraSpec once apply_lora has injected adapters
         gemma = dict(num_hidden_layers=c.depth, num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
                      head_dim=c.head_dim, vocab_size=c.vocab_size, hidden_activation="gelu_pytorch_tanh")
         vision = SiglipVisionConfig(hidden_size=c.vision_width, intermediate_size=c.vision_mlp_dim,

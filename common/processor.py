@@ -12,10 +12,13 @@ A checkpoint from LeRobot (source="lerobot", recorded by load_policy) keeps LeRo
   eps = 1e-8; images resized-with-pad as resize_with_pad_lerobot; π0's prompt = the task + "\n", uncleaned;
   the state zero-padded to its own max_state_dim (config.state_dim).
 """
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.conventions import DATA_CONFIGS, DataConfig
 from common.policy import Observation, PI0Config
 from common.tokenizer import Tokenizer
 
@@ -60,13 +63,25 @@ def resize_with_pad_lerobot(images: torch.Tensor, size: int) -> torch.Tensor:
 
 LEROBOT_NORM_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
 _BOUNDS = {"MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
+LEROBOT_FILES = ("config.json", "policy_preprocessor*", "policy_postprocessor*")   # a LeRobot dir's own, kept as they came
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a policy's checkpoint came from, declared by the loader that builds its processor: save_policy writes
+    the policy back in that format (pirl's own: "pirl", what a processor built here without a checkpoint holds)."""
+    source_format: str = "pirl"        # who wrote it first: openpi | lerobot | rlinf | isaac-gr00t | pirl (kept across saves)
+    asset_id: str | None = None        # openpi / RLinf: the norm stats' asset id, written back under it
+    source_files: dict = field(default_factory=dict)    # LeRobot: {name: bytes} of LEROBOT_FILES, written back as they came
+    source_dtypes: dict = field(default_factory=dict)   # LeRobot: {weight name: torch.dtype} on file (bf16 mode), kept at save
 
 
 class Processor:
     def __init__(self, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config, source: str = "openpi",
-                 norm_modes: dict | None = None, eps: float = 1e-8):
+                 norm_modes: dict | None = None, eps: float = 1e-8, provenance: Provenance | None = None,
+                 data_config: DataConfig | None = None):
         """source: whose conventions to follow ("openpi" | "lerobot"); norm_modes ({"state": ..., "actions": ...}
-        LeRobot NormalizationMode names) and eps are LeRobot's only."""
+        LeRobot NormalizationMode names) and eps are LeRobot's only; provenance: the checkpoint's (save_policy's layout)."""
         if source not in ("openpi", "lerobot"):
             raise ValueError(f"Processor source={source!r}; allowed values: 'openpi', 'lerobot'")
         if "norm_stats" in norm_stats:
@@ -82,8 +97,8 @@ class Processor:
         if source == "lerobot" and not set(self.norm_modes.values()) <= set(LEROBOT_NORM_MODES):
             raise ValueError(f"LeRobot normalisation modes {self.norm_modes}; known: {list(LEROBOT_NORM_MODES)}")
         self.eps = eps
-        self.source_files: dict[str, bytes] = {}   # LeRobot: config / processor files, written back by save_policy
-        self.source_dtypes: dict[str, torch.dtype] = {}   # LeRobot: each weight's dtype on file (bf16 mode), kept at save
+        self.provenance = provenance or Provenance()
+        self.data_config = data_config or DATA_CONFIGS["pirl"]   # actions absolute or relative to the state (conventions.py)
         self._stats = {k: {s: np.asarray(v, dtype=np.float32) for s, v in norm_stats[k].items() if v is not None}
                        for k in ("state", "actions")}
 
@@ -94,11 +109,8 @@ class Processor:
     def with_stats(self, norm_stats: dict) -> "Processor":
         """The same conventions and provenance (source, modes, eps, asset id, LeRobot files) with other norm
         stats: SFT of a user's checkpoint on new demonstrations keeps its framework's processing and layout."""
-        new = Processor(norm_stats, self.tokenizer, self.config, source=self.source, norm_modes=self.norm_modes, eps=self.eps)
-        for key in ("source_files", "source_dtypes", "asset_id", "source_format"):
-            if hasattr(self, key):
-                setattr(new, key, getattr(self, key))
-        return new
+        return Processor(norm_stats, self.tokenizer, self.config, source=self.source, norm_modes=self.norm_modes,
+                         eps=self.eps, provenance=self.provenance, data_config=self.data_config)
 
     # ---- normalisation ---------------------------------------------------------------------------
     def _lerobot_norm(self, x: np.ndarray, key: str, inverse: bool) -> np.ndarray:
@@ -173,12 +185,16 @@ class Processor:
             state=torch.as_tensor(self._pad(state, "state").astype(np.float32), device=device))
 
     # ---- actions ---------------------------------------------------------------------------------
-    def actions_to_env(self, actions: torch.Tensor, env_action_dim: int) -> np.ndarray:
-        """(..., D) model actions -> (..., A) env actions (crop, then unnormalise)."""
+    def actions_to_env(self, actions: torch.Tensor, env_action_dim: int, state=None) -> np.ndarray:
+        """(..., H, D) model actions -> (..., H, A) env actions: crop, unnormalise, then, for a delta data config,
+        add the raw env state (..., S) of that decision back on its mask (openpi's Unnormalize, AbsoluteActions)."""
         x = actions.detach().float().cpu().numpy()[..., :env_action_dim]
-        return self._unnormalize(x, "actions").astype(np.float32)
+        x = self._unnormalize(x, "actions").astype(np.float32)
+        return self.data_config.to_absolute(x, state) if self.data_config.delta else x
 
-    def actions_to_model(self, env_actions: np.ndarray) -> torch.Tensor:
-        """(..., A) env actions -> (..., D) normalised, zero-padded model actions (fp32, CPU)."""
-        x = self._normalize(np.asarray(env_actions, dtype=np.float32), "actions")
+    def actions_to_model(self, env_actions: np.ndarray, state=None) -> torch.Tensor:
+        """(..., H, A) env actions -> (..., H, D) normalised, zero-padded model actions (fp32, CPU); a delta data
+        config first subtracts the raw state (..., S) of the chunk's first step on its mask (openpi's DeltaActions)."""
+        x = np.asarray(env_actions, dtype=np.float32)
+        x = self._normalize(self.data_config.to_delta(x, state) if self.data_config.delta else x, "actions")
         return torch.as_tensor(self._pad(x, "actions").astype(np.float32))

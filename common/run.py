@@ -1,5 +1,6 @@
-"""Run plumbing of the three RL scripts, none of it algorithm logic: the run directory, seeding and RNG
-state, checkpoints that are atomic and never hold a non-finite number, resume, and the finite guard.
+"""Run plumbing of the three RL scripts, none of it algorithm logic: the start of a run (check_flags, resume, start_policy,
+resolve_flags, called in that order by each script), the run directory, seeding and RNG state, checkpoints that are atomic
+and never hold a non-finite number, resume, the finite guard, and the main loop's held-out eval and rollout counts.
 
 A checkpoint is a folder, published whole (a crash leaves at most a hidden `.tmp_*` folder):
     checkpoints/iter_XXXXXX/
@@ -8,6 +9,7 @@ A checkpoint is a folder, published whole (a crash leaves at most a hidden `.tmp
         rng_rank<r>.pt   every random number generator of rank r
 """
 
+import json
 import math
 import os
 import pickle
@@ -15,14 +17,15 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from common import distributed
-from common.errors import UsageError, fail
+from common import distributed, hub
+from common.errors import UsageError, check_writable, fail
 from common.logger import atomic_torch_save, publish_dir
 
 
@@ -67,25 +70,36 @@ def new_run_dir(run_root: str, env: str, exp_name: str, seed: int) -> Path:
 
 # ---- resume ---------------------------------------------------------------------------------------
 def resume_checkpoint(resume: str) -> Path:
-    """The checkpoint dir that --resume names: the newest finite checkpoints/iter_* of a run dir, or the
-    iter_* dir itself. A checkpoint holding a non-finite number is never picked."""
+    """The checkpoint dir that --resume names: the newest readable, finite checkpoints/iter_* of a run dir, or the
+    iter_* dir itself. A checkpoint that cannot be read (a truncated file) or holds a non-finite number is never picked."""
     path = Path(resume)
     if (path / "checkpoints").is_dir():
         found = sorted((path / "checkpoints").glob("iter_*"), reverse=True)
         if not found:
             raise UsageError(f"--resume {resume}: no checkpoints/iter_* in that run")
         for candidate in found:
-            bad = non_finite_in_checkpoint(candidate)
-            if not bad:
+            problem = checkpoint_problem(candidate)
+            if problem is None:
                 return candidate
-            print(f"--resume: skipping {candidate}: it holds non-finite values ({bad[0]})")
-        raise UsageError(f"--resume {resume}: every checkpoint of that run holds non-finite values; start a new run")
+            print(f"--resume: skipping {candidate}: {problem}")
+        raise UsageError(f"--resume {resume}: no checkpoint of that run is readable and finite; start a new run")
     if not (path / "train_state.pt").is_file():
         raise UsageError(f"--resume {resume}: expected a run dir or a checkpoints/iter_* dir holding train_state.pt")
-    bad = non_finite_in_checkpoint(path)
-    if bad:
-        raise UsageError(f"--resume {resume}: that checkpoint holds non-finite values ({bad[0]}); resume from an earlier one")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UsageError(f"--resume {resume}: {problem}; resume from an earlier one")
     return path
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why --resume cannot continue from this checkpoint (a file it cannot read, a non-finite value), or None."""
+    try:
+        bad = non_finite_in_checkpoint(checkpoint)
+        for rng_file in sorted(checkpoint.glob("rng_rank*.pt")):
+            torch.load(rng_file, weights_only=False)
+    except Exception as err:   # truncated or corrupt: torch.load's RuntimeError / EOFError / UnpicklingError, SafetensorError
+        return f"it cannot be read ({str(err).splitlines()[0][:160] if str(err) else type(err).__name__})"
+    return f"it holds non-finite values ({bad[0]})" if bad else None
 
 
 def flags_on_command_line(argv: list[str], names) -> set[str]:
@@ -142,8 +156,8 @@ class FiniteGuard:
     iteration, the quantity and the last good checkpoint; nothing is saved after it.
     Check values that are equal on every rank (all-reduced ones, weights): every rank then stops together."""
 
-    def __init__(self, is_main: bool):
-        self.is_main, self.last_good = is_main, None
+    def __init__(self, is_main: bool, last_good: Path | None = None):
+        self.is_main, self.last_good = is_main, last_good   # last_good: the newest checkpoint written (or resumed from)
 
     def check(self, iteration: int, values: dict) -> None:
         bad = non_finite_names(values.items())
@@ -173,10 +187,20 @@ class FiniteGuard:
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 def save_checkpoint(run_dir: Path, iteration: int, policy, processor, train_state: dict, rng: dict,
-                    guard: FiniteGuard, export=None) -> Path:
-    """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0.
-    export(folder), if given, writes more files into the checkpoint before it is published (LoRA adapters).
-    Refuses (through the guard) to write anything non-finite."""
+                    guard: FiniteGuard) -> Path:
+    """checkpoints/iter_XXXXXX/{policy/, train_state.pt, rng_rank*.pt}, published atomically by rank 0. With LoRA,
+    policy/ holds the merged weights W + BA (the user's format), train_state["lora"] the adapters for --resume, and the
+    adapters alone are exported beside them (common/lora.py). Refuses (through the guard) to write anything non-finite."""
+    from common import lora
+
+    train_state["lora"] = lora.train_state(policy)   # None without LoRA
+    with lora.merged(policy, enabled=distributed.rank() == 0):
+        return _save_checkpoint(run_dir, iteration, policy, processor, train_state, rng, guard,
+                                export=lambda folder: lora.export_adapters(train_state["lora"], folder))
+
+
+def _save_checkpoint(run_dir: Path, iteration: int, policy, processor, train_state: dict, rng: dict,
+                     guard: FiniteGuard, export) -> Path:
     from common.checkpoint import save_policy
 
     guard.check_weights(iteration, policy)
@@ -213,34 +237,25 @@ AT_LEAST_ONE = ("total_iterations", "num_envs", "interaction_steps", "rollout_ep
 NOT_NEGATIVE = ("eval_every", "num_videos", "max_grad_norm", "vf_coef", "kl_coef", "entropy_coef")
 POSITIVE = ("actor_lr", "critic_lr", "clip_coef", "critic_hidden", "noise_hidden")
 IN_UNIT_INTERVAL = ("gamma", "gae_lambda")
+RULES = {">= 1": lambda v: v >= 1, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1}
+RANGE_OF = {**dict.fromkeys(AT_LEAST_ONE + ("max_episode_steps",), ">= 1"), **dict.fromkeys(NOT_NEGATIVE, ">= 0"),
+            **dict.fromkeys(POSITIVE, "> 0"), **dict.fromkeys(IN_UNIT_INTERVAL, "in [0, 1]")}
 
 
 def check_flag_ranges(args) -> None:
-    """The range of every numeric flag that is set (None: filled from a preset later), before anything is built."""
-    def bad(name, rule):
-        raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
-
-    for name in AT_LEAST_ONE:
-        if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            bad(name, ">= 1")
-    for name in NOT_NEGATIVE:
-        if getattr(args, name, None) is not None and getattr(args, name) < 0:
-            bad(name, ">= 0")
-    for name in POSITIVE:
-        if getattr(args, name, None) is not None and not getattr(args, name) > 0:
-            bad(name, "> 0")
-    for name in IN_UNIT_INTERVAL:
-        if getattr(args, name, None) is not None and not 0.0 <= getattr(args, name) <= 1.0:
-            bad(name, "in [0, 1]")
-    if args.max_episode_steps is not None and args.max_episode_steps < 1:
-        bad("max_episode_steps", ">= 1")
-    if args.checkpoint is not None and not Path(args.checkpoint).is_dir():
-        raise UsageError(f"--checkpoint {args.checkpoint}: no such directory (a local SFT checkpoint dir: openpi, LeRobot or RLinf)")
+    """The range of every numeric flag of the script's Args that is set (None: filled from a preset later), before
+    anything is built."""
+    for field in fields(args):
+        value, rule = getattr(args, field.name), RANGE_OF.get(field.name)
+        if rule is not None and value is not None and not RULES[rule](value):
+            raise UsageError(f"--{field.name.replace('_', '-')} must be {rule}, got {value}")
+    if args.checkpoint is not None:   # a local dir or a Hub id (org/name[@revision]); nothing is downloaded yet
+        hub.check_checkpoint_spec(args.checkpoint)
 
 
 def check_fsdp(args, world_size: int, policy) -> None:
     """--fsdp shards a trained VLM over torchrun's ranks; every other combination is one `error:` line."""
-    if not getattr(args, "fsdp", False):
+    if not args.fsdp:
         return
     if world_size < 2:
         raise UsageError("--fsdp shards the policy over torchrun's ranks: launch with torchrun --nproc_per_node N, N >= 2")
@@ -251,11 +266,12 @@ def check_fsdp(args, world_size: int, policy) -> None:
 
 
 def load_checkpoint(path: str, flag: str = "--checkpoint", **kwargs):
-    """common.checkpoint.load_policy, with a broken checkpoint dir reported as one line naming the flag and it."""
+    """common.checkpoint.load_policy of a dir or a Hub id, with a broken checkpoint reported as one line naming the flag and it."""
     from safetensors import SafetensorError
 
     from common.checkpoint import load_policy
 
+    path = str(hub.resolve_checkpoint(path, flag))   # a Hub id (org/name[@revision]) -> its snapshot in the HF cache
     try:
         return load_policy(path, **kwargs)
     except UsageError:
@@ -266,49 +282,97 @@ def load_checkpoint(path: str, flag: str = "--checkpoint", **kwargs):
         raise UsageError(f"{flag} {path}: cannot load it: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
-def start(args, args_cls, preset, resolve_args, check_args):
-    """The three scripts' start, everything that can fail before a simulator is built, in this order: the
-    flags (before the model's code is even imported), the embedded default's scripted expert, --run-root,
-    torch.distributed, --resume (its saved flags, overridden by those given now), the checkpoint (or the
-    embedded default's few-shot SFT policy, built by rank 0 and cached), the script's presets for --env x
-    --model (`preset`, `resolve_args`), its flag combinations (`check_args`) and --fsdp.
-    Returns (args, saved train state | None, resume checkpoint dir | None, Dist, policy, processor)."""
+# ---- the start of a run: each script calls these in this order ----------------------------------
+def check_flags(args) -> None:
+    """What the command line alone can get wrong, one `error:` line before torch.distributed, the model's code or a
+    simulator: --env, the range of every numeric flag, a scripted expert for the embedded default's demonstrations,
+    a writable --run-root (and --cache-dir, where the embedded default is made), and wandb for --track."""
+    import importlib.util
+
     from common.envs import check_env_name
-    from common.errors import check_writable
-    from common.lora import resolve_preset
-    from common.sft import check_checkpoint_or_expert, make_default_sft_policy
+    from common.sft import check_checkpoint_or_expert
 
     check_env_name(args.env)
     check_flag_ranges(args)
-    embedded_default = args.model in (None, "tiny", "tiny-groot")   # no --checkpoint: demos -> SFT -> this run
-    if args.resume is None and embedded_default:
-        check_checkpoint_or_expert(args.checkpoint, args.env)   # the embedded default needs a scripted expert
+    # no --checkpoint: the paper's SFT checkpoint for --env x --model (common/hub.py), else demos -> SFT -> this run
+    paper = hub.default_checkpoint(args.env, args.model) if args.resume is None and args.checkpoint is None else None
+    embedded_default = args.model in (None, "tiny", "tiny-groot") and paper is None
+    if args.resume is None and args.checkpoint is None and embedded_default:
+        check_checkpoint_or_expert(None, args.env)   # the embedded default needs a scripted expert
     check_writable(args.run_root, "--run-root")
-    dist_info = distributed.setup_distributed(args.device)
-    from common.checkpoint import vlm_dtype   # the model's code (transformers): imported once the flags are good
+    if args.resume is None and args.checkpoint is None and embedded_default:
+        check_writable(args.cache_dir, "--cache-dir")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise UsageError("--track logs to Weights & Biases, which is not installed: pip install wandb")
 
-    resume_dir = resume_checkpoint(args.resume) if args.resume is not None else None
-    saved = None
-    if resume_dir is not None:
-        args, saved = resumed_args(args_cls, args, resume_dir, argv=sys.argv[1:])
-    elif args.checkpoint is None and embedded_default:
+
+@dataclass
+class Resumed:
+    """What --resume continues from."""
+    checkpoint: Path    # the run's newest readable, finite checkpoints/iter_* dir
+    args: Any           # the run's saved flags, except those given on this command line
+    train_state: dict   # optimizer, iteration, global_step, the script's own modules (critic, θ')
+
+
+def resume(args, args_cls) -> Resumed:
+    """--resume: the checkpoint, the flags and the train state the run continues from (resume_checkpoint, resumed_args)."""
+    checkpoint = resume_checkpoint(args.resume)
+    resumed, saved = resumed_args(args_cls, args, checkpoint, argv=sys.argv[1:])
+    before = saved["args"].get("total_iterations")
+    if resumed.anneal_lr and before != resumed.total_iterations and distributed.rank() == 0:
+        print(f"--resume: --total-iterations {before} -> {resumed.total_iterations} stretches the cosine LR schedule "
+              f"(--anneal-lr) over the new length from iteration {saved['iteration'] + 1} on")
+    return Resumed(checkpoint, resumed, saved)
+
+
+def start_policy(args, device: torch.device):
+    """The policy (and its processor) the run starts from: --checkpoint, the resumed run's checkpoint (resumed_args
+    points --checkpoint at its policy/), or the embedded default's few-shot SFT policy, built by rank 0 and cached."""
+    from common.checkpoint import vlm_dtype   # the model's code (transformers): imported once the flags are good
+    from common.conventions import resolve_data_config
+    from common.sft import make_default_sft_policy
+
+    paper = hub.default_checkpoint(args.env, args.model) if args.checkpoint is None else None
+    if args.checkpoint is None and paper is None:   # the embedded default
         args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
                                                       preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))
-    elif args.checkpoint is None:
-        raise UsageError(f"--model {args.model} needs --checkpoint DIR (a local SFT checkpoint: nothing is downloaded); "
-                         "without --checkpoint only --model tiny / tiny-groot (the embedded default) runs")
-    policy, processor = load_checkpoint(args.checkpoint, device=dist_info.device, asset_id=args.asset_id,
-                                        dtype=vlm_dtype(args.vlm_dtype, dist_info.device, args.train_vlm),
-                                        embodiment=args.embodiment)
-    family = policy.config.variant if sum(p.numel() for p in policy.parameters()) > 1e8 else "tiny"
+    else:   # a local dir, or a Hub id (the paper's, without --checkpoint) downloaded by rank 0 into the HF cache
+        args.data_config = args.data_config or hub.known_data_config(args.checkpoint or paper)
+        args.checkpoint = str(hub.resolve_checkpoint(args.checkpoint or paper,
+                                                     context=hub.paper_context(args.env, args.model) if paper else None))
+    policy, processor = load_checkpoint(args.checkpoint, device=device, asset_id=args.asset_id, embodiment=args.embodiment,
+                                        dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
+    processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)   # conventions.py
+    return policy, processor
+
+
+PAPER_VISION_WIDTH = 1152   # SigLIP So400m: the vision tower of π0, π0.5 and GR00T N1.5 alike
+
+
+def model_family(config) -> str:
+    """Whose presets a loaded policy takes, read from its config: a model with the paper's vision tower -> its variant
+    (pi0, pi05, groot); the CPU presets' narrow test-size models (tiny, tiny-pi05, tiny-groot) -> tiny."""
+    return config.variant if config.vision_width >= PAPER_VISION_WIDTH else "tiny"
+
+
+def resolve_flags(args, policy, world_size: int, preset, check_args, resolve_args=None):
+    """Every flag left at None from the script's `preset` for --env x --model (--model: the policy's family when
+    omitted; `resolve_args(args, family)` where a script fills more than fill_from_preset does), --lora-preset on top,
+    then the script's flag combinations (`check_args`) and --fsdp."""
+    from common.lora import resolve_preset
+
+    family = model_family(policy.config)
     try:
         resolve_preset(args, preset(args.env, args.model or family))   # --lora-preset first: it sets LR / epochs
-        args = resolve_args(args, family)
-        check_args(args, dist_info.world_size, policy.config.action_horizon)
+        if resolve_args is None:
+            fill_from_preset(args, family, preset)
+        else:
+            args = resolve_args(args, family)
+        check_args(args, world_size, policy.config.action_horizon)
     except ValueError as err:   # a bad flag combination: say which, no stack trace
         raise UsageError(str(err)) from None
-    check_fsdp(args, dist_info.world_size, policy)   # --fsdp: --train-vlm under torchrun, π0 / π0.5
-    return args, saved, resume_dir, dist_info, policy, processor
+    check_fsdp(args, world_size, policy)   # --fsdp: --train-vlm under torchrun, π0 / π0.5
+    return args
 
 
 # ---- logging --------------------------------------------------------------------------------------
@@ -325,3 +389,135 @@ def rollout_charts(totals: dict) -> dict:
             "charts/episode_length": totals["lengths"] / episodes if episodes else nan,
             "charts/env_reward": totals["env_reward"],
             "charts/env_steps_per_second": totals["steps_per_second"]}
+
+
+def report(logger, before: float | None, after: float, world: int, in_sync: bool, run_dir: Path, run_root: str) -> None:
+    """The end of a run on rank 0 (the one with a logger): the held-out success before and after RL, the learning curve,
+    where the run lives."""
+    if logger is None:
+        return
+    plot = logger.plot_learning_curve()
+    if before is not None:
+        print(f"held-out success: before RL {before:.1%} -> after RL {after:.1%} ({(after - before) * 100:+.1f} points)")
+    else:
+        print(f"held-out success after RL: {after:.1%}")
+    print(f"weights identical on all {world} ranks: {in_sync}")
+    print(f"run: {run_dir}  (tensorboard --logdir {run_root}; curve: {plot})")
+    logger.close()
+
+
+class EpisodeCounts:
+    """The PPO scripts' training episodes of one iteration, for rollout_charts: the success and length of every finished
+    episode, and whether each env's first episode of a rollout epoch was solved (one still running at its end: not)."""
+
+    def __init__(self):
+        self.success, self.lengths, self.first_success, self.env_reward = [], [], [], 0.0
+
+    def start_epoch(self, num_envs: int) -> None:
+        self.first_done = np.zeros(num_envs, dtype=bool)   # the env's first episode of this epoch has ended
+
+    def step(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict) -> None:
+        self.env_reward += float(np.sum(reward))
+        for i in np.flatnonzero(terminated | truncated):
+            self.success.append(float(info["success"][i] or terminated[i]))
+            self.lengths.append(int(info["episode_length"][i]))
+            if not self.first_done[i]:
+                self.first_done[i] = True
+                self.first_success.append(float(info["success"][i] or terminated[i]))
+
+    def end_epoch(self) -> None:
+        self.first_success += [0.0] * int((~self.first_done).sum())
+
+    @staticmethod
+    def warn_if_unrewarded(totals: dict, iteration: int) -> None:
+        """One line when no training episode of the iteration earned any reward: its update had nothing to learn from."""
+        if totals["env_reward"] == 0:
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: iteration {iteration}: no episode earned any reward, so this update had no success "
+                       "signal to learn from (longer episodes, more envs or a better SFT start would help)")
+
+    def totals(self, steps_per_second: float, device) -> dict:
+        """The counts summed over ranks (rollout_charts' input)."""
+        return distributed.all_reduce_sum({"episodes": len(self.success), "solved": sum(self.success),
+                                           "lengths": sum(self.lengths), "first": len(self.first_success),
+                                           "first_solved": sum(self.first_success), "env_reward": self.env_reward,
+                                           "steps_per_second": steps_per_second}, device)
+
+
+# ---- the main loop's plumbing ---------------------------------------------------------------------
+def check_batch_sizes(args, world_size: int, action_horizon: int) -> None:
+    """The rollout and minibatch sizes of every script (each script's check_args adds its own): ValueError naming the flags."""
+    if args.replan_steps < 1 or args.replan_steps > action_horizon:
+        raise ValueError(f"--replan-steps must be in 1..{action_horizon} (the model's action horizon H), got {args.replan_steps}")
+    if args.interaction_steps % args.replan_steps:
+        raise ValueError(f"--interaction-steps ({args.interaction_steps}) must be a multiple of --replan-steps ({args.replan_steps})")
+    if args.num_envs % world_size:
+        raise ValueError(f"--num-envs ({args.num_envs}) must be divisible by the number of ranks ({world_size})")
+    if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
+        raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
+                         f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
+    batch = args.num_envs * args.rollout_epochs * (args.interaction_steps // args.replan_steps)
+    if batch % args.minibatch_size:
+        raise ValueError(f"the rollout batch (num_envs x rollout_epochs x interaction_steps / replan_steps = {batch}) "
+                         f"must be a multiple of --minibatch-size ({args.minibatch_size})")
+    if args.denoise_steps < 1:
+        raise ValueError(f"--denoise-steps must be >= 1, got {args.denoise_steps}")
+
+
+def held_out_eval(policy, processor, envs, args, run_dir: Path, logger, global_step: int, iteration: int,
+                  final: bool = False) -> float:
+    """The held-out success rate of the deterministic ODE policy (common/evaluate.py) on the training envs, borrowed
+    without autoreset (every rollout epoch starts with a reset anyway); rank 0 logs it under eval/ and writes its summary
+    to eval/iter_XXXXXX.json, and the final one saves --num-videos episodes."""
+    from common.evaluate import evaluate, policy_act_fn
+
+    act_fn = policy_act_fn(distributed.unsharded(policy), processor, num_steps=args.denoise_steps, replan_steps=args.replan_steps)
+    autoreset, envs.autoreset = envs.autoreset, False
+    summary = evaluate(act_fn, args.env, num_episodes_per_task=args.eval_episodes_per_task, envs=envs, seed=args.seed,
+                       video_dir=str(run_dir / "eval" / "videos") if final and logger else None,
+                       num_videos=args.num_videos if final else 0)
+    envs.autoreset = autoreset
+    if logger:
+        logger.log(global_step, {"eval/success_rate": summary["success_rate"], "eval/episode_length": summary["episode_length"]})
+        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+        (run_dir / "eval" / f"iter_{iteration:06d}.json").write_text(json.dumps(summary, indent=2))
+    return summary["success_rate"]
+
+
+def restore(resume_dir: Path, saved: dict, optimizer, modules: dict, sampler_gen: torch.Generator,
+            np_rng: np.random.Generator) -> tuple[int, int]:
+    """--resume: the script's own modules (all of `modules` but the policy, which start_policy loaded), the optimizer,
+    this rank's RNGs. Returns the iteration to continue from and the global step."""
+    for name, module in modules.items():
+        if name != "policy":
+            module.load_state_dict(saved[name])
+    distributed.load_optimizer_state(optimizer, modules, saved["optimizer"])
+    set_rng_state(torch.load(resume_dir / f"rng_rank{distributed.rank()}.pt", weights_only=False), sampler_gen, np_rng)
+    return saved["iteration"] + 1, saved["global_step"]
+
+
+def check_in_sync(device, *modules) -> bool:
+    """True when every rank ends with the same weights; a RuntimeError (a broken all-reduce or seeding) otherwise."""
+    if not all(distributed.parameters_in_sync(m, device) for m in modules):
+        raise RuntimeError("ranks ended with different weights: gradient all-reduce or seeding is broken")
+    return True
+
+
+def fill_from_preset(args, checkpoint_family: str | None, preset) -> None:
+    """--model (the checkpoint's family when omitted; a full-size checkpoint must match it), then every flag left at None
+    from preset(--env, --model)."""
+    if args.model is None:
+        args.model = checkpoint_family or "tiny"
+    if checkpoint_family is not None and checkpoint_family != "tiny" and args.model != checkpoint_family:
+        raise ValueError(f"--model {args.model} does not match the checkpoint, which holds a {checkpoint_family} model")
+    for key, value in preset(args.env, args.model).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def select_obs(raw_obs: dict, rows) -> dict:
+    """Rows of a raw observation dict (images, state, instruction, task_id)."""
+    rows = np.asarray(rows)
+    return {"images": raw_obs["images"][rows], "state": raw_obs["state"][rows],
+            "instruction": [raw_obs["instruction"][i] for i in rows], "task_id": raw_obs["task_id"][rows]}

@@ -36,10 +36,10 @@ DEFAULT_ENV = "metaworld-drawer-open-v3"
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_ACTION_HORIZON = 8       # H: the model's chunk
 DEFAULT_REPLAN_STEPS = 4         # H': actions executed per chunk
-# Few-shot setting (measured, tiny preset, 2-core CPU): 10 demos + 400 steps of batch 32 (loss 1.44 ->
-# 0.28) -> 52% held-out success (50 eval init ids), failures partly chance (14 of 32 states succeed with
-# some noise seeds and not others: bench/per_state.py), so RL has room and signal. On button-press-topdown
-# the same recipe gives 50-58% but its failures are tied to the scene and RL did not lift it (README).
+# Few-shot setting (tiny preset, 2-core CPU): 10 demos + 400 steps of batch 32 leave a policy that solves about half of
+# the held-out episodes, its failures partly chance (some initial states succeed with some noise seeds and not others:
+# bench/per_state.py), so RL has room and signal. On button-press-topdown the same recipe's failures are tied to the
+# scene and RL did not lift it (README).
 DEFAULT_NUM_DEMOS = 10
 DEFAULT_SFT_STEPS = 400
 # tiny-preset changes for the default: a 9-token prompt needs no 32 slots
@@ -248,7 +248,7 @@ def demo_batch(demos: Demos, chunks: np.ndarray, idx: np.ndarray, processor, dev
     """Observation and normalised, padded action chunks (B, H, D) for demo steps `idx`."""
     raw = {"images": demos.images[idx], "state": demos.state[idx], "instruction": demos.instructions(idx),
            "task_id": demos.task_id[idx]}
-    return processor.observation(raw, device), processor.actions_to_model(chunks[idx]).to(device)
+    return processor.observation(raw, device), processor.actions_to_model(chunks[idx], state=raw["state"]).to(device)
 
 
 def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS, batch_size: int = 32,
@@ -337,11 +337,11 @@ def sft_checkpoint_dir(env_name, num_demos, seed, preset, steps, image_size, act
 
 
 def check_checkpoint_or_expert(checkpoint, env_name: str, flag: str = "--checkpoint"):
-    """Before anything is built: `checkpoint` is a folder, or (None) env_name has a scripted expert so that
+    """Before anything is built: `checkpoint` is a folder or a Hub id, or (None) env_name has a scripted expert so that
     the embedded default can be made; else a UsageError (NoExpertError) that says what to pass."""
     if checkpoint is not None:
-        if not Path(checkpoint).is_dir():
-            raise UsageError(f"{flag} {checkpoint}: no such directory")
+        from common.hub import check_checkpoint_spec
+        check_checkpoint_spec(checkpoint, flag)   # a local dir or a Hub id (org/name[@revision])
         return
     check_expert(env_name, hint=f"without a scripted expert the embedded default cannot make its demonstrations: "
                                 f"pass {flag} DIR (a local SFT checkpoint of that env)")

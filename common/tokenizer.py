@@ -1,4 +1,5 @@
-"""Prompt tokeniser: PaliGemma's SentencePiece model from a checkpoint directory, or a tiny one trained offline.
+"""Prompt tokeniser: PaliGemma's SentencePiece model (from the checkpoint dir, else openpi's or LeRobot's cache),
+or a tiny one trained offline.
 
 openpi prompt formats (src/openpi/models/tokenizer.py, PaligemmaTokenizer; LeRobot's differ: see tokenize_text):
     π0 (and π0.5 without state):  BOS + "text" + "\n"         ("\n" tokenised separately: start of answer)
@@ -52,15 +53,53 @@ class Tokenizer:
         return out, np.arange(max_len) < n
 
 
-def load_tokenizer(directory) -> Tokenizer:
-    """`tokenizer.model` (or `paligemma_tokenizer.model`) from a checkpoint directory."""
-    for name in TOKENIZER_FILES:
-        path = Path(directory) / name
+PALIGEMMA_TOKENIZER = "paligemma_tokenizer.model"   # PaliGemma's SentencePiece model (257152 pieces)
+OPENPI_TOKENIZER_URL = "gs://big_vision/paligemma_tokenizer.model"   # what openpi downloads (models/tokenizer.py)
+LEROBOT_TOKENIZER_REPO = "google/paligemma-3b-pt-224"   # what LeRobot's π0 / π0.5 load with AutoTokenizer (gated)
+
+
+def openpi_tokenizer_path() -> Path:
+    """Where openpi keeps the tokenizer it downloads: $OPENPI_DATA_HOME (default ~/.cache/openpi)/big_vision/...
+    (openpi shared/download.py: maybe_download caches gs://<bucket>/<path> as <cache>/<bucket>/<path>)."""
+    return Path(os.environ.get("OPENPI_DATA_HOME", "~/.cache/openpi")).expanduser() / "big_vision" / PALIGEMMA_TOKENIZER
+
+
+def hub_tokenizer_path() -> Path | None:
+    """tokenizer.model of google/paligemma-3b-pt-224 in the Hugging Face cache (HF_HOME / HF_HUB_CACHE), where
+    LeRobot's AutoTokenizer download leaves it; None when not cached. No network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(LEROBOT_TOKENIZER_REPO, "tokenizer.model")
+    return Path(found) if isinstance(found, str) else None
+
+
+def tokenizer_candidates(directory) -> list[Path]:
+    """The places load_tokenizer looks, in order: the checkpoint dir (tokenizer.model, paligemma_tokenizer.model),
+    openpi's download cache, then the Hugging Face cache of google/paligemma-3b-pt-224 (LeRobot's)."""
+    found = [Path(directory) / name for name in TOKENIZER_FILES] + [openpi_tokenizer_path()]
+    hub = hub_tokenizer_path()
+    return found + ([hub] if hub is not None else [])
+
+
+def load_tokenizer(directory, vocab_size: int | None = None) -> Tokenizer:
+    """The prompt tokeniser of a checkpoint: its own tokenizer.model (or paligemma_tokenizer.model), else PaliGemma's
+    SentencePiece where openpi or LeRobot keep it (tokenizer_candidates); FileNotFoundError, in one line naming
+    the file and where to put it, when none has it. vocab_size (the model's embedding rows), when given, skips
+    a shared PaliGemma tokenizer too large for the model (a tiny checkpoint that lost its own)."""
+    own = len(TOKENIZER_FILES)
+    for i, path in enumerate(tokenizer_candidates(directory)):
         if path.is_file():
-            return Tokenizer(path.read_bytes())
+            tokenizer = Tokenizer(path.read_bytes())
+            if i < own or vocab_size is None or tokenizer.vocab_size <= vocab_size:
+                return tokenizer
     raise FileNotFoundError(
-        f"no tokenizer in {directory}: expected one of {list(TOKENIZER_FILES)} (for openpi / LeRobot checkpoints, "
-        "copy PaliGemma's SentencePiece model, gs://big_vision/paligemma_tokenizer.model, there as tokenizer.model)")
+        f"no tokenizer for {directory}: PaliGemma's SentencePiece model ({PALIGEMMA_TOKENIZER}, openpi downloads it from "
+        f"{OPENPI_TOKENIZER_URL}) is in none of {Path(directory) / TOKENIZER_FILES[0]}, {openpi_tokenizer_path()} "
+        f"(openpi's cache, $OPENPI_DATA_HOME) or the Hugging Face cache of {LEROBOT_TOKENIZER_REPO}; put it at one of "
+        f"the first two (e.g. `gsutil cp {OPENPI_TOKENIZER_URL} {openpi_tokenizer_path()}`), or "
+        f"`hf download {LEROBOT_TOKENIZER_REPO} tokenizer.model` (a gated repo: accept its license first)")
 
 
 def _tiny_corpus(sentences) -> list[str]:

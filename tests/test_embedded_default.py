@@ -44,3 +44,28 @@ def test_default_path_without_an_expert_says_pass_a_checkpoint(tmp_path):
     with pytest.raises(NoExpertError, match=r"no scripted expert.*--checkpoint DIR"):
         make_default_sft_policy("libero-spatial", cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # failed before collecting anything
+
+
+@pytest.mark.parametrize("script", ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"])
+def test_help_says_where_each_preset_flag_comes_from_and_its_tiny_value(script):
+    """Every flag left at None for the preset shows, in --help, that it comes from the --env x --model preset and the
+    embedded default's (tiny) value, the very value the run takes."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import load_script
+    from test_scripts_e2e import ROOT
+
+    module = load_script(script)
+    env = {**os.environ, "COLUMNS": "1000", "OMP_NUM_THREADS": "1"}
+    text = subprocess.run([sys.executable, str(ROOT / f"{script}.py"), "--help"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120).stdout
+    text = " ".join(text.replace("│", " ").split())   # one line, the box and the wrapping gone
+    tiny = module.preset(module.Args().env, "tiny")
+    for name, value in tiny.items():
+        flag = "--" + name.replace("_", "-")
+        flag = f"{flag}, --no-{flag[2:]}" if isinstance(value, bool) else f"{flag} {'INT' if isinstance(value, int) else 'FLOAT'}"
+        help_of_flag = text[text.index(f" {flag} "):]
+        default = help_of_flag[help_of_flag.index("(default:"):].split(")")[0] + ")"
+        assert default == f"(default: from the --env x --model preset; tiny: {value})", (flag, default)

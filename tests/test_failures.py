@@ -67,6 +67,7 @@ BAD_FLAGS = [
     (["--env", "metaworld-no-such-task-v3"], "--env"),
     (["--checkpoint", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
     (["--resume", "/nonexistent/run"], "--resume"),
+    (["--cache-dir", "/etc/passwd/cache"], "--cache-dir"),   # the embedded default's cache: refused before the demos
 ]
 
 
@@ -188,6 +189,46 @@ def test_resume_skips_a_checkpoint_holding_non_finite_weights(ckpt, tmp_path):
     assert "skipping" in proc.stdout and "iter_000002" in proc.stdout  # the run dir: the newest finite one is taken
     iterations = [r["charts/iteration"] for r in metrics(run_dir) if "charts/iteration" in r]
     assert iterations == [1, 2, 3]  # iteration 2 replayed from iteration 1's checkpoint, logged once
+
+
+@pytest.mark.slow
+def test_resume_skips_an_unreadable_checkpoint_and_notes_the_stretched_lr_schedule(ckpt, tmp_path):
+    flags = ["--env", ENV, "--checkpoint", str(ckpt), "--total-iterations", "2", "--save-every", "1", "--run-root", str(tmp_path),
+             *TINY_FLAGS, "--num-videos", "0", "--anneal-lr"]
+    run_script("flow_sde_ppo", flags)
+    run_dir = only_run(tmp_path)
+    state = run_dir / "checkpoints" / "iter_000002" / "train_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])   # cut short (a crash while copying the run)
+    proc = run_script("flow_sde_ppo", ["--resume", str(run_dir), "--total-iterations", "3"])
+    skipped = [line for line in proc.stdout.splitlines() if "skipping" in line]
+    assert len(skipped) == 1 and "iter_000002" in skipped[0] and "cannot be read" in skipped[0], proc.stdout[-2000:]
+    stretched = [line for line in proc.stdout.splitlines() if "stretches the cosine" in line]
+    assert len(stretched) == 1 and "--total-iterations 2 -> 3" in stretched[0], proc.stdout[-2000:]
+    assert [r["charts/iteration"] for r in metrics(run_dir) if "charts/iteration" in r] == [1, 2, 3]  # 2 replayed from 1
+    for state in (run_dir / "checkpoints").glob("iter_*/train_state.pt"):
+        state.write_bytes(b"not a checkpoint")
+    proc = run_script_raw("flow_sde_ppo", ["--resume", str(run_dir)])
+    assert_one_error_line(proc, "--resume", "readable")
+
+
+@pytest.mark.slow
+def test_track_mirrors_the_run_to_wandb_offline(ckpt, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    flags = ["--env", ENV, "--checkpoint", str(ckpt), "--total-iterations", "1", "--run-root", str(tmp_path), *TINY_FLAGS,
+             "--num-videos", "0", "--track", "--wandb-project-name", "pirl-test"]
+    run_script("flow_sde_grpo", [*flags, *GROUP["flow_sde_grpo"]])
+    run_dir = only_run(tmp_path)
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].glob("*.wandb")), list((run_dir / "wandb").iterdir())
+    assert [r["charts/iteration"] for r in metrics(run_dir) if "charts/iteration" in r] == [1]
+
+
+def test_track_without_wandb_is_one_error_line(tmp_path):
+    proc = run_cli("flow_noise_ppo", ["--track", "--run-root", str(tmp_path / "runs")], prelude="sys.modules['wandb'] = None")
+    assert_one_error_line(proc, "--track", "pip install wandb")
+    assert not (tmp_path / "runs").exists()
 
 
 # ---- full disk --------------------------------------------------------------------------------------

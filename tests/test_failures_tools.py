@@ -91,6 +91,8 @@ CASES = {
     "sft: no expert for the env": ("tools/sft.py", ["--env", "libero-spatial", "--out", "{w}/ckpt", "--cache-dir", "{w}/cache"], ["--env libero-spatial", "no scripted expert"]),
     "sft: negative --num-demos": ("tools/sft.py", ["--num-demos", "-1", "--cache-dir", "{w}/cache"], ["--num-demos"]),
     "sft: unwritable --out": ("tools/sft.py", ["--out", "{file}/ckpt", "--cache-dir", "{w}/cache"], ["--out", "not a folder"]),
+    "sft: --out a regular file": ("tools/sft.py", ["--out", "{file}", "--cache-dir", "{w}/cache"], ["--out", "a file is there"]),
+    "sft: unwritable --cache-dir": ("tools/sft.py", ["--cache-dir", "{file}/cache", "--out", "{w}/ckpt"], ["--cache-dir", "not a folder"]),
     "sft: missing --init-from": ("tools/sft.py", ["--init-from", "{w}/nope", "--cache-dir", "{w}/cache"], ["--init-from", "no such directory"]),
     "sft: full-size preset from scratch": ("tools/sft.py", ["--preset", "pi0", "--cache-dir", "{w}/cache"], ["--preset pi0", "--init-from"]),
     "make_demos: --num-demos 0": ("tools/make_demos.py", ["--num-demos", "0", "--cache-dir", "{w}/cache"], ["--num-demos"]),
@@ -260,3 +262,38 @@ def test_mujoco_writes_no_log_file_into_the_working_directory(tmp_path):
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("MuJoCo warning")]
     assert warnings and len(warnings) == len(set(w.split(" Time =")[0] for w in warnings))
+
+
+def test_sft_out_that_would_replace_a_folder_of_other_files_is_refused(places, tmp_path, capsys):
+    """--out is published whole (an existing checkpoint there is replaced): a folder holding anything else is refused before
+    the demonstrations, and keeps its files."""
+    w, file = places
+    folder = tmp_path / "my_notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    code, err = run_in_process("tools/sft.py", ["--out", str(folder), "--cache-dir", str(w / "cache")], capsys)
+    assert_one_error_line(code, err, "--out", str(folder), "no checkpoint")
+    assert (folder / "notes.txt").read_text() == "keep me" and file.read_text() == "x"
+    assert not w.exists()
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_checkpoints_follow_the_umask(umask, file_mode, dir_mode, checkpoints, tmp_path):
+    """Atomic writes (mkstemp / mkdtemp, then rename) give files and folders the modes a plain open() / mkdir() would."""
+    from common.checkpoint import save_policy
+    from common.logger import atomic_torch_save, atomic_write_text
+    from common.run import load_checkpoint
+
+    policy, processor = load_checkpoint(str(checkpoints["one_cam"]))
+    old = os.umask(umask)
+    try:
+        atomic_torch_save({"x": torch.zeros(2)}, tmp_path / "state.pt")
+        atomic_write_text(tmp_path / "args.json", "{}")
+        save_policy(tmp_path / "policy", policy, processor)
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "state.pt", tmp_path / "args.json", *(tmp_path / "policy").rglob("*")]
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in [tmp_path / "policy", *paths]}
+    assert modes["policy"] == dir_mode, modes
+    wrong = {name: oct(mode) for name, mode in modes.items() if mode != (dir_mode if (tmp_path / name).is_dir() else file_mode)}
+    assert not wrong, wrong

@@ -16,6 +16,14 @@ from helpers import load_script, random_observation  # noqa: E402
 fnp = load_script("flow_noise_ppo")
 
 
+def resolved(args):
+    """The flags as a run without a checkpoint resolves them: --model tiny unless given, every None from the preset."""
+    from common.run import fill_from_preset
+
+    fill_from_preset(args, None, fnp.preset)
+    return args
+
+
 @pytest.mark.parametrize("bounds", [(0.08, 0.16), (0.04, 0.10)])
 def test_noise_std_stays_within_bounds_and_reaches_both_ends(bounds):
     lo, hi = bounds
@@ -173,27 +181,27 @@ def test_ratio_moves_when_the_expert_or_the_noise_network_changes():
 
 
 def test_presets_follow_the_paper_tables_and_flags_override():
-    args = fnp.resolve_args(fnp.Args(env="libero-long", model="pi05"), None)
+    args = resolved(fnp.Args(env="libero-long", model="pi05"))
     assert (args.noise_std_min, args.noise_std_max, args.entropy_coef) == (0.04, 0.10, 0.005)
     assert (args.update_epochs, args.denoise_steps, args.anneal_lr, args.replan_steps) == (4, 5, True, 10)
-    args = fnp.resolve_args(fnp.Args(env="libero-spatial", model="pi0", noise_std_max=0.2), None)
+    args = resolved(fnp.Args(env="libero-spatial", model="pi0", noise_std_max=0.2))
     assert (args.noise_std_min, args.noise_std_max, args.actor_lr, args.denoise_steps) == (0.08, 0.2, 1e-5, 4)
-    args = fnp.resolve_args(fnp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi05"), None)
+    args = resolved(fnp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi05"))
     assert (args.noise_std_min, args.noise_std_max, args.update_epochs, args.num_envs) == (0.04, 0.10, 4, 256)
-    args = fnp.resolve_args(fnp.Args(), None)   # the embedded default the README's 5-seed table measured
+    args = resolved(fnp.Args())   # the embedded default the README's 5-seed table measured
     assert args.logprob_reduction in ("sum", "mean")
     assert (args.model, args.total_iterations, args.anneal_lr, args.actor_lr, args.num_envs) == ("tiny", 200, True, 5e-5, 16)
 
 
 def test_bad_flag_combinations_give_clear_errors():
-    fnp.check_args(fnp.resolve_args(fnp.Args(model="tiny"), None), world_size=1, action_horizon=8)  # the preset is valid
-    args = fnp.resolve_args(fnp.Args(model="tiny", noise_std_min=0.2, noise_std_max=0.1), None)
+    fnp.check_args(resolved(fnp.Args(model="tiny")), world_size=1, action_horizon=8)  # the preset is valid
+    args = resolved(fnp.Args(model="tiny", noise_std_min=0.2, noise_std_max=0.1))
     with pytest.raises(ValueError, match="--noise-std-min"):
         fnp.check_args(args, world_size=1, action_horizon=8)
-    args = fnp.resolve_args(fnp.Args(model="tiny", entropy_coef=-1.0), None)
+    args = resolved(fnp.Args(model="tiny", entropy_coef=-1.0))
     with pytest.raises(ValueError, match="--entropy-coef"):
         fnp.check_args(args, world_size=1, action_horizon=8)
-    args = fnp.resolve_args(fnp.Args(model="tiny"), None)
+    args = resolved(fnp.Args(model="tiny"))
     args.replan_steps = 20
     with pytest.raises(ValueError, match="--replan-steps"):
         fnp.check_args(args, world_size=1, action_horizon=8)

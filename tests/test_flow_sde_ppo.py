@@ -14,6 +14,14 @@ from helpers import load_script, random_observation  # noqa: E402
 
 fsp = load_script("flow_sde_ppo")
 
+
+def resolved(args):
+    """The flags as a run without a checkpoint resolves them: --model tiny unless given, every None from the preset."""
+    from common.run import fill_from_preset
+
+    fill_from_preset(args, None, fsp.preset)
+    return args
+
 # A 2-D Gaussian target N(MU, S^2): with x_t = t·noise + (1-t)·x0, the exact velocity
 # v(x, t) = E[noise - x0 | x_t = x] is linear in x (jointly Gaussian), so the sampler is tested alone.
 MU, S = torch.tensor([1.5, -0.7]), torch.tensor([0.3, 0.6])
@@ -135,25 +143,25 @@ def test_gae_matches_brute_force_with_a_truncation_and_a_termination():
 
 
 def test_presets_follow_the_paper_tables_and_flags_override():
-    args = fsp.resolve_args(fsp.Args(env="libero-long", model="pi05"), None)
+    args = resolved(fsp.Args(env="libero-long", model="pi05"))
     assert (args.update_epochs, args.denoise_steps, args.noise_level, args.anneal_lr) == (4, 5, 0.5, True)
     assert (args.interaction_steps, args.replan_steps, args.num_envs, args.minibatch_size) == (480, 10, 64, 2048)
-    args = fsp.resolve_args(fsp.Args(env="libero-spatial", model="pi0", actor_lr=3e-6), None)
+    args = resolved(fsp.Args(env="libero-spatial", model="pi0", actor_lr=3e-6))
     assert (args.actor_lr, args.update_epochs, args.interaction_steps, args.replan_steps) == (3e-6, 2, 240, 5)
-    args = fsp.resolve_args(fsp.Args(env="libero-object", model="pi05"), None)
+    args = resolved(fsp.Args(env="libero-object", model="pi05"))
     assert (args.denoise_steps, args.noise_level) == (5, 0.3)
-    args = fsp.resolve_args(fsp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi0"), None)
+    args = resolved(fsp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi0"))
     assert (args.update_epochs, args.actor_lr, args.critic_lr, args.num_envs) == (4, 5.6e-6, 1.1e-4, 256)
-    args = fsp.resolve_args(fsp.Args(), None)   # the embedded default the README's 5-seed table measured
+    args = resolved(fsp.Args())   # the embedded default the README's 5-seed table measured
     assert (args.model, args.total_iterations, args.anneal_lr, args.actor_lr, args.num_envs) == ("tiny", 200, True, 5e-5, 16)
 
 
 def test_bad_flag_combinations_give_clear_errors():
-    args = fsp.resolve_args(fsp.Args(model="tiny"), None)
+    args = resolved(fsp.Args(model="tiny"))
     args.replan_steps = 20
     with pytest.raises(ValueError, match="--replan-steps"):
         fsp.check_args(args, world_size=1, action_horizon=8)
-    args = fsp.resolve_args(fsp.Args(model="tiny", num_envs=15), None)
+    args = resolved(fsp.Args(model="tiny", num_envs=15))
     with pytest.raises(ValueError, match="--num-envs"):
         fsp.check_args(args, world_size=2, action_horizon=8)
 
@@ -292,3 +300,33 @@ def test_a_flag_given_at_its_default_on_resume_overrides_the_saved_value(tmp_pat
     assert (args.time_limit, args.progress, args.episode_weighting) == ("bootstrap", True, True)
     args, _ = run.resumed_args(fsp.Args, fsp.Args(resume=str(tmp_path)), tmp_path, argv=["--resume", str(tmp_path)])
     assert (args.time_limit, args.progress) == ("terminal", False)   # not given: the saved run's
+
+
+def test_preset_bools_are_flag_pairs_left_to_the_preset_unless_given(tmp_path):
+    """--anneal-lr / --no-anneal-lr as CleanRL users type them; absent: None, filled by the preset; on --resume a given one
+    overrides the saved run's value."""
+    from dataclasses import asdict
+
+    import tyro
+
+    from common import run
+
+    assert tyro.cli(fsp.Args, args=[]).anneal_lr is None
+    assert tyro.cli(fsp.Args, args=["--anneal-lr"]).anneal_lr is True
+    assert resolved(tyro.cli(fsp.Args, args=["--no-anneal-lr"])).anneal_lr is False   # over the tiny preset's True
+    assert resolved(tyro.cli(fsp.Args, args=[])).anneal_lr is True
+    torch.save({"args": asdict(resolved(fsp.Args()))}, tmp_path / "train_state.pt")
+    argv = ["--resume", str(tmp_path), "--no-anneal-lr"]
+    args, _ = run.resumed_args(fsp.Args, tyro.cli(fsp.Args, args=argv), tmp_path, argv=argv)
+    assert args.anneal_lr is False
+    args, _ = run.resumed_args(fsp.Args, tyro.cli(fsp.Args, args=argv[:2]), tmp_path, argv=argv[:2])
+    assert args.anneal_lr is True
+
+
+def test_model_family_is_read_from_the_config():
+    """Which presets a checkpoint takes: its variant for the paper's model sizes, `tiny` for the CPU presets' models."""
+    from common import groot, policy
+    from common.run import model_family
+
+    assert [model_family(policy.make_config(p)) for p in ("pi0", "pi05", "tiny", "tiny-pi05")] == ["pi0", "pi05", "tiny", "tiny"]
+    assert [model_family(groot.make_config(p)) for p in ("groot", "tiny-groot")] == ["groot", "tiny"]

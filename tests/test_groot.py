@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.groot import GrootPolicy, load_groot, make_config
+from common.groot import GrootPolicy, make_config
+from common.groot_checkpoint import load_groot
 from common.policy import Observation
 
 torch.set_num_threads(1)
@@ -313,7 +314,7 @@ def test_groot_preset_has_the_released_n15_sizes_and_loads_them_without_a_head_c
     """The full-size preset is N1.5-3B as released (no eagle_linear, E_vl 2048, VL attention 32 x 64), and a dir whose
     config holds no action_head_cfg (a LeRobot 0.5.1 dir without its base model's config) gets the same heads from the
     weights: with the code defaults' 48-wide VL heads, 2048 does not split and the load failed."""
-    from common.groot import config_from
+    from common.groot_checkpoint import config_from
     ah, bb = N15_RELEASED["action_head_cfg"], N15_RELEASED["backbone_cfg"]
     c = make_config("groot")
     assert (c.action_dim, c.state_dim, c.action_horizon) == (ah["max_action_dim"], ah["max_state_dim"], ah["action_horizon"])

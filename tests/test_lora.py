@@ -327,7 +327,7 @@ def test_script_with_lora_resumes_exactly_and_saves_merged_and_adapters(script, 
     # constant LR: the cosine schedule (the tiny default) depends on --total-iterations, so a run of 2 extended to 3
     # takes its 2nd step at another LR than a run of 3 (Flow-Noise's entropy bonus moves its noise head even here)
     flags = ["--env", env_name, "--checkpoint", str(ckpt), "--save-every", "1", *TINY_FLAGS, "--num-videos", "0", *LORA,
-             "--anneal-lr", "False"]
+             "--no-anneal-lr"]
     run_script(script, [*flags, "--total-iterations", "3", "--run-root", str(tmp_path / "full")])
     run_script(script, [*flags, "--total-iterations", "2", "--run-root", str(tmp_path / "split")])
     split_run = only_run(tmp_path / "split")

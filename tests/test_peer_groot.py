@@ -3,7 +3,8 @@ in the peer's venv: a tiny random GR00T N1.5 saved by its GR00TN15.save_pretrain
 by LeRobot's GrootPolicy.save_pretrained, and the peer's outputs). Without the peer installed: both layouts load
 with zero missing / unexpected keys; our velocity (our time convention, converted inside common/groot.py), the
 timestep buckets, the sampled actions (4 and 10 steps, two embodiments) and the training loss match the peer's;
-a wrong time convention or a wrong embodiment moves the result far past the tolerance."""
+a wrong time convention or a wrong embodiment moves the result far past the tolerance. Last, the LeRobot dir loaded
+through load_policy is saved back in LeRobot's own layout (issue 26) and acts the same once reloaded."""
 import json
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.groot import EMBODIMENTS, GrootPolicy, load_groot
+from common.groot import EMBODIMENTS, GrootPolicy
+from common.groot_checkpoint import load_groot
 
 torch.set_num_threads(1)
 FIX = Path(__file__).resolve().parent / "fixtures" / "peers" / "groot"
@@ -102,3 +104,83 @@ def test_wrong_time_convention_or_embodiment_is_caught(policy, ref):
     # another embodiment's encoders / decoder
     other = policy.sample_from_cache(cache_of(policy, ref, EMBODIMENTS["so100"]), ref[f"{key}_noise"], 4)
     assert (other - ref[f"{key}_actions"]).abs().max() > CAUGHT
+
+
+# ---------------------------------------------------------------------------------------------- LeRobot round trip
+EAGLE_FILES = FIX.parent / "groot_eagle" / "eagle"   # the real Eagle 2.5 processor files (vocab / merges xz-compressed)
+
+
+@pytest.fixture(scope="module")
+def lerobot_copy(tmp_path_factory):
+    """The committed LeRobot dir as LeRobot wrote it, loadable through load_policy: base_model_path pointed at the
+    committed base model (config.json's is the peer machine's path), the embedding tables grown to the real Qwen
+    vocabulary (rows 0..63 the peer's) so that the real Eagle tokenizer's ids fit; and an Eagle processor dir with
+    the real tokenizer and the tiny model's tile size / tokens per tile / Eagle config."""
+    import lzma
+    import shutil
+
+    from safetensors.torch import save_file
+    root = tmp_path_factory.mktemp("lerobot_round_trip")
+    d, eagle_dir = root / "lerobot", root / "eagle"
+    shutil.copytree(FIX / "lerobot", d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "base_model_path": str(FIX / "base")}, indent=4))
+    sd, g = load_file(str(d / "model.safetensors")), torch.Generator().manual_seed(0)
+    for k in [k for k in sd if k.endswith(("embed_tokens.weight", "lm_head.weight"))]:
+        sd[k] = torch.cat([sd[k], 0.02 * torch.randn(151680 - sd[k].shape[0], sd[k].shape[1], generator=g)])
+    save_file(sd, str(d / "model.safetensors"))
+    eagle_dir.mkdir()
+    for f in EAGLE_FILES.iterdir():
+        data = f.read_bytes()
+        (eagle_dir / f.name.removesuffix(".xz")).write_bytes(lzma.decompress(data) if f.suffix == ".xz" else data)
+    pre = json.loads((eagle_dir / "preprocessor_config.json").read_text())
+    (eagle_dir / "preprocessor_config.json").write_text(json.dumps({**pre, "size": {"height": 32, "width": 32}}))
+    proc = json.loads((eagle_dir / "processor_config.json").read_text())
+    (eagle_dir / "processor_config.json").write_text(json.dumps({**proc, "tokens_per_tile": 4}))
+    shutil.copy(EAGLE, eagle_dir / "config.json")
+    return d, eagle_dir
+
+
+def act(policy, processor, seed=0):
+    """Env actions (2, H, 5) from two raw observations and fixed noise: the processor's inputs and outputs included."""
+    g = torch.Generator().manual_seed(seed)
+    raw = {"images": torch.randint(0, 256, (2, 2, 40, 40, 3), dtype=torch.uint8, generator=g).numpy(),
+           "state": torch.randn(2, 6, generator=g).numpy(), "instruction": ["open the drawer", "push the button"]}
+    c = policy.config
+    noise = torch.randn(2, c.action_horizon, c.action_dim, generator=g)
+    with torch.no_grad():
+        return torch.as_tensor(processor.actions_to_env(policy.sample_actions(processor.observation(raw, "cpu"), noise), 5))
+
+
+def test_a_lerobot_dir_is_saved_back_in_lerobots_layout(lerobot_copy, tmp_path, monkeypatch):
+    """Issue 26: a GR00T policy loaded from a LeRobot 0.5.1 dir is saved in LeRobot's layout, not Isaac-GR00T's:
+    the file names LeRobot wrote, its safetensors keys (`_groot_model.*`), its config.json and processor files as
+    they came; reloaded, it acts as before (to 1e-6), and weights changed after loading (RL) are the ones saved."""
+    from safetensors import safe_open
+
+    from common.checkpoint import load_policy, save_policy
+    from common.eagle import EAGLE_DIR_ENV, EagleProcessor
+    d, eagle_dir = lerobot_copy
+    monkeypatch.setenv(EAGLE_DIR_ENV, str(eagle_dir))
+    policy, processor = load_policy(d)
+    assert isinstance(processor, EagleProcessor) and processor.provenance.source_format == "lerobot"
+    with torch.no_grad():   # as after RL: the head moved
+        policy.action_head.action_decoder.layer2.b.add_(0.1)
+    before = act(policy, processor)
+    save_policy(tmp_path / "saved", policy, processor)
+    saved = tmp_path / "saved"
+    assert sorted(f.name for f in saved.iterdir()) == sorted(f.name for f in (FIX / "lerobot").iterdir())
+    with safe_open(str(saved / "model.safetensors"), "pt") as a, safe_open(str(FIX / "lerobot" / "model.safetensors"), "pt") as b:
+        assert set(a.keys()) == set(b.keys()) and all(k.startswith("_groot_model.") for k in a.keys())
+        assert a.metadata() == b.metadata()
+    assert json.loads((saved / "config.json").read_text()).keys() == json.loads((FIX / "lerobot" / "config.json").read_text()).keys()
+    for f in (FIX / "lerobot").glob("policy_*"):   # LeRobot's processor pipelines and their min / max stats
+        assert (saved / f.name).read_bytes() == f.read_bytes(), f.name
+    policy2, processor2 = load_policy(saved)
+    assert processor2.provenance.source_format == "lerobot"
+    assert all(torch.equal(v, policy2.state_dict()[k]) for k, v in policy.state_dict().items())
+    assert (act(policy2, processor2) - before).abs().max() < 1e-6
+    # pirl's own fields go beside LeRobot's config (its parser refuses unknown ones)
+    save_policy(tmp_path / "extra", policy, processor, extra={"iteration": 3})
+    assert json.loads((tmp_path / "extra" / "pirl.json").read_text()) == {"iteration": 3}
+    assert (tmp_path / "extra" / "config.json").read_bytes() == (d / "config.json").read_bytes()

@@ -110,13 +110,13 @@ def test_norm_stats_are_selected_by_asset_id_with_a_clear_error_when_ambiguous(t
         _, proc = load_policy(FIX / "pi0", asset_id=asset_id)
         want = json.loads((FIX / "pi0" / "assets" / asset_id / "norm_stats.json").read_text())["norm_stats"]
         assert proc.norm_stats["norm_stats"]["actions"]["q99"] == want["actions"]["q99"]
-        assert proc.asset_id == asset_id
+        assert proc.provenance.asset_id == asset_id
     with pytest.raises(FileNotFoundError, match="'droid'.*metaworld"):
         load_policy(FIX / "pi0", asset_id="droid")
     one = tmp_path / "one"
     shutil.copytree(FIX / "pi0", one)
     shutil.rmtree(one / "assets" / "metaworld")
-    assert load_policy(one)[1].asset_id == "physical-intelligence/libero"   # the only one: no choice needed
+    assert load_policy(one)[1].provenance.asset_id == "physical-intelligence/libero"   # the only one: no choice needed
 
 
 def test_full_size_state_dict_and_config_match_openpis_real_pi0_and_pi05():
@@ -156,8 +156,8 @@ def test_save_policy_writes_what_openpis_loader_reads(loaded, tmp_path, model):
     saved = json.loads((tmp_path / "out" / "assets" / "metaworld" / "norm_stats.json").read_text())
     assert saved == json.loads((FIX / model / "assets" / "metaworld" / "norm_stats.json").read_text())
     again, proc2 = load_policy(tmp_path / "out")
-    assert proc2.asset_id == "metaworld"
-    assert proc.source_format == proc2.source_format == "openpi"   # kept across our saves (fixed camera slots)
+    assert proc2.provenance.asset_id == "metaworld"
+    assert proc.provenance.source_format == proc2.provenance.source_format == "openpi"   # kept across our saves (fixed camera slots)
     r = ref(model)
     torch.testing.assert_close(ours(again.eval(), r)[1], ours(policy.eval(), r)[1], rtol=0, atol=0)
 

@@ -67,8 +67,8 @@ def test_rlinf_full_weights_load_and_reproduce_rlinf_within_1e_4(model, capsys):
         if not k.startswith("value_head."):
             assert torch.equal(ours[k], t.float()), k
     assert policy.config.action_dim == 32 and policy.config.action_horizon == 5   # RLinf's openpi: 32-wide projections
-    assert proc.asset_id == ASSET_ID                     # <ckpt>/<asset_id>/norm_stats.json, nested id
-    assert proc.source_format == "rlinf"
+    assert proc.provenance.asset_id == ASSET_ID                     # <ckpt>/<asset_id>/norm_stats.json, nested id
+    assert proc.provenance.source_format == "rlinf"
     assert policy.config.discrete_state_input is False or model == "pi0"   # from config.json (RLinf's pi05_metaworld)
     wrote = json.loads(meta["rlinf_wrote"])              # what RLinf's save_checkpoint wrote (DCP state not committed)
     assert WEIGHTS in wrote and any(k.startswith("actor/dcp_checkpoint/") for k in wrote)

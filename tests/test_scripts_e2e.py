@@ -149,7 +149,7 @@ def test_resume_equals_an_uninterrupted_run(script, checkpoints, tmp_path):
     # constant LR: the cosine schedule (the tiny default) depends on --total-iterations, so a run of 2 extended to 3
     # takes its 2nd step at another LR than a run of 3
     flags = ["--env", env_name, "--checkpoint", ckpt, "--save-every", "1", *TINY_FLAGS, "--eval-episodes-per-task", "1",
-             "--anneal-lr", "False"]
+             "--no-anneal-lr"]
     run_script(script, [*flags, "--total-iterations", "3", "--run-root", str(tmp_path / "full")])
     run_script(script, [*flags, "--total-iterations", "2", "--run-root", str(tmp_path / "split")])
     split_run = only_run(tmp_path / "split")

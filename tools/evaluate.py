@@ -23,9 +23,14 @@ POLICIES = ("checkpoint", "expert", "random")
 @dataclass
 class Args:
     checkpoint: str | None = None
-    """checkpoint directory (openpi / LeRobot / RLinf / ours); needed with --policy checkpoint"""
+    """checkpoint dir (openpi / LeRobot / RLinf / ours) or Hugging Face Hub id org/name[@revision] (downloaded into
+    the HF cache: HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply); needed with --policy checkpoint"""
     asset_id: str | None = None
     """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
+    data_config: str | None = None
+    """the checkpoint's training data conventions where its files do not record them (common/conventions.py):
+    pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
+    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
     policy: str = "checkpoint"
     """checkpoint | expert (scripted, upper bound) | random (lower bound)"""
     env: str = sft.DEFAULT_ENV
@@ -63,8 +68,8 @@ def check_args(args: Args):
     if args.policy == "checkpoint":
         if args.checkpoint is None:
             raise UsageError("--checkpoint DIR is required with --policy checkpoint (or --policy expert | random)")
-        if not os.path.isdir(args.checkpoint):
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such directory")
+        from common.hub import check_checkpoint_spec
+        check_checkpoint_spec(args.checkpoint)   # a local dir or a Hub id; downloaded (rank 0) when loaded
     if args.policy == "expert":
         check_expert(args.env)
     for flag, value, low in (("--num-envs", args.num_envs, 1), ("--num-steps", args.num_steps, 1),
@@ -75,7 +80,7 @@ def check_args(args: Args):
     if args.num_videos and args.video_dir is None:
         raise UsageError(f"--num-videos {args.num_videos} needs --video-dir DIR")
     out = args.out or (os.path.join(args.checkpoint, f"eval_{args.env}_seed{args.seed}.json")
-                       if args.policy == "checkpoint" else None)
+                       if args.policy == "checkpoint" and os.path.isdir(args.checkpoint) else None)   # a Hub id: printed only
     for flag, path in (("--out", out), ("--video-dir", args.video_dir)):
         if path is not None:
             check_writable(path, flag)
@@ -91,10 +96,17 @@ def main(args: Args):
     d = setup_distributed(args.device)
     policy = processor = None
     if args.policy == "checkpoint":
+        from common.conventions import render_size, resolve_data_config
+        from common.hub import known_data_config, resolve_checkpoint
         from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
+        args.data_config = args.data_config or known_data_config(args.checkpoint)   # a paper checkpoint's own
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))   # a Hub id: rank 0 downloads, into the HF cache
         policy, processor = load_checkpoint(args.checkpoint, device=d.device, asset_id=args.asset_id)
-    image_size = args.image_size or (policy.config.image_size if policy is not None else sft.DEFAULT_IMAGE_SIZE)
-    envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False)
+        processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)
+    image_size = args.image_size or (render_size(processor.data_config, args.env, policy.config.image_size)   # the peer's
+                                     if policy is not None else sft.DEFAULT_IMAGE_SIZE)
+    envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False,
+                     metaworld_view=processor.data_config.metaworld_view if processor is not None else "pirl")
     try:
         if policy is not None:
             check_policy_fits_env(policy, processor, envs, image_size, args.env, f"--checkpoint {args.checkpoint}",

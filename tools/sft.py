@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import tyro
 
@@ -34,9 +35,14 @@ class Args:
     preset: str = "tiny"
     """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
     init_from: str | None = None
-    """checkpoint directory to fine-tune instead of training from scratch"""
+    """checkpoint to fine-tune instead of training from scratch: a local dir, or a Hugging Face Hub id org/name[@revision]
+    (downloaded into the HF cache: HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply)"""
     asset_id: str | None = None
     """with --init-from: which norm stats of an openpi / RLinf checkpoint holding several (assets/<id>/)"""
+    data_config: str | None = None
+    """with --init-from: the checkpoint's training data conventions where its files do not record them (common/conventions.py):
+    pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
+    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
     steps: int = sft.DEFAULT_SFT_STEPS
@@ -72,11 +78,18 @@ def check_args(args: Args):
         choices = ", ".join(p for p in PRESETS if p.startswith("tiny"))
         raise UsageError(f"--preset {args.preset} from scratch needs PaliGemma's tokenizer and weights: pass "
                          f"--init-from DIR (a {args.preset} checkpoint), or use --preset {choices}")
-    if args.init_from is not None and not os.path.isdir(args.init_from):
-        raise UsageError(f"--init-from {args.init_from}: no such directory")
+    if args.init_from is not None:   # a local dir or a Hub id; downloaded (rank 0) when loaded
+        from common.hub import check_checkpoint_spec
+        check_checkpoint_spec(args.init_from, "--init-from")
     check_writable(args.cache_dir or sft.default_cache_dir(), "--cache-dir")
     if args.out is not None:
         check_writable(args.out, "--out")
+        out = Path(args.out)
+        if out.is_file() or out.is_symlink():
+            raise UsageError(f"--out {args.out}: a file is there; the checkpoint is a folder: pick a new path")
+        if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():   # it would be replaced whole
+            raise UsageError(f"--out {args.out}: that folder holds files and no checkpoint (no config.json), and would "
+                             "be replaced whole: pick a new or empty folder")
 
 
 def main(args: Args):
@@ -87,8 +100,13 @@ def main(args: Args):
     d = setup_distributed(args.device)
     init_from = None
     if args.init_from is not None:   # loaded before any demonstration: a broken dir is one line, now
+        from common.conventions import resolve_data_config
+        from common.hub import known_data_config, resolve_checkpoint
         from common.run import load_checkpoint
+        args.data_config = args.data_config or known_data_config(args.init_from)   # a paper checkpoint's own
+        args.init_from = str(resolve_checkpoint(args.init_from, "--init-from"))   # a Hub id: rank 0 downloads it
         init_from = load_checkpoint(args.init_from, flag="--init-from", device=d.device, asset_id=args.asset_id)
+        init_from[1].data_config = resolve_data_config(args.data_config, init_from[1], args.env, args.init_from)
     demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
                               progress=d.is_main) if d.is_main else None
     barrier()  # rank 0 wrote the cache; the others read it

@@ -1,0 +1,200 @@
+"""A checkpoint's data conventions, in one place: what its training pipeline did to the simulator's
+observations and actions, which a policy must see again to score what it scored for its owner.
+
+The weights do not record these (issue 25): openpi's `pi0_libero` and `pi05_libero` write the same files, but
+π0 was trained on `action - state` on the first 6 dims (`extra_delta_transform=True`) and π0.5 on the actions
+as the env takes them. `resolve_data_config` picks the row for a loaded checkpoint: what its files record
+(pirl's own saves: config.json "data_config"; LeRobot: config.json `use_relative_actions`), else the user's
+`--data-config NAME`, else one `error:` line where the choice matters and the files cannot tell.
+
+Applied by pirl today: `delta_mask` (common/processor.py actions_to_env / actions_to_model, everywhere), and in
+tools/evaluate.py `render_size` and `metaworld_view` (common/envs.py; the RL scripts do not pass them to make_envs
+yet). The other fields record what the peer's client does (resize, cameras, prompt, gripper, state, episode lengths,
+replan steps) as the reference for the envs; pirl's envs do not switch on them yet.
+
+Facts read at openpi 15a9616 (src/openpi/training/config.py, src/openpi/transforms.py,
+src/openpi/policies/libero_policy.py, examples/libero/main.py), RLinf a3816b5
+(rlinf/models/embodiment/openpi/dataconfig/__init__.py + libero_dataconfig.py, examples/embodiment/config/
+model/pi0.yaml + pi0_5.yaml, env/libero_*.yaml, rlinf/envs/libero/libero_env.py) and LeRobot 7427f31
+(policies/pi0{,5}/configuration_pi0{,5}.py `use_relative_actions: bool = False`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UsageError
+
+
+def make_bool_mask(*dims: int) -> tuple[bool, ...]:
+    """openpi's transforms.make_bool_mask: make_bool_mask(6, -1) == (True,) * 6 + (False,)."""
+    return tuple(b for d in dims for b in ([d > 0] * abs(d)))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str
+    """the --data-config name (openpi / RLinf's TrainConfig name where the row is theirs)"""
+    source: str
+    """whose training pipeline: openpi, RLinf, LeRobot, pirl"""
+    simulator: str
+    """libero | metaworld | maniskill | any"""
+    delta_mask: tuple[bool, ...] = ()
+    """the dims trained as `action - state` (openpi DeltaActions / AbsoluteActions); () = absolute actions"""
+    cameras: tuple[str, ...] = ()
+    """the env camera feeding each image slot, in the model's slot order"""
+    render_size: int | None = None
+    """pixels the env renders before the model's resize (None: the model's image size, pirl's default)"""
+    resize: str = "resize_with_pad"
+    """how the render becomes the model's image"""
+    prompt: str = ""
+    """where the instruction comes from"""
+    gripper: str = ""
+    """what the model's gripper action means to the env"""
+    state: str = ""
+    """the raw state vector's layout (what DeltaActions subtracts on its mask)"""
+    episode_steps: dict = field(default_factory=dict)
+    """max env steps per episode, by suite (the peer's evaluation)"""
+    replan_steps: int | None = None
+    """actions executed per chunk in the peer's evaluation"""
+    metaworld_view: str = "pirl"
+    """MetaWorld camera pose, visuals and prompts: common/envs.py METAWORLD_VIEWS (make_envs(metaworld_view=...))"""
+
+    @property
+    def delta(self) -> bool:
+        return any(self.delta_mask)
+
+    def _state_on_mask(self, state, like: np.ndarray) -> np.ndarray:
+        """(..., S) raw state -> (..., 1, n) its masked dims (0 elsewhere), broadcast over the chunk's horizon."""
+        if state is None:
+            raise ValueError(f"data config {self.name!r} trains on actions relative to the state "
+                             f"(mask {self.delta_mask}): pass the raw env state of that decision")
+        n = len(self.delta_mask)
+        state = np.asarray(state.detach().cpu() if hasattr(state, "detach") else state, dtype=np.float32)
+        if state.shape[-1] < n or state.shape[:-1] != like.shape[:-2]:
+            raise ValueError(f"state {state.shape} does not fit actions {like.shape} (expected {like.shape[:-2]} + (>= {n},))")
+        return np.expand_dims(np.where(np.asarray(self.delta_mask), state[..., :n], 0.0), axis=-2).astype(np.float32)
+
+    def to_absolute(self, actions: np.ndarray, state) -> np.ndarray:
+        """openpi AbsoluteActions: (..., H, A) unnormalised model actions + state on the mask -> env actions."""
+        if not self.delta:
+            return actions
+        n = len(self.delta_mask)
+        out = np.array(actions, dtype=np.float32, copy=True)
+        out[..., :n] += self._state_on_mask(state, out)
+        return out
+
+    def to_delta(self, actions: np.ndarray, state) -> np.ndarray:
+        """openpi DeltaActions: (..., H, A) env actions - state on the mask (the chunk's first state) -> model's."""
+        if not self.delta:
+            return actions
+        n = len(self.delta_mask)
+        out = np.array(actions, dtype=np.float32, copy=True)
+        out[..., :n] -= self._state_on_mask(state, out)
+        return out
+
+
+# ---- the known configs ----------------------------------------------------------------------------
+# openpi's LIBERO client (examples/libero/main.py). RLinf's own LIBERO env (rlinf/envs/libero/libero_env.py,
+# examples/embodiment/config/env/libero_*.yaml) also renders 256 px and seeds each env; its episodes: 240 / 240 / 320 / 512
+_LIBERO = dict(
+    simulator="libero", cameras=("agentview_image", "robot0_eye_in_hand_image"), render_size=256,
+    resize="flip both axes, resize_with_pad to 224",
+    prompt="LIBERO task.language", gripper="as the env takes it (-1 open, +1 close)",
+    state="eef pos (3) + axis-angle of the eef quaternion (3) + gripper qpos (2)",
+    episode_steps={"libero-spatial": 220, "libero-object": 280, "libero-goal": 300, "libero-long": 520, "libero-90": 400},
+    replan_steps=5)
+
+DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
+    DataConfig("pirl", "pirl", "any",
+               resize="resize_with_pad to the model's image size", prompt="the env's instruction",
+               gripper="as the env takes it", state="the env's state vector",
+               episode_steps={"libero-spatial": 240, "libero-object": 320, "libero-goal": 320, "libero-long": 480,
+                              "libero-90": 400}),   # the paper's Table 7 (common/envs.py LIBERO_SUITES)
+    # openpi config.py: pi0_libero (and RLinf dataconfig/__init__.py's pi0_libero, pi0_libero_horizon10):
+    # LeRobotLiberoDataConfig(extra_delta_transform=True) -> DeltaActions / AbsoluteActions(make_bool_mask(6, -1))
+    DataConfig("pi0_libero", "openpi / RLinf π0", delta_mask=make_bool_mask(6, -1), **_LIBERO),
+    DataConfig("pi0_libero_horizon10", "RLinf π0", delta_mask=make_bool_mask(6, -1), **_LIBERO),
+    # openpi / RLinf pi05_libero: extra_delta_transform=False
+    DataConfig("pi05_libero", "openpi / RLinf π0.5", **_LIBERO),
+    # LeRobot: absolute unless config.json says use_relative_actions (refused at load, common/checkpoint.py)
+    # (envs/configs.py LiberoEnv observation_height 360; envs/libero.py TASK_SUITE_MAX_STEPS)
+    DataConfig("lerobot", "LeRobot", "any", render_size=None,
+               resize="LeRobot's resize_with_pad (no antialias); its LIBERO env renders 360 px",
+               prompt="the task + newline (π0)", gripper="as the env takes it", state="the env's state vector",
+               metaworld_view="lerobot",
+               episode_steps={"libero-spatial": 280, "libero-object": 280, "libero-goal": 300, "libero-long": 520,
+                              "libero-90": 400}),
+    # RLinf pi0_/pi05_maniskill, pi0_/pi05_metaworld: extra_delta_transform=False (absolute)
+    DataConfig("rlinf_maniskill", "RLinf π0 / π0.5", "maniskill", cameras=("3rd_view_camera",),
+               resize="a 640x480 render, rgb+segmentation overlay, resize_with_pad to 224 (pirl: a square render)",
+               prompt="env.get_language_instruction()", gripper="2 * (g > 0.5) - 1", episode_steps={"simpler": 80}),
+    DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_size=480,
+               resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals",
+               prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
+               metaworld_view="lerobot"),
+)}
+assert all(DATA_CONFIGS[n].delta for n in ("pi0_libero", "pi0_libero_horizon10"))
+
+
+def render_size(data_config: DataConfig, env: str, model_size: int) -> int:
+    """Pixels to render `env` at for a policy of this data config: its peer's (openpi LIBERO 256, LeRobot / RLinf
+    MetaWorld 480; the processor then resizes with pad to the model's size) where it is for this simulator."""
+    if data_config.render_size and data_config.simulator == env.split("-")[0]:
+        return data_config.render_size
+    return model_size
+
+
+def recorded_data_config(checkpoint) -> str | None:
+    """The name pirl's save_policy recorded in config.json ("data_config"), or None."""
+    f = Path(checkpoint) / "config.json" if checkpoint is not None else None
+    if f is None or not f.is_file():
+        return None
+    return json.loads(f.read_text()).get("data_config")
+
+
+def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) -> DataConfig:
+    """The data config of a loaded checkpoint (its processor, the run's --env), in this order: what its files
+    record, the user's --data-config, an unambiguous default; otherwise one UsageError listing the choices."""
+    if flag is not None and flag not in DATA_CONFIGS:
+        raise UsageError(f"--data-config {flag}: unknown; known: {', '.join(DATA_CONFIGS)}")
+    if flag is not None and DATA_CONFIGS[flag].simulator not in ("any", env.split("-")[0]):
+        raise UsageError(f"--data-config {flag} is for {DATA_CONFIGS[flag].simulator} envs, not --env {env}; known: "
+                         f"{', '.join(DATA_CONFIGS)}")
+    recorded = recorded_data_config(checkpoint)
+    if recorded is not None:   # pirl's own saves
+        if recorded not in DATA_CONFIGS:
+            raise UsageError(f"{checkpoint}/config.json: data_config {recorded!r} is not one of {', '.join(DATA_CONFIGS)}")
+        if flag is not None and flag != recorded:
+            raise UsageError(f"--data-config {flag}: the checkpoint records {recorded!r} (config.json data_config); "
+                             "leave the flag out")
+        return DATA_CONFIGS[recorded]
+    source = getattr(getattr(processor, "provenance", processor), "source_format", "pirl")
+    groot = getattr(getattr(processor, "config", None), "variant", None) == "groot"
+    if source in ("lerobot", "pirl") or groot:   # absolute: LeRobot's config.json says use_relative_actions false
+        name = flag or ("lerobot" if source == "lerobot" else "pirl")   # (true is refused at load); ours trained so
+        if DATA_CONFIGS[name].delta:
+            who = "GR00T" if groot else "LeRobot" if source == "lerobot" else "pirl-trained"
+            raise UsageError(f"--data-config {flag}: a {who} checkpoint's actions are absolute; leave the flag out")
+        return DATA_CONFIGS[name]
+    if flag is not None:
+        return DATA_CONFIGS[flag]
+    # an openpi / RLinf checkpoint: the action space lives in its training config only
+    variant = getattr(processor.config, "variant", None)
+    if env.startswith("libero"):
+        if variant == "pi05":   # openpi and RLinf ship one π0.5 LIBERO config, pi05_libero (absolute)
+            print("data config: pi05_libero (openpi / RLinf's π0.5 LIBERO config, absolute actions); "
+                  "pass --data-config pi0_libero if yours was trained with extra_delta_transform=True")
+            return DATA_CONFIGS["pi05_libero"]
+        raise UsageError(f"an {source} π0 checkpoint on {env}: name its training config: --data-config pi0_libero "
+                         "(delta actions: openpi / RLinf's pi0_libero, the paper's RLinf-Pi0 SFT checkpoints) or "
+                         "--data-config pi05_libero (absolute actions: trained with extra_delta_transform=False)")
+    if env.startswith("maniskill"):
+        return DATA_CONFIGS["rlinf_maniskill"]
+    if env.startswith("metaworld"):
+        return DATA_CONFIGS["rlinf_metaworld"]
+    return DATA_CONFIGS["pirl"]
+

@@ -1,0 +1,196 @@
+"""common/conventions.py: a checkpoint's data conventions, applied as its owner applies them (issue 25).
+
+The fixtures are openpi's own transform code's outputs (tools/peers/openpi_conventions.py, openpi 15a9616):
+for one normalised model chunk and 12 LIBERO-like states, what its pi0_libero / pi05_libero pipelines send to
+the env, and the SFT targets its input transforms make of env actions."""
+import dataclasses
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from common.conventions import DATA_CONFIGS, make_bool_mask, resolve_data_config
+from common.errors import UsageError
+from common.policy import make_config
+from common.processor import Processor
+
+FIXTURES = Path(__file__).parent / "fixtures" / "peers" / "openpi_conventions"
+
+
+def fixture(name):
+    return dict(np.load(FIXTURES / f"{name}.npz"))
+
+
+def processor_for(name, data_config=None):
+    f = fixture(name)
+    stats = {k: {s: f[f"{k}_{s}"].tolist() for s in ("mean", "std", "q01", "q99")} for k in ("state", "actions")}
+    config = make_config("tiny-pi05" if "pi05" in name else "tiny", action_dim=32, state_dim=32)
+    return Processor(stats, None, config, data_config=data_config), f
+
+
+@pytest.mark.parametrize("name", ["pi0_libero", "pi05_libero"])
+def test_env_actions_equal_openpis_output_transforms(name):
+    """For the same model chunk, the actions pirl sends to LIBERO equal openpi's (Unnormalize, AbsoluteActions,
+    LiberoOutputs) to 1e-6, per state."""
+    proc, f = processor_for(name, DATA_CONFIGS[name])
+    n = len(f["states"])
+    chunk = torch.as_tensor(np.broadcast_to(f["model_out"], (n, *f["model_out"].shape)).copy())   # (N, H, 32)
+    ours = proc.actions_to_env(chunk, 7, state=f["states"])
+    np.testing.assert_allclose(ours, f["to_env"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["pi0_libero", "pi05_libero"])
+def test_sft_targets_equal_openpis_input_transforms(name):
+    """actions_to_model (SFT targets) equals openpi's DeltaActions + Normalize + PadStatesAndActions."""
+    proc, f = processor_for(name, DATA_CONFIGS[name])
+    ours = proc.actions_to_model(f["env_actions"], state=f["states"]).numpy()
+    np.testing.assert_allclose(ours, f["targets"], atol=1e-6, rtol=0)
+
+
+def test_dropping_the_delta_transform_is_caught():
+    """The pi0_libero fixture is far from what the absolute convention sends: a Processor that forgets the delta
+    fails the comparison above by far more than its tolerance."""
+    proc, f = processor_for("pi0_libero", DATA_CONFIGS["pirl"])
+    n = len(f["states"])
+    chunk = torch.as_tensor(np.broadcast_to(f["model_out"], (n, *f["model_out"].shape)).copy())
+    absolute = proc.actions_to_env(chunk, 7)
+    assert np.abs(absolute - f["to_env"]).max() > 0.1
+    np.testing.assert_allclose(absolute[..., 6], f["to_env"][..., 6], atol=1e-6)   # the gripper is never relative
+
+
+def test_delta_round_trip_and_missing_state():
+    proc, f = processor_for("pi0_libero", DATA_CONFIGS["pi0_libero"])
+    model = proc.actions_to_model(f["env_actions"], state=f["states"])
+    np.testing.assert_allclose(proc.actions_to_env(model, 7, state=f["states"]), f["env_actions"], atol=1e-5)
+    with pytest.raises(ValueError, match="raw env state"):
+        proc.actions_to_env(model, 7)
+    with pytest.raises(ValueError, match="raw env state"):
+        proc.actions_to_model(f["env_actions"])
+
+
+def test_absolute_default_is_bit_identical_to_plain_unnormalisation():
+    """The embedded default (data config pirl) computes exactly what it computed before: no state is needed and a
+    state given changes nothing."""
+    proc, f = processor_for("pi0_libero")
+    assert proc.data_config.name == "pirl" and not proc.data_config.delta
+    chunk = torch.as_tensor(f["model_out"][None])
+    x = f["model_out"][None, :, :7].astype(np.float32)
+    s = proc._stats["actions"]
+    expected = (x * (s["std"][:7] + 1e-6) + s["mean"][:7]).astype(np.float32)
+    np.testing.assert_array_equal(proc.actions_to_env(chunk, 7), expected)
+    np.testing.assert_array_equal(proc.actions_to_env(chunk, 7, state=f["states"][:1]), expected)
+    assert proc.with_stats(proc.norm_stats).data_config is proc.data_config
+
+
+def test_make_bool_mask_is_openpis():
+    assert make_bool_mask(6, -1) == (True,) * 6 + (False,)
+    assert make_bool_mask(2, -2, 2) == (True, True, False, False, True, True)
+
+
+def _proc(source_format, variant="pi0"):
+    return SimpleNamespace(provenance=SimpleNamespace(source_format=source_format), config=SimpleNamespace(variant=variant))
+
+
+def test_openpi_pi0_on_libero_needs_its_config_named():
+    """The delta choice lives in the training config only: one error line listing the choices."""
+    with pytest.raises(UsageError) as err:
+        resolve_data_config(None, _proc("openpi"), "libero-spatial")
+    assert "--data-config pi0_libero" in str(err.value) and "pi05_libero" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert resolve_data_config("pi0_libero", _proc("rlinf"), "libero-goal").delta
+
+
+def test_resolution_defaults(tmp_path, capsys):
+    assert resolve_data_config(None, _proc("openpi", "pi05"), "libero-object").name == "pi05_libero"
+    assert "pi05_libero" in capsys.readouterr().out   # said, not silent
+    assert resolve_data_config(None, _proc("pirl"), "libero-spatial").name == "pirl"
+    assert resolve_data_config(None, _proc("lerobot"), "libero-spatial").name == "lerobot"
+    assert resolve_data_config(None, _proc("rlinf"), "metaworld-mt50").name == "rlinf_metaworld"
+    groot = SimpleNamespace(source_format="isaac-gr00t", config=SimpleNamespace(variant="groot"))
+    assert resolve_data_config(None, groot, "libero-spatial").name == "pirl"
+    with pytest.raises(UsageError, match="GR00T"):
+        resolve_data_config("pi0_libero", groot, "libero-spatial")
+    with pytest.raises(UsageError, match="for libero envs"):
+        resolve_data_config("pi0_libero", _proc("openpi"), "metaworld-mt50")
+    for source, flag in (("lerobot", "pi0_libero"), ("pirl", "pi0_libero"), ("openpi", "nope")):
+        with pytest.raises(UsageError):
+            resolve_data_config(flag, _proc(source), "libero-spatial")
+    (tmp_path / "config.json").write_text(json.dumps({"data_config": "pi0_libero"}))   # pirl's save of such a run
+    assert resolve_data_config(None, _proc("openpi"), "libero-spatial", tmp_path).name == "pi0_libero"
+    with pytest.raises(UsageError, match="records"):
+        resolve_data_config("pi05_libero", _proc("openpi"), "libero-spatial", tmp_path)
+
+
+def test_evaluate_refuses_an_unnamed_openpi_pi0_on_libero():
+    """tools/evaluate.py on an openpi π0 checkpoint and a LIBERO env, no --data-config: one error line, exit 2,
+    before any simulator is built."""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", "tests/fixtures/peers/openpi/pi0",
+                        "--asset-id", "physical-intelligence/libero", "--env", "libero-spatial"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "--data-config pi0_libero" in lines[0]
+
+
+def test_save_records_the_data_config_and_reload_honours_it(tmp_path):
+    """An openpi π0 run with --data-config pi0_libero saves it in config.json: resuming or evaluating that save
+    needs no flag, and a contradicting flag is one error line."""
+    from common.checkpoint import load_policy, save_policy
+    policy, proc = load_policy("tests/fixtures/peers/openpi/pi0", asset_id="physical-intelligence/libero")
+    proc.data_config = resolve_data_config("pi0_libero", proc, "libero-spatial", "tests/fixtures/peers/openpi/pi0")
+    save_policy(tmp_path / "saved", policy, proc)
+    _, again = load_policy(tmp_path / "saved")
+    assert resolve_data_config(None, again, "libero-spatial", tmp_path / "saved").name == "pi0_libero"
+    with pytest.raises(UsageError, match="records 'pi0_libero'"):
+        resolve_data_config("pi05_libero", again, "libero-spatial", tmp_path / "saved")
+
+
+@pytest.mark.parametrize("script", ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"])
+def test_each_script_takes_data_config_and_lists_the_known_names(script):
+    args_cls = importlib.import_module(script).Args
+    field = next(f for f in dataclasses.fields(args_cls) if f.name == "data_config")
+    assert field.default is None
+    doc = inspect.getsource(args_cls).split("data_config:", 1)[1].split('"""')[1]
+    assert all(name in doc for name in DATA_CONFIGS), doc
+
+
+def test_every_config_names_a_view_the_envs_know():
+    from common.envs import METAWORLD_VIEWS
+    assert all(c.metaworld_view in METAWORLD_VIEWS for c in DATA_CONFIGS.values())
+    assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "lerobot" and DATA_CONFIGS["pirl"].metaworld_view == "pirl"
+
+
+def test_render_size_is_the_peers_on_its_own_simulator_only():
+    from common.conventions import render_size
+    assert render_size(DATA_CONFIGS["pi0_libero"], "libero-goal", 224) == 256            # openpi's LIBERO client
+    assert render_size(DATA_CONFIGS["rlinf_metaworld"], "metaworld-mt50", 224) == 480    # LeRobot / RLinf
+    assert render_size(DATA_CONFIGS["pirl"], "libero-goal", 224) == 224                  # the embedded default: unchanged
+    assert render_size(DATA_CONFIGS["lerobot"], "metaworld-mt50", 224) == 224
+
+
+def test_evaluation_adds_the_state_of_each_decision_back():
+    """common/evaluate.py's policy_act_fn (tools/evaluate.py, the scripts' held-out evals) passes each raw
+    observation's state: with pi0_libero its env actions are the absolute convention's plus that state on the
+    first 6 dims, for the same noise."""
+    from common.checkpoint import load_policy
+    from common.evaluate import policy_act_fn
+    policy, proc = load_policy("tests/fixtures/peers/openpi/pi0", asset_id="physical-intelligence/libero")
+    c = policy.config
+    rng = np.random.default_rng(0)
+    raw = {"images": rng.integers(0, 255, (2, c.num_cameras, 32, 32, 3), dtype=np.uint8),
+           "state": fixture("pi0_libero")["states"][:2].astype(np.float32), "instruction": ["pick up the bowl"] * 2}
+    delta = proc.with_stats(proc.norm_stats)
+    delta.data_config = DATA_CONFIGS["pi0_libero"]
+    absolute = policy_act_fn(policy, proc, num_steps=2, replan_steps=5)(raw)
+    relative = policy_act_fn(policy, delta, num_steps=2, replan_steps=5)(raw)
+    np.testing.assert_allclose(relative[..., :6] - absolute[..., :6], np.broadcast_to(raw["state"][:, None, :6], (2, 5, 6)),
+                               atol=1e-5)
+    np.testing.assert_array_equal(relative[..., 6], absolute[..., 6])
