@@ -128,7 +128,7 @@ class Args:
     anneal_lr: Annotated[Preset[bool], tiny("anneal_lr")] = None
     """cosine schedule of both learning rates over the iterations"""
     denoise_steps: Annotated[Preset[int], tiny("denoise_steps")] = None
-    """K: Euler steps from noise to action"""
+    """K: Euler steps from noise to action (the paper's preset; a LeRobot checkpoint's num_inference_steps is not used)"""
     noise_std_min: Annotated[Preset[float], tiny("noise_std_min")] = None
     """lower bound of the noise network's std (the tables' "Min log-var", read as the official code does: log-var >= log(min²))"""
     noise_std_max: Annotated[Preset[float], tiny("noise_std_max")] = None
@@ -136,7 +136,7 @@ class Args:
     entropy_coef: Annotated[Preset[float], tiny("entropy_coef")] = None
     """entropy bonus on the noise network's Gaussians (the tables' "Entropy bonus")"""
     replan_steps: Annotated[Preset[int], tiny("replan_steps")] = None
-    """H': actions executed per decision (<= the model's action horizon H)"""
+    """H': actions executed per decision (<= H; the paper's preset, not a LeRobot checkpoint's n_action_steps)"""
     gamma: float = 0.99
     """discount per decision (chunk step)"""
     gae_lambda: float = 0.95
@@ -475,9 +475,10 @@ if __name__ == "__main__":
         num_steps = args.interaction_steps // args.replan_steps  # decisions per env per rollout epoch
         local_batch = local_envs * num_steps * args.rollout_epochs
         local_minibatch = args.minibatch_size // world
-        envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
+        env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # the view it was trained on
+        envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, **env_opts,
                          device=str(device), max_episode_steps=args.max_episode_steps)
-        check_policy_fits_env(policy, processor, envs, policy.config.image_size, f"--env {args.env}",
+        check_policy_fits_env(policy, processor, envs, env_opts["image_size"], f"--env {args.env}",
                               f"--checkpoint {args.checkpoint}", args.replan_steps)  # else it would run, silently, at 0%
         action_dim = envs.action_dim
 
@@ -512,7 +513,7 @@ if __name__ == "__main__":
         # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
         E, T, N, K = args.rollout_epochs, num_steps, local_envs, args.denoise_steps  # K: denoising steps
         H, D = policy.config.action_horizon, policy.config.action_dim
-        R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
+        R, n_cam, S = env_opts["image_size"], envs.num_cameras, envs.state_dim
         K_in = 1 if policy.config.variant == "pi05" or args.critic_steps == "pre-decision" else args.denoise_steps
         obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
         obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception

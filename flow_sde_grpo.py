@@ -136,11 +136,11 @@ class Args:
     anneal_lr: Annotated[Preset[bool], tiny("anneal_lr")] = None
     """cosine schedule of the learning rate over the iterations"""
     denoise_steps: Annotated[Preset[int], tiny("denoise_steps")] = None
-    """K: Euler steps from noise to action"""
+    """K: Euler steps from noise to action (the paper's preset; a LeRobot checkpoint's num_inference_steps is not used)"""
     noise_level: Annotated[Preset[float], tiny("noise_level")] = None
     """a: SDE noise level, σ_t = a sqrt(t / (1 - t)) (eq. 8)"""
     replan_steps: Annotated[Preset[int], tiny("replan_steps")] = None
-    """H': actions executed per decision (<= the model's action horizon H)"""
+    """H': actions executed per decision (<= H; the paper's preset, not a LeRobot checkpoint's n_action_steps)"""
     clip_coef: float = 0.2
     """PPO clip ε (eq. 14)"""
     max_grad_norm: float = 1.0
@@ -419,9 +419,10 @@ if __name__ == "__main__":
         local_batch = local_envs * num_steps * args.rollout_epochs
         local_minibatch = args.minibatch_size // world
         # autoreset=False: an env that finishes freezes until the next reset (one episode per env per epoch)
-        envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, image_size=policy.config.image_size,
+        env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # the view it was trained on
+        envs = make_envs(args.env, local_envs, seed=args.seed * 1000 + rank, **env_opts,
                          autoreset=False, device=str(device), max_episode_steps=args.max_episode_steps)
-        check_policy_fits_env(policy, processor, envs, policy.config.image_size, f"--env {args.env}",
+        check_policy_fits_env(policy, processor, envs, env_opts["image_size"], f"--env {args.env}",
                               f"--checkpoint {args.checkpoint}", args.replan_steps)  # else it would run, silently, at 0%
         action_dim = envs.action_dim
 
@@ -455,7 +456,7 @@ if __name__ == "__main__":
         # ALGO LOGIC: rollout storage (per rank), E = rollout epochs, T = decisions per epoch, N = local envs
         E, T, N = args.rollout_epochs, num_steps, local_envs
         H, D = policy.config.action_horizon, policy.config.action_dim
-        R, n_cam, S = policy.config.image_size, envs.num_cameras, envs.state_dim
+        R, n_cam, S = env_opts["image_size"], envs.num_cameras, envs.state_dim
         obs_images = np.zeros((E, T, N, n_cam, R, R, 3), dtype=np.uint8)  # (E, T, N, n_cam, R, R, 3) raw camera images
         obs_states = np.zeros((E, T, N, S), dtype=np.float32)             # (E, T, N, S) raw proprioception
         obs_task_ids = np.zeros((E, T, N), dtype=np.int64)                # (E, T, N)

@@ -22,13 +22,14 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load as safetensors_load, load_file, save as safetensors_save, save_file, save_model
 
 from common import groot_checkpoint
 from common.logger import publish_dir
 from common.norm_stats import find_norm_stats, read_norm_stats
 from common.policy import PI0Config, PI0Policy, make_config
-from common.processor import LEROBOT_FILES, LEROBOT_NORM_MODES, Processor, Provenance
+from common.processor import LEROBOT_BOUNDS, LEROBOT_FILES, LEROBOT_NORM_MODES, Processor, Provenance
 from common.tokenizer import load_tokenizer
 
 # RLinf writes full_weights.pt under model_state_dict/ (and actor/model_state_dict/ from its runner):
@@ -160,7 +161,37 @@ def _lerobot_processor(path: Path, meta: dict) -> dict:
     if meta.get("use_relative_actions"):
         raise ValueError(f"{path / 'config.json'}: use_relative_actions=true (actions relative to the state, LeRobot's "
                          "RelativeActionsProcessorStep) is not supported here")
-    return {"source": "lerobot", "norm_modes": modes, "eps": eps}
+    return {"source": "lerobot", "norm_modes": modes, "eps": eps, **_lerobot_image_norm(path, meta)}
+
+
+def _lerobot_image_norm(path: Path, meta: dict) -> dict:
+    """LeRobot's VISUAL normalisation: its mode (the saved preprocessor's normalizer step, which from_pretrained runs,
+    else config.json's normalization_mapping; IDENTITY by default) and, for another mode, each image slot's camera
+    stats from the normalizer state ((C, 1, 1), as normalize_processor.py reshapes them; {} for a camera without
+    stats, which LeRobot passes through), in the config's slot order (Processor image_mode / image_stats)."""
+    mode, where = (meta.get("normalization_mapping") or {}).get("VISUAL", "IDENTITY"), path / "config.json"
+    if (path / "policy_preprocessor.json").is_file():
+        for step in json.loads((path / "policy_preprocessor.json").read_text()).get("steps", []):
+            if step.get("registry_name") == "normalizer_processor":
+                mode = step.get("config", {}).get("norm_map", {}).get("VISUAL", "IDENTITY")
+                where = path / "policy_preprocessor.json"
+    if mode not in LEROBOT_NORM_MODES:
+        raise ValueError(f"{where}: VISUAL normalisation {mode!r} is not one of LeRobot's {list(LEROBOT_NORM_MODES)}")
+    if mode == "IDENTITY":
+        return {}
+    cams = [k for k, f in meta.get("input_features", {}).items() if f.get("type") == "VISUAL"]
+    stats = {k: {} for k in cams}
+    for f in sorted(path.glob("policy_preprocessor*normalizer*.safetensors")):
+        with safe_open(str(f), "pt") as fh:
+            for k in fh.keys():
+                feat, _, stat = k.rpartition(".")
+                if feat in stats:
+                    stats[feat][stat] = fh.get_tensor(k).float().reshape(-1, 1, 1).numpy()
+    need = ("mean", "std") if mode == "MEAN_STD" else LEROBOT_BOUNDS[mode]
+    for k, s in stats.items():
+        if s and not set(need) <= set(s):
+            raise ValueError(f"{where}: VISUAL normalisation {mode} needs {need} of {k}; its stats hold {sorted(s)}")
+    return {"image_mode": mode, "image_stats": stats}
 
 
 _PG = "paligemma_with_expert.paligemma."

@@ -7,10 +7,12 @@ as the env takes them. `resolve_data_config` picks the row for a loaded checkpoi
 (pirl's own saves: config.json "data_config"; LeRobot: config.json `use_relative_actions`), else the user's
 `--data-config NAME`, else one `error:` line where the choice matters and the files cannot tell.
 
-Applied by pirl today: `delta_mask` (common/processor.py actions_to_env / actions_to_model, everywhere), and in
-tools/evaluate.py `render_size` and `metaworld_view` (common/envs.py; the RL scripts do not pass them to make_envs
-yet). The other fields record what the peer's client does (resize, cameras, prompt, gripper, state, episode lengths,
-replan steps) as the reference for the envs; pirl's envs do not switch on them yet.
+Applied by pirl today: `delta_mask` (common/processor.py actions_to_env / actions_to_model, everywhere), and
+`render_size` and `metaworld_view` (DataConfig.env_options: make_envs in the RL scripts, their held-out evals and
+tools/evaluate.py), and `replan_steps` as tools/evaluate.py's default (common/evaluate.py sampling_defaults). A LeRobot
+model's cameras are matched to its image slots by name (camera_order, below). The other fields record what the peer's
+client does (resize, prompt, gripper, state, episode lengths) as the reference for the envs; pirl's envs do not switch
+on them yet.
 
 Facts read at openpi 15a9616 (src/openpi/training/config.py, src/openpi/transforms.py,
 src/openpi/policies/libero_policy.py, examples/libero/main.py), RLinf a3816b5
@@ -62,6 +64,11 @@ class DataConfig:
     """actions executed per chunk in the peer's evaluation"""
     metaworld_view: str = "pirl"
     """MetaWorld camera pose, visuals and prompts: common/envs.py METAWORLD_VIEWS (make_envs(metaworld_view=...))"""
+
+    def env_options(self, env: str, model_size: int) -> dict:
+        """make_envs' keyword args for a policy of this config on `env`: the render size and MetaWorld view its
+        peer trained it on (the embedded default's: the model's size, pirl's view)."""
+        return {"image_size": render_size(self, env, model_size), "metaworld_view": self.metaworld_view}
 
     @property
     def delta(self) -> bool:
@@ -131,7 +138,9 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
     # RLinf pi0_/pi05_maniskill, pi0_/pi05_metaworld: extra_delta_transform=False (absolute)
     DataConfig("rlinf_maniskill", "RLinf π0 / π0.5", "maniskill", cameras=("3rd_view_camera",),
                resize="a 640x480 render, rgb+segmentation overlay, resize_with_pad to 224 (pirl: a square render)",
-               prompt="env.get_language_instruction()", gripper="2 * (g > 0.5) - 1", episode_steps={"simpler": 80}),
+               prompt="env.get_language_instruction()",
+               gripper="WidowX (SIMPLER): 2 * (g > 0.5) - 1; Panda: as the model outputs it (rlinf/envs/action_utils.py "
+                       "prepare_actions_for_maniskill)", episode_steps={"simpler": 80}),
     DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_size=480,
                resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals",
                prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
@@ -172,8 +181,8 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
             raise UsageError(f"--data-config {flag}: the checkpoint records {recorded!r} (config.json data_config); "
                              "leave the flag out")
         return DATA_CONFIGS[recorded]
-    source = getattr(getattr(processor, "provenance", processor), "source_format", "pirl")
-    groot = getattr(getattr(processor, "config", None), "variant", None) == "groot"
+    source, variant = processor.provenance.source_format, processor.config.variant
+    groot = variant == "groot"
     if source in ("lerobot", "pirl") or groot:   # absolute: LeRobot's config.json says use_relative_actions false
         name = flag or ("lerobot" if source == "lerobot" else "pirl")   # (true is refused at load); ours trained so
         if DATA_CONFIGS[name].delta:
@@ -183,7 +192,6 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
     if flag is not None:
         return DATA_CONFIGS[flag]
     # an openpi / RLinf checkpoint: the action space lives in its training config only
-    variant = getattr(processor.config, "variant", None)
     if env.startswith("libero"):
         if variant == "pi05":   # openpi and RLinf ship one π0.5 LIBERO config, pi05_libero (absolute)
             print("data config: pi05_libero (openpi / RLinf's π0.5 LIBERO config, absolute actions); "
@@ -198,3 +206,45 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
         return DATA_CONFIGS["rlinf_metaworld"]
     return DATA_CONFIGS["pirl"]
 
+
+# ---- which env camera feeds which image slot ------------------------------------------------------
+# A LeRobot model stacks its config.json's VISUAL input_features in their order (modeling_pi0.py _preprocess_images:
+# the cameras present first, absent ones black and masked after them). Their names, as LeRobot's envs and datasets
+# write them: its LIBERO env agentview -> observation.images.image, eye_in_hand -> observation.images.image2
+# (envs/configs.py LiberoEnv.features_map); its MetaWorld env -> observation.image; datasets: wrist_image, base, ...
+WRIST_NAMES = ("wrist", "hand", "image2")     # a name holding one of these is the wrist camera
+SCENE_NAMES = ("image", "top", "base", "front", "agentview", "agentview_image", "base_0_rgb", "scene", "main",
+               "corner2", "3rd_view_camera", "base_camera")   # the last three: pirl's MetaWorld / ManiSkill cameras
+
+
+def _camera_role(name: str) -> str | None:
+    """ "wrist" | "scene" for a LeRobot image feature or an env camera name, None where the name does not tell."""
+    name = name.removeprefix("observation.images.").removeprefix("observation.")
+    if any(w in name for w in WRIST_NAMES):
+        return "wrist"
+    return "scene" if name in SCENE_NAMES else None
+
+
+def camera_order(processor, env: str) -> tuple[int | None, ...] | None:
+    """The env camera (an index into its observation's images) feeding each of a LeRobot model's image slots,
+    matched by name, in the slots' order: None for a slot whose camera the env lacks (black and masked, after the
+    others, as LeRobot does); the env's cameras no slot names are dropped. None (the env's order) for other sources.
+    One UsageError listing both sides where a name cannot be matched or two slots claim one camera."""
+    from common.envs import camera_names
+
+    config = processor.provenance.source_files.get("config.json")
+    meta = json.loads(config) if processor.provenance.source_format == "lerobot" and config is not None else {}
+    if meta.get("type") not in ("pi0", "pi05"):   # GR00T's slots are its modality config's (common/groot.py)
+        return None
+    features = meta.get("input_features", {})
+    slots = [k for k, f in features.items() if f.get("type") == "VISUAL" and "empty_camera" not in k]
+    env_cams = camera_names(env)
+    env_roles = [_camera_role(c) for c in env_cams]
+    unmatched = [k for k in slots if _camera_role(k) is None]
+    order = [env_roles.index(_camera_role(k)) if _camera_role(k) in env_roles else None for k in slots]
+    used = [i for i in order if i is not None]
+    if unmatched or len(set(used)) != len(used):
+        raise UsageError(f"cannot tell which {env} camera feeds each image of this LeRobot checkpoint by name: its "
+                         f"config.json image features {slots}, the env's cameras {list(env_cams)} (known names: "
+                         f"wrist: *{'*, *'.join(WRIST_NAMES)}*; scene: {', '.join(SCENE_NAMES)})")
+    return tuple(order)

@@ -843,6 +843,15 @@ class _Factory:  # picklable sim constructor (forkserver workers need to pickle 
         return self.cls(*self.args)
 
 
+def camera_names(name: str) -> tuple[str, ...]:
+    """The cameras env `name` renders, in the order of its observations' images (ManiSkill: the task's first sensor)."""
+    if name in LIBERO_SUITES:
+        return ("agentview_image", "robot0_eye_in_hand_image")
+    if name.startswith("metaworld-"):
+        return (METAWORLD_CAMERA,)
+    return ("3rd_view_camera" if SIMPLER_TASKS.get(name.removeprefix("maniskill-")) else "base_camera",)
+
+
 def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
               autoreset: bool = True, device: str = "cpu", max_episode_steps: int | None = None,
               asynchronous: bool | None = None, metaworld_view: str = "pirl") -> ChunkVecEnv:

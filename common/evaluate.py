@@ -130,6 +130,20 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
                          "use a checkpoint trained on this env")
 
 
+def sampling_defaults(processor) -> dict:
+    """The evaluation settings a checkpoint's own files or data config record, for flags the user left out:
+    {"replan_steps": LeRobot config.json n_action_steps, else the data config's peer evaluation's (openpi's LIBERO
+    client: 5); "num_steps": LeRobot config.json num_inference_steps}, each only where recorded."""
+    out = {"replan_steps": processor.data_config.replan_steps} if processor.data_config.replan_steps else {}
+    config = processor.provenance.source_files.get("config.json")   # a LeRobot checkpoint's, kept as it came
+    meta = json.loads(config) if config is not None else {}
+    out.update({ours: meta[theirs] for ours, theirs in (("replan_steps", "n_action_steps"),
+                                                         ("num_steps", "num_inference_steps")) if meta.get(theirs)})
+    if out:
+        print(f"evaluation defaults from the checkpoint: {out}")
+    return out
+
+
 def _run_wave(envs, act_fn, wave, real, record, frames) -> list:
     """One episode per env until all are done (autoreset=False freezes finished envs)."""
     obs = envs.reset(wave)

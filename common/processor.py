@@ -9,7 +9,8 @@ A checkpoint from LeRobot (source="lerobot", recorded by load_policy) keeps LeRo
   normalisation per its normalization_mapping (norm_modes), lerobot/processor/normalize_processor.py:
     MEAN_STD   x' = (x - mean) / (std + eps),              x = x' * std + mean
     QUANTILES  x' = 2 (x - q01) / (q99 - q01) - 1,         x = (x' + 1) (q99 - q01) / 2 + q01   (MIN_MAX, QUANTILE10 alike)
-  eps = 1e-8; images resized-with-pad as resize_with_pad_lerobot; π0's prompt = the task + "\n", uncleaned;
+  eps = 1e-8; images resized-with-pad as resize_with_pad_lerobot, after a non-IDENTITY VISUAL mode normalised each
+  camera's x / 255 with its own (C, 1, 1) stats (image_mode / image_stats); π0's prompt = the task + "\n", uncleaned;
   the state zero-padded to its own max_state_dim (config.state_dim).
 """
 from dataclasses import dataclass, field
@@ -47,10 +48,14 @@ def resize_with_pad(images: torch.Tensor, size: int) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def resize_with_pad_lerobot(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_with_pad_lerobot(images: torch.Tensor, size: int, normalize=None) -> torch.Tensor:
     """LeRobot's version (policies/common/vla_utils.py resize_with_pad_torch on [0, 1] floats, then 2x - 1):
-    sizes truncated, int(h / ratio), and bilinear without antialiasing. (N, H, W, 3) uint8 -> (N, 3, size, size)."""
+    sizes truncated, int(h / ratio), and bilinear without antialiasing. (N, H, W, 3) uint8 -> (N, 3, size, size).
+    normalize: LeRobot's NormalizerProcessorStep on the (N, 3, H, W) x / 255 before it (a non-IDENTITY VISUAL mode;
+    the resize's clamp to [0, 1] then applies to the normalised values, as in LeRobot)."""
     x = images.permute(0, 3, 1, 2).float() / 255.0
+    if normalize is not None:
+        x = normalize(x)
     h, w = x.shape[-2:]
     if (h, w) != (size, size):
         ratio = max(w / size, h / size)
@@ -62,7 +67,7 @@ def resize_with_pad_lerobot(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 LEROBOT_NORM_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
-_BOUNDS = {"MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
+LEROBOT_BOUNDS = {"MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
 LEROBOT_FILES = ("config.json", "policy_preprocessor*", "policy_postprocessor*")   # a LeRobot dir's own, kept as they came
 
 
@@ -79,9 +84,12 @@ class Provenance:
 class Processor:
     def __init__(self, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config, source: str = "openpi",
                  norm_modes: dict | None = None, eps: float = 1e-8, provenance: Provenance | None = None,
-                 data_config: DataConfig | None = None):
+                 data_config: DataConfig | None = None, camera_order: tuple[int | None, ...] | None = None,
+                 image_mode: str = "IDENTITY", image_stats: dict | None = None):
         """source: whose conventions to follow ("openpi" | "lerobot"); norm_modes ({"state": ..., "actions": ...}
-        LeRobot NormalizationMode names) and eps are LeRobot's only; provenance: the checkpoint's (save_policy's layout)."""
+        LeRobot NormalizationMode names) and eps are LeRobot's only, as are image_mode (its VISUAL mode) and image_stats
+        ({camera feature: {stat: (3, 1, 1)}} for every image slot, in slot order; {} for a camera without stats);
+        provenance: the checkpoint's (save_policy's layout)."""
         if source not in ("openpi", "lerobot"):
             raise ValueError(f"Processor source={source!r}; allowed values: 'openpi', 'lerobot'")
         if "norm_stats" in norm_stats:
@@ -99,6 +107,10 @@ class Processor:
         self.eps = eps
         self.provenance = provenance or Provenance()
         self.data_config = data_config or DATA_CONFIGS["pirl"]   # actions absolute or relative to the state (conventions.py)
+        self.camera_order = camera_order   # the env camera feeding each image slot (conventions.camera_order); None: in order
+        self.image_mode, self.image_stats = image_mode, image_stats or {}
+        if image_mode not in LEROBOT_NORM_MODES:
+            raise ValueError(f"LeRobot VISUAL normalisation mode {image_mode!r}; known: {list(LEROBOT_NORM_MODES)}")
         self._stats = {k: {s: np.asarray(v, dtype=np.float32) for s, v in norm_stats[k].items() if v is not None}
                        for k in ("state", "actions")}
 
@@ -110,7 +122,8 @@ class Processor:
         """The same conventions and provenance (source, modes, eps, asset id, LeRobot files) with other norm
         stats: SFT of a user's checkpoint on new demonstrations keeps its framework's processing and layout."""
         return Processor(norm_stats, self.tokenizer, self.config, source=self.source, norm_modes=self.norm_modes,
-                         eps=self.eps, provenance=self.provenance, data_config=self.data_config)
+                         eps=self.eps, provenance=self.provenance, data_config=self.data_config,
+                         camera_order=self.camera_order, image_mode=self.image_mode, image_stats=self.image_stats)
 
     # ---- normalisation ---------------------------------------------------------------------------
     def _lerobot_norm(self, x: np.ndarray, key: str, inverse: bool) -> np.ndarray:
@@ -121,7 +134,7 @@ class Processor:
         if mode == "MEAN_STD":
             mean, std = s["mean"][:n], s["std"][:n]
             return x * std + mean if inverse else (x - mean) / (std + np.float32(self.eps))
-        lo_key, hi_key = _BOUNDS[mode]
+        lo_key, hi_key = LEROBOT_BOUNDS[mode]
         if lo_key not in s or hi_key not in s:
             raise ValueError(f"LeRobot {mode} normalisation needs {lo_key!r} / {hi_key!r} stats for {key}; "
                              f"have {sorted(s)}")
@@ -147,6 +160,34 @@ class Processor:
             return (x + 1.0) / 2.0 * (s["q99"][:n] - s["q01"][:n] + 1e-6) + s["q01"][:n]
         return x * (s["std"][:n] + 1e-6) + s["mean"][:n]
 
+    def _lerobot_image_norm(self, slots: list[int], n: int):
+        """LeRobot's NormalizerProcessorStep for the cameras filling `slots`, as a function of their (n * len(slots),
+        3, H, W) x / 255 (batch-major); each camera its own stats, a camera without stats passed through (as LeRobot)."""
+        keys = list(self.image_stats)
+
+        def normalize(x: torch.Tensor) -> torch.Tensor:
+            x = x.reshape(n, len(slots), *x.shape[1:]).clone()
+            for j, slot in enumerate(slots):
+                s = {k: torch.as_tensor(v, dtype=x.dtype, device=x.device) for k, v in self.image_stats[keys[slot]].items()}
+                if not s:
+                    continue
+                if self.image_mode == "MEAN_STD":
+                    x[:, j] = (x[:, j] - s["mean"]) / (s["std"] + self.eps)
+                else:
+                    lo, hi = (s[b] for b in LEROBOT_BOUNDS[self.image_mode])
+                    denom = torch.where(hi - lo == 0, torch.tensor(self.eps, dtype=x.dtype, device=x.device), hi - lo)
+                    x[:, j] = 2 * (x[:, j] - lo) / denom - 1
+            return x.flatten(0, 1)
+        return normalize
+
+    def _in_slots(self, images: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """(N, n_cam, ...) env images -> those feeding the model's image slots, in slot order, and the slots they fill
+        (camera_order: a LeRobot model's, matched by name; a slot whose camera the env lacks is left out)."""
+        if self.camera_order is None:
+            return images, list(range(images.shape[1]))
+        slots = [i for i, cam in enumerate(self.camera_order) if cam is not None]
+        return images[:, [self.camera_order[i] for i in slots]], slots
+
     def _pad(self, x: np.ndarray, name: str) -> np.ndarray:
         D = self.config.state_dim if name == "state" else self.config.action_dim
         if x.shape[-1] > D:
@@ -157,14 +198,19 @@ class Processor:
     def observation(self, raw_obs: dict, device) -> Observation:
         c = self.config
         # uint8 to the device first: a quarter of the bytes of the float image, converted there
-        images = torch.as_tensor(np.asarray(raw_obs["images"])).to(device)  # (N, n_cam, R0, R0, 3) uint8
+        images, slots = self._in_slots(np.asarray(raw_obs["images"]))      # (N, n_cam, R0, R0, 3) uint8
+        images = torch.as_tensor(images).to(device)
         if images.ndim != 5 or images.shape[-1] != 3:
             raise ValueError(f"raw_obs['images'] must be (N, n_cam, H, W, 3) uint8, got {tuple(images.shape)}")
         N, n_cam = images.shape[:2]
         if n_cam > c.num_cameras:
             raise ValueError(f"raw_obs has {n_cam} cameras > config.num_cameras={c.num_cameras}")
-        resize = resize_with_pad_lerobot if self.source == "lerobot" else resize_with_pad
-        img = resize(images.flatten(0, 1), c.image_size).reshape(N, n_cam, 3, c.image_size, c.image_size)
+        if self.source == "lerobot" and self.image_mode != "IDENTITY":   # LeRobot's normalised images
+            img = resize_with_pad_lerobot(images.flatten(0, 1), c.image_size, self._lerobot_image_norm(slots, N))
+        else:
+            resize = resize_with_pad_lerobot if self.source == "lerobot" else resize_with_pad
+            img = resize(images.flatten(0, 1), c.image_size)
+        img = img.reshape(N, n_cam, 3, c.image_size, c.image_size)
         masks = torch.ones(N, c.num_cameras, dtype=torch.bool)
         if n_cam < c.num_cameras:   # absent cameras: black images, masked out (as openpi)
             masks[:, n_cam:] = False

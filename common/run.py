@@ -329,7 +329,7 @@ def start_policy(args, device: torch.device):
     """The policy (and its processor) the run starts from: --checkpoint, the resumed run's checkpoint (resumed_args
     points --checkpoint at its policy/), or the embedded default's few-shot SFT policy, built by rank 0 and cached."""
     from common.checkpoint import vlm_dtype   # the model's code (transformers): imported once the flags are good
-    from common.conventions import resolve_data_config
+    from common.conventions import camera_order, resolve_data_config
     from common.sft import make_default_sft_policy
 
     paper = hub.default_checkpoint(args.env, args.model) if args.checkpoint is None else None
@@ -343,6 +343,7 @@ def start_policy(args, device: torch.device):
     policy, processor = load_checkpoint(args.checkpoint, device=device, asset_id=args.asset_id, embodiment=args.embodiment,
                                         dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
     processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)   # conventions.py
+    processor.camera_order = camera_order(processor, args.env)   # a LeRobot model's image slots, by camera name
     return policy, processor
 
 

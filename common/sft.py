@@ -219,10 +219,11 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     from common.processor import Processor, compute_norm_stats
     from common.tokenizer import train_tiny_tokenizer
 
-    stats = compute_norm_stats(demos.state, demos.actions)
     if init_from is not None:   # a checkpoint dir, or its (policy, processor) already loaded
         policy, old = load_policy(init_from, device=device) if isinstance(init_from, (str, Path)) else init_from
+        stats = sft_norm_stats(demos, old.data_config, policy.config.action_horizon)
         return policy, old.with_stats(stats)  # the checkpoint's conventions (LeRobot / openpi), the demos' stats
+    stats = compute_norm_stats(demos.state, demos.actions)   # pirl's own models: absolute actions
     make_config, policy_class = _model_family(preset)
     config = make_config(preset, **config_overrides)
     if config.vocab_size != 257152:  # tiny presets: our own SentencePiece model on the prompts
@@ -233,6 +234,17 @@ def build_policy(demos: Demos, preset: str = "tiny", init_from=None, device="cpu
     torch.manual_seed(seed)
     policy = policy_class(config).to(device)
     return policy, Processor.from_stats(stats, tokenizer, config)
+
+
+def sft_norm_stats(demos: Demos, data_config, horizon: int) -> dict:
+    """The demos' norm stats as the model sees its data: for a delta data config the action stats are those of the
+    (T, H, A) chunks relative to each chunk's first state, over every step of every chunk (openpi's
+    compute_norm_stats.py reads the data after its DeltaActions transform); else those of the actions."""
+    from common.processor import compute_norm_stats
+
+    if not data_config.delta:
+        return compute_norm_stats(demos.state, demos.actions)
+    return compute_norm_stats(demos.state, data_config.to_delta(action_chunks(demos, horizon), demos.state))
 
 
 def _model_family(preset: str):

@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# No test reaches the Hugging Face Hub: a run that would download (an env with no scripted expert and no
+# --checkpoint) meets HF_HUB_OFFLINE and a closed loopback port instead. tests/test_hub.py gives its own runs
+# a fake Hub on the loopback interface.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

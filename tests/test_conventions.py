@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_resolution_defaults(tmp_path, capsys):
     assert resolve_data_config(None, _proc("pirl"), "libero-spatial").name == "pirl"
     assert resolve_data_config(None, _proc("lerobot"), "libero-spatial").name == "lerobot"
     assert resolve_data_config(None, _proc("rlinf"), "metaworld-mt50").name == "rlinf_metaworld"
-    groot = SimpleNamespace(source_format="isaac-gr00t", config=SimpleNamespace(variant="groot"))
+    groot = _proc("isaac-gr00t", "groot")
     assert resolve_data_config(None, groot, "libero-spatial").name == "pirl"
     with pytest.raises(UsageError, match="GR00T"):
         resolve_data_config("pi0_libero", groot, "libero-spatial")
@@ -194,3 +195,73 @@ def test_evaluation_adds_the_state_of_each_decision_back():
     np.testing.assert_allclose(relative[..., :6] - absolute[..., :6], np.broadcast_to(raw["state"][:, None, :6], (2, 5, 6)),
                                atol=1e-5)
     np.testing.assert_array_equal(relative[..., 6], absolute[..., 6])
+
+
+@pytest.mark.parametrize("script", ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"])
+def test_each_script_builds_its_envs_on_the_checkpoints_view(script, tmp_path):
+    """An RLinf checkpoint on MetaWorld trains (and is evaluated held-out: run.held_out_eval borrows these envs) on the
+    view it was trained on: the script's make_envs gets rlinf_metaworld's 480 px render and LeRobot's camera pose.
+    The script runs as a user runs it, with make_envs replaced by one that prints its arguments and exits."""
+    root = Path(__file__).resolve().parents[1]
+    argv = [f"{script}.py", "--checkpoint", "tests/fixtures/peers/rlinf/pi0", "--env", "metaworld-drawer-open-v3",
+            "--run-root", str(tmp_path), "--no-progress"]
+    code = ("import runpy, sys\nimport common.envs as E\n"
+            "def make_envs(name, num_envs, **kw):\n"
+            "    print('MAKE_ENVS', {k: kw[k] for k in ('image_size', 'metaworld_view')}); raise SystemExit(0)\n"
+            f"E.make_envs = make_envs\nsys.argv = {argv!r}\nrunpy.run_path('{script}.py', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    line = next((x for x in r.stdout.splitlines() if x.startswith("MAKE_ENVS")), None)
+    assert line is not None, r.stdout[-2000:] + r.stderr[-2000:]
+    assert line == "MAKE_ENVS {'image_size': 480, 'metaworld_view': 'lerobot'}"
+
+
+def test_env_options_reach_the_simulator():
+    """DataConfig.env_options -> make_envs: rlinf_metaworld renders 480 px with LeRobot's prompts; the embedded
+    default's (pirl) is the model's size and pirl's view, as make_envs' defaults were."""
+    from common.envs import make_envs
+    assert DATA_CONFIGS["pirl"].env_options("metaworld-drawer-open-v3", 64) == {"image_size": 64, "metaworld_view": "pirl"}
+    envs = make_envs("metaworld-drawer-open-v3", 1, asynchronous=False, autoreset=False,
+                     **DATA_CONFIGS["rlinf_metaworld"].env_options("metaworld-drawer-open-v3", 224))
+    try:
+        obs = envs.reset([(0, 0)])
+    finally:
+        envs.close()
+    assert obs["images"].shape == (1, 1, 480, 480, 3) and obs["instruction"] == ["Open a drawer"]
+
+
+def test_evaluation_defaults_are_the_checkpoints_own():
+    """common/evaluate.py sampling_defaults: openpi's LIBERO client replans every 5 (pi0_libero / pi05_libero);
+    pirl's own checkpoints record nothing (tools/evaluate.py's 4 and 10 apply); a LeRobot config.json's
+    n_action_steps / num_inference_steps (tests/test_peer_lerobot.py runs them through tools/evaluate.py)."""
+    from common.evaluate import sampling_defaults
+    proc, _ = processor_for("pi0_libero", DATA_CONFIGS["pi0_libero"])
+    assert sampling_defaults(proc) == {"replan_steps": 5}
+    assert sampling_defaults(processor_for("pi0_libero")[0]) == {}
+    proc.provenance = dataclasses.replace(proc.provenance, source_files={
+        "config.json": json.dumps({"type": "pi0", "n_action_steps": 50, "num_inference_steps": 10}).encode()})
+    assert sampling_defaults(proc) == {"replan_steps": 50, "num_steps": 10}
+
+
+def test_sft_of_a_delta_checkpoint_normalises_the_delta_chunks():
+    """SFT of a pi0_libero checkpoint (common/sft.py build_policy): the action stats are the delta chunks' (openpi's
+    compute_norm_stats runs after DeltaActions), so its SFT targets on the masked dims are z-scores (mean 0, std 1
+    over the demos, the gripper's too); the absolute actions' stats would put them far off."""
+    from common.checkpoint import load_policy
+    from common.processor import compute_norm_stats
+    from common.sft import Demos, action_chunks, build_policy
+    policy, proc = load_policy("tests/fixtures/peers/openpi/pi0", asset_id="physical-intelligence/libero")
+    proc.data_config = DATA_CONFIGS["pi0_libero"]
+    rng = np.random.default_rng(0)
+    T = 60
+    state = (fixture("pi0_libero")["states"][rng.integers(12, size=T)] + rng.normal(0, 0.01, (T, 8))).astype(np.float32)
+    actions = np.concatenate([state[:, :6] + rng.normal(0, 0.05, (T, 6)), rng.choice([-1.0, 1.0], (T, 1))], 1)
+    demos = Demos(images=np.zeros((T, 1, 8, 8, 3), np.uint8), state=state, actions=actions.astype(np.float32),
+                  episode=np.repeat([0, 1], T // 2), task_id=np.zeros(T, np.int64), task_descriptions=["put the bowl"])
+    _, sft_proc = build_policy(demos, init_from=(policy, proc))
+    chunks = action_chunks(demos, policy.config.action_horizon)
+    targets = sft_proc.actions_to_model(chunks, state=state).numpy()[..., :7]          # (T, H, 7)
+    np.testing.assert_allclose(targets.reshape(-1, 7).mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(targets.reshape(-1, 7).std(0), 1, atol=1e-3)
+    absolute = proc.with_stats(compute_norm_stats(state, actions))   # what SFT did before: the absolute actions' stats
+    assert np.abs(absolute.actions_to_model(chunks, state=state).numpy()[..., :6].mean((0, 1))).max() > 5

@@ -263,12 +263,13 @@ def test_each_hub_failure_is_one_error_line_saying_which(case, tmp_path, fake_hu
 
 TORCHRUN = """
 import sys
-from common.distributed import setup_distributed
+from common.distributed import cleanup, setup_distributed
 from common.errors import main_errors
 from common.hub import resolve_checkpoint
 with main_errors():
     d = setup_distributed("cpu")
     print("RESULT", d.rank, resolve_checkpoint(sys.argv[1]), flush=True)
+    cleanup()   # as the scripts end: a gloo group left to the interpreter's exit can abort it
 """
 
 

@@ -275,3 +275,120 @@ def test_sft_of_a_lerobot_checkpoint_keeps_lerobots_conventions_and_layout(tmp_p
     save_policy(tmp_path / "policy", policy, new)
     assert (tmp_path / "policy" / "config.json").read_bytes() == (d / "config.json").read_bytes()  # LeRobot's layout
     assert load_policy(tmp_path / "policy")[1].source == "lerobot"
+
+
+def _with_image_norm(tmp_path, mode, stats: dict):
+    """The pi0 fixture with VISUAL `mode` in its config.json and saved preprocessor, and `stats` ({"<camera>.<stat>":
+    tensor}) added to its normalizer state: what LeRobot writes for a policy trained with normalised images."""
+    from safetensors.torch import save_file
+    d = shutil.copytree(FIXTURES / "pi0", tmp_path / f"pi0_{mode}_{len(list(tmp_path.iterdir()))}")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["normalization_mapping"]["VISUAL"] = mode
+    (d / "config.json").write_text(json.dumps(cfg))
+    pre = json.loads((d / "policy_preprocessor.json").read_text())
+    step = next(s for s in pre["steps"] if s["registry_name"] == "normalizer_processor")
+    step["config"]["norm_map"]["VISUAL"] = mode
+    (d / "policy_preprocessor.json").write_text(json.dumps(pre))
+    save_file({**load_file(str(d / step["state_file"])), **stats}, str(d / step["state_file"]))
+    return d
+
+
+@pytest.mark.parametrize("mode", ["MEAN_STD", "QUANTILES"])
+@pytest.mark.parametrize("size", ["48x40", "32x32"])
+def test_lerobot_normalised_images_equal_lerobots_own(tmp_path, mode, size):
+    """A LeRobot config whose VISUAL mode is not IDENTITY, with camera stats in its normalizer state: the images pirl
+    feeds the model equal those LeRobot 0.6.1's NormalizerProcessorStep + PI0Policy._preprocess_images make
+    (tools/peers/lerobot_image_norm.py): normalised per camera at the render size, then resized (with LeRobot's clamp
+    to [0, 1], 48x40) or not (32x32), then 2x - 1. Far from the IDENTITY images pirl fed before."""
+    ref = load_file(str(FIXTURES / "image_norm.safetensors"))
+    stats = {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(size + ".observation.")}
+    _, proc = load_policy(_with_image_norm(tmp_path, mode, stats))
+    assert proc.image_mode == mode and list(proc.image_stats) == ["observation.images.base", "observation.images.wrist"]
+    raw = {"images": ref[f"{size}.raw"].numpy(), "state": np.zeros((2, 5), np.float32), "instruction": ["pick"] * 2}
+    ours = proc.observation(raw, "cpu").images
+    np.testing.assert_allclose(ours.numpy(), ref[f"{size}.{mode}"].numpy(), atol=1e-5, rtol=0)
+    _, plain = load_policy(FIXTURES / "pi0")
+    assert (plain.observation(raw, "cpu").images - ours).abs().max() > 0.5
+
+
+def test_lerobot_image_normalisation_it_cannot_apply_is_one_error_line(tmp_path):
+    """MEAN_STD whose camera stats lack the std: one `error:` line naming the mode, the camera and the file. Without any
+    camera stats LeRobot passes the images through (no stats, no change): so does pirl."""
+    import subprocess
+    import sys
+
+    _, proc = load_policy(_with_image_norm(tmp_path, "MEAN_STD", {}))
+    assert proc.image_stats == {"observation.images.base": {}, "observation.images.wrist": {}}
+    d = _with_image_norm(tmp_path, "MEAN_STD", {"observation.images.base.mean": torch.full((3, 1, 1), 0.5)})
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(d), "--env", "metaworld-drawer-open-v3"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "VISUAL normalisation MEAN_STD needs ('mean', 'std') of observation.images.base" in lines[0]
+    assert "policy_preprocessor.json" in lines[0]
+
+
+def test_lerobot_checkpoints_own_sampling_settings_are_evaluates_defaults(tmp_path, monkeypatch):
+    """tools/evaluate.py without --replan-steps / --num-steps runs a LeRobot checkpoint with its config.json's
+    n_action_steps and num_inference_steps (as LeRobot's own eval would); flags given win."""
+    import importlib.util
+
+    import common.evaluate as ev
+
+    d = shutil.copytree(FIXTURES / "pi0", tmp_path / "pi0")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "n_action_steps": 3, "num_inference_steps": 2}))
+    used = []
+
+    def fake_evaluate(act_fn, *args, **kwargs):   # what the eval would run with, without running it
+        used.append((act_fn.replan_steps, act_fn.num_steps))
+        return {"success_rate": 0.0}
+    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+    spec = importlib.util.spec_from_file_location("tools_evaluate", Path(__file__).resolve().parents[1] / "tools" / "evaluate.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = dict(checkpoint=str(d), env="metaworld-drawer-open-v3", num_envs=1, device="cpu", out=str(tmp_path / "o.json"))
+    tool.main(tool.Args(**common))
+    tool.main(tool.Args(**common, replan_steps=5, num_steps=4))
+    assert used == [(3, 2), (5, 4)]
+
+
+def _with_cameras(tmp_path, names):
+    """The pi0 fixture with its config.json's image features renamed / reordered to `names`."""
+    d = shutil.copytree(FIXTURES / "pi0", tmp_path / "_".join(names))
+    cfg = json.loads((d / "config.json").read_text())
+    feats = cfg["input_features"]
+    cams = {n: feats["observation.images.base"] for n in names}
+    cfg["input_features"] = {**{f"observation.images.{n}": f for n, f in cams.items()}, "observation.state": feats["observation.state"]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return load_policy(d)[1]
+
+
+def test_lerobot_cameras_feed_the_image_slots_their_names_say(tmp_path):
+    """A LeRobot config listing its wrist camera first gets LIBERO's wrist camera in its first slot (LeRobot stacks
+    the config's image features in order): the images it sees are the base-first config's with the env's two
+    cameras swapped. On MetaWorld (one scene camera) the wrist slot is left out (black, masked, after the present ones,
+    as LeRobot's _preprocess_images places an absent camera)."""
+    from common.conventions import camera_order
+    _, ref, raw, _ = reference("pi0")
+    base_first = _with_cameras(tmp_path, ["image", "wrist_image"])
+    wrist_first = _with_cameras(tmp_path, ["wrist_image", "image"])
+    for proc in (base_first, wrist_first):
+        proc.camera_order = camera_order(proc, "libero-spatial")
+    assert (base_first.camera_order, wrist_first.camera_order) == ((0, 1), (1, 0))
+    swapped = {**raw, "images": raw["images"][:, ::-1]}
+    np.testing.assert_array_equal(wrist_first.observation(raw, "cpu").images, base_first.observation(swapped, "cpu").images)
+    assert not torch.equal(wrist_first.observation(raw, "cpu").images, base_first.observation(raw, "cpu").images)
+    assert camera_order(wrist_first, "metaworld-drawer-open-v3") == (None, 0)   # the scene camera, then a masked slot
+    assert camera_order(_with_cameras(tmp_path, ["image", "image2"]), "libero-goal") == (0, 1)   # LeRobot's LIBERO env
+
+
+def test_lerobot_cameras_whose_names_do_not_tell_are_one_error_listing_both(tmp_path):
+    from common.conventions import camera_order
+    from common.errors import UsageError
+    for names in (["cam_high", "wrist"], ["image", "top"]):   # unknown; two slots for one camera
+        with pytest.raises(UsageError) as err:
+            camera_order(_with_cameras(tmp_path, names), "libero-spatial")
+        msg = str(err.value)
+        assert "\n" not in msg and f"observation.images.{names[0]}" in msg and "robot0_eye_in_hand_image" in msg

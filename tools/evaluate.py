@@ -43,10 +43,11 @@ class Args:
     """eval seed: which eval init ids and the ODE's initial noise"""
     image_size: int | None = None
     """render size (pixels); default: the checkpoint's image size (64 for expert / random)"""
-    num_steps: int = 10
-    """Euler ODE steps"""
-    replan_steps: int = sft.DEFAULT_REPLAN_STEPS
-    """actions executed per chunk H'"""
+    num_steps: int | None = None
+    """Euler ODE steps (default: a LeRobot checkpoint's num_inference_steps, else 10)"""
+    replan_steps: int | None = None
+    """actions executed per chunk H' (default: a LeRobot checkpoint's n_action_steps, else its data config's peer
+    evaluation's (openpi's LIBERO client: 5), else 4)"""
     device: str = "auto"
     """auto | cpu | cuda"""
     video_dir: str | None = None
@@ -89,24 +90,29 @@ def check_args(args: Args):
 
 def main(args: Args):
     from common.distributed import setup_distributed
-    from common.evaluate import check_policy_fits_env, evaluate, expert_act_fn, policy_act_fn, random_act_fn
+    from common.evaluate import (check_policy_fits_env, evaluate, expert_act_fn, policy_act_fn, random_act_fn,
+                                 sampling_defaults)
     from common.envs import make_envs
 
     out = check_args(args)
     d = setup_distributed(args.device)
     policy = processor = None
     if args.policy == "checkpoint":
-        from common.conventions import render_size, resolve_data_config
+        from common.conventions import camera_order, resolve_data_config
         from common.hub import known_data_config, resolve_checkpoint
         from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
         args.data_config = args.data_config or known_data_config(args.checkpoint)   # a paper checkpoint's own
         args.checkpoint = str(resolve_checkpoint(args.checkpoint))   # a Hub id: rank 0 downloads, into the HF cache
         policy, processor = load_checkpoint(args.checkpoint, device=d.device, asset_id=args.asset_id)
         processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)
-    image_size = args.image_size or (render_size(processor.data_config, args.env, policy.config.image_size)   # the peer's
-                                     if policy is not None else sft.DEFAULT_IMAGE_SIZE)
-    envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=image_size, autoreset=False,
-                     metaworld_view=processor.data_config.metaworld_view if processor is not None else "pirl")
+        processor.camera_order = camera_order(processor, args.env)   # a LeRobot model's image slots, by camera name
+    defaults = sampling_defaults(processor) if processor is not None else {}   # the checkpoint's own, where recorded
+    args.num_steps = args.num_steps or defaults.get("num_steps", 10)
+    args.replan_steps = args.replan_steps or defaults.get("replan_steps", sft.DEFAULT_REPLAN_STEPS)
+    env_opts = (processor.data_config.env_options(args.env, policy.config.image_size) if policy is not None   # the peer's
+                else {"image_size": sft.DEFAULT_IMAGE_SIZE})   # render size and MetaWorld view
+    image_size = env_opts["image_size"] = args.image_size or env_opts["image_size"]   # --image-size wins
+    envs = make_envs(args.env, args.num_envs, seed=args.seed, autoreset=False, **env_opts)
     try:
         if policy is not None:
             check_policy_fits_env(policy, processor, envs, image_size, args.env, f"--checkpoint {args.checkpoint}",
