@@ -168,11 +168,11 @@ class Args:
     """also adapt every linear of the SigLIP vision tower"""
     lora_preset: Literal["none", "lora-i", "lora-ii"] = "none"
     """paper 5.5: lora-i = r = α = 32 with the preset's LR and update epochs; lora-ii = also 1/5 of the actor LR, half the epochs"""
-    # --- options beside the paper's method: RLinf's choices and ablations (README: which were measured) ---
+    # --- options beside the paper's method: RLinf's choices and ablations (docs/results.md: which were measured) ---
     logprob_reduction: Literal["sum", "mean", "token"] = "sum"
     """joint log-likelihood of the chain (eq. 5): `sum` of its K + 1 terms (the paper, the exact ratio); their `mean` (RLinf's
     π0.5 chunk_level: a tempered ratio exp(Δ log π / (K + 1)) that moves (K + 1)x further before the clip acts; it degraded the
-    embedded default: README); `token` (RLinf's π0 token_level): per executed step and dim the ratio of its K + 1 terms' mean,
+    embedded default: docs/results.md); `token` (RLinf's π0 token_level): per executed step and dim the ratio of its K + 1 terms' mean,
     clipped, then averaged"""
     time_limit: Literal["bootstrap", "terminal"] = "bootstrap"
     """an episode cut by the time limit: `bootstrap` adds γ V(final obs) to its last reward (the limit is no true end),
@@ -205,8 +205,8 @@ NOISE_BOUNDS = {  # Tables 7-8, the same for every task: (std min, std max, entr
 MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, replan_steps=5)
-# The embedded default: a tiny π0 on 2 CPU cores; 200 iterations with the cosine schedule: every seed gained, unlike 100 at
-# a constant LR (README).
+# The embedded default: a tiny π0 on 2 CPU cores; 200 iterations with the cosine schedule, chosen against 100 at a constant
+# LR (docs/results.md).
 TINY_CPU = dict(total_iterations=200, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=True,
                 denoise_steps=4, replan_steps=4, eval_every=50, eval_episodes_per_task=50,

@@ -162,7 +162,7 @@ class Args:
     """also adapt every linear of the SigLIP vision tower"""
     lora_preset: Literal["none", "lora-i", "lora-ii"] = "none"
     """paper 5.5: lora-i = r = α = 32 with the preset's LR and update epochs; lora-ii = also 1/5 of the actor LR, half the epochs"""
-    # --- options beside the paper's method: RLinf's choices and ablations (README: which were measured) ---
+    # --- options beside the paper's method: RLinf's choices and ablations (docs/results.md: which were measured) ---
     filter_groups: bool = True
     """drop groups whose mean success is outside [0.1, 0.9] (all fail / all succeed: no signal)"""
     loss_normalisation: Literal["kept", "all"] = "kept"
@@ -196,7 +196,7 @@ MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6,
                         denoise_steps=4, noise_level=0.5, replan_steps=5)
 FILTER_RANGE = (0.1, 0.9)  # --filter-groups keeps groups whose mean success lies in this range
-# The embedded default: a tiny π0 on 2 CPU cores (measured in the README).
+# The embedded default: a tiny π0 on 2 CPU cores (measured: docs/results.md).
 TINY_CPU = dict(total_iterations=100, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, anneal_lr=False, group_size=8,
                 denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=20, eval_episodes_per_task=50)

@@ -165,7 +165,7 @@ class Args:
     """also adapt every linear of the SigLIP vision tower"""
     lora_preset: Literal["none", "lora-i", "lora-ii"] = "none"
     """paper 5.5: lora-i = r = α = 32 with the preset's LR and update epochs; lora-ii = also 1/5 of the actor LR, half the epochs"""
-    # --- options beside the paper's method: RLinf's choices and ablations (README: which were measured) ---
+    # --- options beside the paper's method: RLinf's choices and ablations (docs/results.md: which were measured) ---
     time_limit: Literal["bootstrap", "terminal"] = "bootstrap"
     """an episode cut by the time limit: `bootstrap` adds γ V(final obs) to its last reward (the limit is no true end),
     `terminal` ends it like a failure, no bootstrap (RLinf's LIBERO / MetaWorld runs: its critic does not see time either)"""
@@ -193,8 +193,8 @@ GPU_BASE = dict(total_iterations=400, num_envs=64, rollout_epochs=8, minibatch_s
 MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
                         minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, noise_level=0.5, replan_steps=5)
-# The embedded default: a tiny π0 on 2 CPU cores; 200 iterations with the cosine schedule gained more, on every seed, than
-# 100 at a constant LR (README). Its evals use 50 episodes per task (bench/compare.py: 100): MT10's 10 tasks x 100 cost too much.
+# The embedded default: a tiny π0 on 2 CPU cores; 200 iterations with the cosine schedule, chosen against 100 at a constant LR
+# (docs/results.md). Its evals use 50 episodes per task (bench/compare.py: 100): MT10's 10 tasks x 100 cost too much.
 TINY_CPU = dict(total_iterations=200, num_envs=16, interaction_steps=100, rollout_epochs=1, minibatch_size=200,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=True,
                 denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=50, eval_episodes_per_task=50)

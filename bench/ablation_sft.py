@@ -46,7 +46,7 @@ class Args:
     env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50
-    """held-out episodes per task for every cell (the README's 50)"""
+    """held-out episodes per task for every cell (the embedded default's 50)"""
     num_envs: int = 16
     """parallel environments"""
     replan_steps: int = 4

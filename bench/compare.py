@@ -4,6 +4,8 @@ Flow-SDE GRPO on the embedded default, same env-step budget, same seeds; mean ±
     python bench/compare.py                                  # 3 algorithms x 5 seeds, runs one after another
     python bench/compare.py --algos flow_sde_ppo --seeds 1   # one run
     python bench/compare.py --no-launch                      # only re-read runs/compare/* and re-plot
+    python bench/compare.py --envs metaworld-door-open-v3,metaworld-push-v3 --algos flow_sde_ppo --seeds 1 2 3
+                                                             # a task set (issue 28's dev set): env x seed x algo
 
 Every run is the script itself with the same flags (subprocess, one at a time so each has the whole
 machine and its wall time means something); the runs land in --run-root. Then the held-out eval
@@ -11,7 +13,11 @@ success of every run is read back from its metrics.jsonl and written as
     bench/results/compare.json   per algorithm: success at each eval point, mean ± std over seeds
     bench/results/compare.png    success vs env steps and vs training wall time (evals excluded)
 and a Markdown table is printed for the README. The SFT row is the eval before RL (iteration 0),
-which every run repeats on the same held-out episodes.
+which every run repeats on the same held-out episodes. A second table gives, per task, algorithm and seed,
+start (iteration 0), peak (best eval), final and final − peak, then per task the mean ± std over seeds of the
+gain (final − start) and of final − peak: does a run keep what it learnt (issue 28)?
+With --envs (several tasks) the JSON holds {"tasks": {env: {algo: summary}}, "report": ...} and one PNG per
+task is written as <out>_<env>.png; with one task the files are as they always were, the report added.
 """
 import json
 import os
@@ -36,6 +42,9 @@ ALGOS = ("flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo")
 class Args:
     env: str = DEFAULT_ENV
     """task of every run (the scripts' --env; default: the embedded default)"""
+    envs: str | None = None
+    """a set of tasks, comma-separated (e.g. metaworld-door-open-v3,metaworld-push-v3): every env x seed x algo is
+    run and reported per task; replaces --env"""
     algos: tuple[str, ...] = ALGOS
     """which scripts to compare (any of flow_sde_ppo, flow_noise_ppo, flow_sde_grpo)"""
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -62,17 +71,25 @@ class Args:
     the runs' wall times are then upper bounds). Same seed and flags give the same metrics only at the same --threads"""
 
 
-def run_dir(args: Args, algo: str, seed: int) -> Path | None:
-    """The finished run of (algo, seed) with this --env and budget in --run-root, if any (the newest one)."""
-    runs = sorted(Path(args.run_root).glob(f"{args.env}__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime)
+def env_list(args: Args) -> list[str]:
+    """The tasks of this comparison: --envs split on commas, else [--env]."""
+    if args.envs is None:
+        return [args.env]
+    return [e.strip() for e in args.envs.split(",") if e.strip()]
+
+
+def run_dir(args: Args, algo: str, seed: int, env: str | None = None) -> Path | None:
+    """The finished run of (env, algo, seed) with this budget in --run-root, if any (the newest one)."""
+    env = env or args.env
+    runs = sorted(Path(args.run_root).glob(f"{env}__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime)
     done = [r for r in runs if (r / "learning_curve.png").exists()   # the plot is written at the very end
             and json.loads((r / "args.json").read_text())["total_iterations"] == args.total_iterations
             and json.loads((r / "args.json").read_text())["eval_episodes_per_task"] == args.eval_episodes]
     return done[-1] if done else None
 
 
-def launch(args: Args, algo: str, seed: int) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env", args.env, "--seed", str(seed), "--exp-name", algo,
+def launch(args: Args, algo: str, seed: int, env: str | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env", env or args.env, "--seed", str(seed), "--exp-name", algo,
            "--total-iterations", str(args.total_iterations), "--eval-every", str(args.eval_every),
            "--eval-episodes-per-task", str(args.eval_episodes),
            "--run-root", args.run_root, "--num-videos", "0", "--no-progress", *shlex.split(args.extra)]
@@ -81,14 +98,15 @@ def launch(args: Args, algo: str, seed: int) -> subprocess.Popen:
 
 
 def launch_missing(args: Args) -> None:
-    """Run every (algo, seed) without a finished run in --run-root, --parallel at a time."""
-    todo = [(algo, seed) for algo in args.algos for seed in args.seeds if run_dir(args, algo, seed) is None]
+    """Run every (env, algo, seed) without a finished run in --run-root, --parallel at a time."""
+    todo = [(env, algo, seed) for env in env_list(args) for algo in args.algos for seed in args.seeds
+            if run_dir(args, algo, seed, env) is None]
     for start in range(0, len(todo), args.parallel):
-        batch = [(algo, seed, launch(args, algo, seed)) for algo, seed in todo[start : start + args.parallel]]
-        exit_codes = [(algo, seed, proc.wait()) for algo, seed, proc in batch]
-        failed = [(algo, seed, rc) for algo, seed, rc in exit_codes if rc != 0]
+        batch = [(env, algo, seed, launch(args, algo, seed, env)) for env, algo, seed in todo[start : start + args.parallel]]
+        exit_codes = [(env, algo, seed, proc.wait()) for env, algo, seed, proc in batch]
+        failed = [(env, algo, seed, rc) for env, algo, seed, rc in exit_codes if rc != 0]
         if failed:
-            runs = ", ".join(f"{algo} --seed {seed} (exit code {rc})" for algo, seed, rc in failed)
+            runs = ", ".join(f"{algo} --env {env} --seed {seed} (exit code {rc})" for env, algo, seed, rc in failed)
             raise UsageError(f"{runs} failed (the output is above); the finished runs stay in --run-root "
                              f"{args.run_root} and are reused")
 
@@ -115,6 +133,57 @@ def summarise(curves: list[dict]) -> dict:
             "per_seed": success.tolist(),
             "sft": [float(x) for x in success[:, 0]], "final": [float(x) for x in success[:, -1]],
             "seeds": len(curves)}
+
+
+def drift(success: list[float], env_steps: list[int]) -> dict:
+    """One run's held-out curve in four numbers: start (iteration 0), peak (best eval), final, and what it gave back."""
+    best = int(np.argmax(success))            # the first eval that reached the best value
+    start, peak, final = success[0], success[best], success[-1]
+    return {"start": start, "peak": peak, "peak_step": env_steps[best], "final": final,
+            "gain": final - start, "final_minus_peak": final - peak,
+            "ends_below_start": final < start, "gave_back_over_10": final - peak < -0.10 - 1e-9}
+
+
+def task_report(curves: dict) -> dict:
+    """curves[env][algo][seed] = read_curve(...) -> report[env][algo] = per seed drift() and, over seeds, mean ± std
+    (population std, as summarise) of the gain and of final − peak."""
+    report = {}
+    for env, by_algo in curves.items():
+        for algo, by_seed in by_algo.items():
+            if not by_seed:
+                continue
+            per_seed = {seed: drift(c["success"], c["env_steps"]) for seed, c in sorted(by_seed.items())}
+            gain = np.array([d["gain"] for d in per_seed.values()])
+            back = np.array([d["final_minus_peak"] for d in per_seed.values()])
+            report.setdefault(env, {})[algo] = {
+                "per_seed": per_seed, "seeds": len(per_seed),
+                "start_mean": float(np.mean([d["start"] for d in per_seed.values()])),
+                "gain_mean": float(gain.mean()), "gain_std": float(gain.std()),
+                "final_minus_peak_mean": float(back.mean()), "final_minus_peak_std": float(back.std()),
+                "worst_final_minus_peak": float(back.min()),
+                "runs_below_start": int(sum(d["ends_below_start"] for d in per_seed.values())),
+                "runs_gave_back_over_10": int(sum(d["gave_back_over_10"] for d in per_seed.values()))}
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as two Markdown tables (percent points): per run, then per task and algorithm over seeds."""
+    lines = ["| task | algorithm | seed | start % | peak % | final % | final − peak |", "|---|---|---|---|---|---|---|"]
+    for env, by_algo in report.items():
+        for algo, r in by_algo.items():
+            for seed, d in r["per_seed"].items():
+                lines.append(f"| {env} | {algo} | {seed} | {d['start'] * 100:.0f} | {d['peak'] * 100:.0f} "
+                             f"| {d['final'] * 100:.0f} | {d['final_minus_peak'] * 100:+.0f} |")
+    lines += ["", "| task | algorithm | seeds | start % (mean) | gain (final − start), mean ± std "
+                  "| final − peak, mean ± std | runs ending below start | runs > 10 below their peak |",
+              "|---|---|---|---|---|---|---|---|"]
+    for env, by_algo in report.items():
+        for algo, r in by_algo.items():
+            lines.append(f"| {env} | {algo} | {r['seeds']} | {r['start_mean'] * 100:.1f} "
+                         f"| {r['gain_mean'] * 100:+.1f} ± {r['gain_std'] * 100:.1f} "
+                         f"| {r['final_minus_peak_mean'] * 100:+.1f} ± {r['final_minus_peak_std'] * 100:.1f} "
+                         f"| {r['runs_below_start']} | {r['runs_gave_back_over_10']} |")
+    return "\n".join(lines)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -147,7 +216,13 @@ def check_args(args: Args) -> None:
     from common.envs import check_env_name
     from common.experts import check_expert
 
-    check_env_name(args.env)
+    envs = env_list(args)
+    if not envs:
+        raise UsageError("--envs needs at least one task (comma-separated)")
+    if len(set(envs)) != len(envs):
+        raise UsageError(f"--envs names a task twice: {args.envs}")
+    for env in envs:
+        check_env_name(env)
     bad = [a for a in args.algos if a not in ALGOS]
     if bad or not args.algos:
         raise UsageError(f"--algos takes {', '.join(ALGOS)}; got {', '.join(bad) or 'none'}")
@@ -159,38 +234,57 @@ def check_args(args: Args) -> None:
     check_writable(Path(args.out).parent, "--out")
     if args.launch:
         check_writable(args.run_root, "--run-root")
+        if len(envs) > 1 and "--checkpoint" in args.extra:
+            raise UsageError("--envs with several tasks: each run makes its task's own few-shot policy; one "
+                             '--extra="--checkpoint DIR" cannot fit them all (compare one task at a time with --env)')
         if "--checkpoint" not in args.extra:   # the runs make (or reuse) the embedded default
-            check_expert(args.env, hint='give the runs a policy with --extra="--checkpoint DIR"')
+            for env in envs:
+                check_expert(env, hint='give the runs a policy with --extra="--checkpoint DIR"')
 
 
 def main(args: Args) -> None:
     check_args(args)
     if args.launch:
         launch_missing(args)
-    results = {}
-    for algo in args.algos:
-        curves = []
-        for seed in args.seeds:
-            found = run_dir(args, algo, seed)
-            if found is not None:
-                curves.append(read_curve(found))
-        if curves:
-            results[algo] = summarise(curves)
+    envs = env_list(args)
+    curves, results = {}, {}    # curves[env][algo][seed]; results[env][algo] = summarise(...)
+    for env in envs:
+        for algo in args.algos:
+            found = {seed: run_dir(args, algo, seed, env) for seed in args.seeds}
+            by_seed = {seed: read_curve(d) for seed, d in found.items() if d is not None}
+            if by_seed:
+                curves.setdefault(env, {})[algo] = by_seed
+                results.setdefault(env, {})[algo] = summarise(list(by_seed.values()))
     if not results:
         raise UsageError(f"no finished runs in --run-root {args.run_root} (run without --no-launch first)")
+    report = task_report(curves)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    plot(results, out.with_suffix(".png"))
-    print("| algorithm | seeds | SFT % | success % at each eval (mean ± std) | Δ final − SFT, per seed |\n"
-          "|---|---|---|---|---|")
-    for algo, r in results.items():
-        sft, final = np.array(r["sft"]) * 100, np.array(r["final"]) * 100
-        curve = " → ".join(f"{m * 100:.0f} ± {s * 100:.0f}" for m, s in zip(r["mean"], r["std"]))
-        delta = final - sft   # paired by seed: each run's own SFT eval (same episodes and eval noise)
-        print(f"| {algo} | {r['seeds']} | {sft.mean():.1f} ± {sft.std():.1f} | {curve} "
-              f"| {delta.mean():+.1f} ± {delta.std():.1f} ({', '.join(f'{d:+.0f}' for d in delta)}) |")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    if args.envs is None:   # one task: the files as they always were (the per-seed report added to each algorithm)
+        single = results[args.env]
+        for algo, r in single.items():
+            r["report"] = report[args.env][algo]
+        out.with_suffix(".json").write_text(json.dumps(single, indent=2))
+        plot(single, out.with_suffix(".png"))
+        pngs = [out.with_suffix(".png")]
+    else:
+        out.with_suffix(".json").write_text(json.dumps({"tasks": results, "report": report}, indent=2))
+        pngs = [out.parent / f"{out.name}_{env}.png" for env in results]
+        for env, png in zip(results, pngs):
+            plot(results[env], png)
+    for env, by_algo in results.items():
+        if len(results) > 1:
+            print(f"\n{env}")
+        print("| algorithm | seeds | SFT % | success % at each eval (mean ± std) | Δ final − SFT, per seed |\n"
+              "|---|---|---|---|---|")
+        for algo, r in by_algo.items():
+            sft, final = np.array(r["sft"]) * 100, np.array(r["final"]) * 100
+            curve = " → ".join(f"{m * 100:.0f} ± {s * 100:.0f}" for m, s in zip(r["mean"], r["std"]))
+            delta = final - sft   # paired by seed: each run's own SFT eval (same episodes and eval noise)
+            print(f"| {algo} | {r['seeds']} | {sft.mean():.1f} ± {sft.std():.1f} | {curve} "
+                  f"| {delta.mean():+.1f} ± {delta.std():.1f} ({', '.join(f'{d:+.0f}' for d in delta)}) |")
+    print("\n" + format_report(report))
+    print(f"wrote {out.with_suffix('.json')} and {', '.join(map(str, pngs))}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ DEFAULT_REPLAN_STEPS = 4         # H': actions executed per chunk
 # Few-shot setting (tiny preset, 2-core CPU): 10 demos + 400 steps of batch 32 leave a policy that solves about half of
 # the held-out episodes, its failures partly chance (some initial states succeed with some noise seeds and not others:
 # bench/per_state.py), so RL has room and signal. On button-press-topdown the same recipe's failures are tied to the
-# scene and RL did not lift it (README).
+# scene and RL did not lift it (docs/results.md).
 DEFAULT_NUM_DEMOS = 10
 DEFAULT_SFT_STEPS = 400
 # tiny-preset changes for the default: a 9-token prompt needs no 32 slots

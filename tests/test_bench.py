@@ -51,3 +51,69 @@ def test_memory_counts_the_pi0_parameters_of_the_paper_model():
     trainable = counts["expert (trainable)"] + counts["heads (trainable)"] + counts["critic (trainable)"]
     assert static["AdamW moments (fp32)"] == 8 * trainable     # two fp32 moments per trainable value
     assert np.isclose(static["gradients (fp32)"], 4 * trainable)
+
+
+def fake_finished_run(run_root: Path, env: str, algo: str, seed: int, evals: list[tuple[int, float]],
+                      total_iterations: int = 20, eval_episodes: int = 100):
+    """A run folder as bench/compare.py finds it: metrics.jsonl, args.json, and the plot written at the very end."""
+    path = run_root / f"{env}__{algo}__{seed}__1700000000"
+    write_run(path, evals, seconds_per_iteration=1.0, steps_per_iteration=100)
+    (path / "args.json").write_text(json.dumps({"total_iterations": total_iterations,
+                                                "eval_episodes_per_task": eval_episodes}))
+    (path / "learning_curve.png").write_bytes(b"")
+
+
+def test_compare_reports_start_peak_final_per_task_and_seed(tmp_path, capsys):
+    """--envs A,B: per task and seed start / peak / final / final − peak, and per task mean ± std over seeds of the
+    gain and of final − peak, read back from the runs' metrics.jsonl; a run of another budget is not mixed in."""
+    import compare
+
+    A, B = "metaworld-door-open-v3", "metaworld-push-v3"
+    runs = tmp_path / "runs"
+    fake_finished_run(runs, A, "flow_sde_ppo", 1, [(0, 0.40), (1000, 0.70), (2000, 0.50)])   # rises, gives 20 back
+    fake_finished_run(runs, A, "flow_sde_ppo", 2, [(0, 0.30), (1000, 0.40), (2000, 0.60)])   # peak = final
+    fake_finished_run(runs, B, "flow_sde_ppo", 1, [(0, 0.50), (1000, 0.45), (2000, 0.40)])   # ends below start
+    fake_finished_run(runs, B, "flow_sde_ppo", 2, [(0, 0.20), (1000, 0.90)], total_iterations=50)  # other budget
+    out = tmp_path / "out" / "set"
+    compare.main(compare.Args(envs=f"{A},{B}", algos=("flow_sde_ppo",), seeds=(1, 2), launch=False,
+                              total_iterations=20, run_root=str(runs), out=str(out)))
+    doc = json.loads(out.with_suffix(".json").read_text())
+    a, b = doc["report"][A]["flow_sde_ppo"], doc["report"][B]["flow_sde_ppo"]
+    s1 = a["per_seed"]["1"]
+    assert (s1["start"], s1["peak"], s1["final"]) == (0.40, 0.70, 0.50) and s1["peak_step"] == 1000
+    assert s1["final_minus_peak"] == pytest.approx(-0.20) and s1["gave_back_over_10"] and not s1["ends_below_start"]
+    assert a["per_seed"]["2"]["final_minus_peak"] == 0.0
+    assert a["gain_mean"] == pytest.approx(0.20) and a["gain_std"] == pytest.approx(0.10)    # gains +10 and +30
+    assert a["final_minus_peak_mean"] == pytest.approx(-0.10) and a["final_minus_peak_std"] == pytest.approx(0.10)
+    assert a["runs_gave_back_over_10"] == 1 and a["runs_below_start"] == 0
+    assert b["seeds"] == 1 and b["runs_below_start"] == 1                                # seed 2: 50 iterations
+    assert b["per_seed"]["1"]["gain"] == pytest.approx(-0.10) and b["per_seed"]["1"]["final_minus_peak"] == pytest.approx(-0.10)
+    assert set(doc["tasks"]) == {A, B} and doc["tasks"][A]["flow_sde_ppo"]["seeds"] == 2
+    assert (out.parent / f"set_{A}.png").is_file() and (out.parent / f"set_{B}.png").is_file()
+    printed = capsys.readouterr().out
+    assert f"| {A} | flow_sde_ppo | 1 | 40 | 70 | 50 | -20 |" in printed
+    assert f"| {A} | flow_sde_ppo | 2 | 35.0 | +20.0 ± 10.0 | -10.0 ± 10.0 | 0 | 1 |" in printed
+
+
+def test_compare_single_env_keeps_its_files(tmp_path):
+    """Without --envs: <out>.json is keyed by algorithm as before (the report added), <out>.png is written."""
+    import compare
+
+    env, runs = "metaworld-drawer-open-v3", tmp_path / "runs"
+    fake_finished_run(runs, env, "flow_sde_ppo", 1, [(0, 0.5), (1000, 0.8), (2000, 0.7)])
+    out = tmp_path / "compare"
+    compare.main(compare.Args(env=env, algos=("flow_sde_ppo",), seeds=(1,), launch=False, total_iterations=20,
+                              run_root=str(runs), out=str(out)))
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert list(doc) == ["flow_sde_ppo"] and doc["flow_sde_ppo"]["sft"] == [0.5] and doc["flow_sde_ppo"]["final"] == [0.7]
+    assert doc["flow_sde_ppo"]["report"]["per_seed"]["1"]["final_minus_peak"] == pytest.approx(-0.1)
+    assert out.with_suffix(".png").is_file()
+
+
+def test_compare_rejects_a_bad_task_set():
+    import compare
+    from common.errors import UsageError
+
+    for envs in ("metaworld-push-v3,metaworld-push-v3", " , "):
+        with pytest.raises(UsageError):
+            compare.check_args(compare.Args(envs=envs, launch=False))
