@@ -48,8 +48,8 @@ class DataConfig:
     """the dims trained as `action - state` (openpi DeltaActions / AbsoluteActions); () = absolute actions"""
     cameras: tuple[str, ...] = ()
     """the env camera feeding each image slot, in the model's slot order"""
-    render_size: int | None = None
-    """pixels the env renders before the model's resize (None: the model's image size, pirl's default)"""
+    render_sizes: dict = field(default_factory=dict)
+    """pixels the env renders before the model's resize, by simulator (absent: the model's image size, pirl's default)"""
     resize: str = "resize_with_pad"
     """how the render becomes the model's image"""
     prompt: str = ""
@@ -108,7 +108,7 @@ class DataConfig:
 # openpi's LIBERO client (examples/libero/main.py). RLinf's own LIBERO env (rlinf/envs/libero/libero_env.py,
 # examples/embodiment/config/env/libero_*.yaml) also renders 256 px and seeds each env; its episodes: 240 / 240 / 320 / 512
 _LIBERO = dict(
-    simulator="libero", cameras=("agentview_image", "robot0_eye_in_hand_image"), render_size=256,
+    simulator="libero", cameras=("agentview_image", "robot0_eye_in_hand_image"), render_sizes={"libero": 256},
     resize="flip both axes, resize_with_pad to 224",
     prompt="LIBERO task.language", gripper="as the env takes it (-1 open, +1 close)",
     state="eef pos (3) + axis-angle of the eef quaternion (3) + gripper qpos (2)",
@@ -129,7 +129,8 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
     DataConfig("pi05_libero", "openpi / RLinf π0.5", **_LIBERO),
     # LeRobot: absolute unless config.json says use_relative_actions (refused at load, common/checkpoint.py)
     # (envs/configs.py LiberoEnv observation_height 360; envs/libero.py TASK_SUITE_MAX_STEPS)
-    DataConfig("lerobot", "LeRobot", "any", render_size=None,
+    # LeRobot's own render sizes: MetaWorld's default 480 (its env never overrides it), LIBERO's env config 360
+    DataConfig("lerobot", "LeRobot", "any", render_sizes={"metaworld": 480, "libero": 360},
                resize="LeRobot's resize_with_pad (no antialias); its LIBERO env renders 360 px",
                prompt="the task + newline (π0)", gripper="as the env takes it", state="the env's state vector",
                metaworld_view="lerobot",
@@ -141,7 +142,7 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
                prompt="env.get_language_instruction()",
                gripper="WidowX (SIMPLER): 2 * (g > 0.5) - 1; Panda: as the model outputs it (rlinf/envs/action_utils.py "
                        "prepare_actions_for_maniskill)", episode_steps={"simpler": 80}),
-    DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_size=480,
+    DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_sizes={"metaworld": 480},
                resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals",
                prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
                metaworld_view="lerobot"),
@@ -150,11 +151,9 @@ assert all(DATA_CONFIGS[n].delta for n in ("pi0_libero", "pi0_libero_horizon10")
 
 
 def render_size(data_config: DataConfig, env: str, model_size: int) -> int:
-    """Pixels to render `env` at for a policy of this data config: its peer's (openpi LIBERO 256, LeRobot / RLinf
-    MetaWorld 480; the processor then resizes with pad to the model's size) where it is for this simulator."""
-    if data_config.render_size and data_config.simulator == env.split("-")[0]:
-        return data_config.render_size
-    return model_size
+    """Pixels to render `env` at for a policy of this data config: its peer's (openpi LIBERO 256, LeRobot LIBERO 360,
+    LeRobot / RLinf MetaWorld 480; the processor then resizes with pad to the model's size), else the model's size."""
+    return data_config.render_sizes.get(env.split("-")[0], model_size)
 
 
 def recorded_data_config(checkpoint) -> str | None:

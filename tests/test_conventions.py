@@ -174,7 +174,10 @@ def test_render_size_is_the_peers_on_its_own_simulator_only():
     assert render_size(DATA_CONFIGS["pi0_libero"], "libero-goal", 224) == 256            # openpi's LIBERO client
     assert render_size(DATA_CONFIGS["rlinf_metaworld"], "metaworld-mt50", 224) == 480    # LeRobot / RLinf
     assert render_size(DATA_CONFIGS["pirl"], "libero-goal", 224) == 224                  # the embedded default: unchanged
-    assert render_size(DATA_CONFIGS["lerobot"], "metaworld-mt50", 224) == 224
+    assert render_size(DATA_CONFIGS["lerobot"], "metaworld-mt50", 224) == 480            # LeRobot's own sizes
+    assert render_size(DATA_CONFIGS["lerobot"], "libero-goal", 224) == 360
+    assert render_size(DATA_CONFIGS["lerobot"], "maniskill-PickCube-v1", 224) == 224      # none recorded: the model's
+    assert render_size(DATA_CONFIGS["pi0_libero"], "metaworld-mt50", 224) == 224
 
 
 def test_evaluation_adds_the_state_of_each_decision_back():
