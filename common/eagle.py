@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.conventions import DATA_CONFIGS
 from common.errors import UsageError
 from common.groot import EMBODIMENTS, GrootPolicy
 from common.policy import Observation
@@ -406,6 +407,8 @@ class EagleProcessor:
         self.norm_modes = {**{f"state.{k}": m for k, m in self.state_norm.modes.items()},
                            **{f"action.{k}": m for k, m in self.action_norm.modes.items()}}
         self.provenance = provenance or Provenance("isaac-gr00t")
+        self.data_config = DATA_CONFIGS["pirl"]   # set by the run (conventions.resolve_data_config): GR00T's are absolute
+        self.camera_order = None                  # cameras in the env's order (Processor's by-name matching is LeRobot π0's)
         self.files = {f: (self.eagle_dir / f).read_bytes() for f in REQUIRED + OPTIONAL if (self.eagle_dir / f).is_file()}
 
     @property
