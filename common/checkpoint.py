@@ -330,8 +330,8 @@ def load_policy(path, device="cpu", dtype=None, asset_id: str | None = None,
         asset_id=None if found in (None, ".") else found,   # save_policy writes the stats back under this id
         source_files={f.name: f.read_bytes() for pat in LEROBOT_FILES for f in sorted(path.glob(pat))} if lerobot else {},
         source_dtypes={k: v.dtype for k, v in sd.items()} if lerobot else {})
-    processor = Processor.from_stats(read_norm_stats(path, asset_id), load_tokenizer(path), config, **conventions,
-                                     provenance=provenance)
+    tokenizer = load_tokenizer(path, vocab_size=config.vocab_size)   # a shared PaliGemma one only if the model has its rows
+    processor = Processor.from_stats(read_norm_stats(path, asset_id), tokenizer, config, **conventions, provenance=provenance)
     return policy, processor
 
 
