@@ -24,6 +24,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.errors import check_writable, main_errors  # noqa: E402
 
 CANDIDATES = ("door-open-v3", "window-open-v3", "window-close-v3", "button-press-v3", "plate-slide-v3",
               "faucet-open-v3", "lever-pull-v3", "push-v3", "faucet-close-v3", "coffee-button-v3", "handle-press-v3",
@@ -110,6 +111,11 @@ def main(args: Args):
         print(table(json.loads(Path(args.out).read_text())))
         return
 
+    from common.envs import check_env_name
+
+    for task in args.tasks:   # every name and the output checked before the first SFT
+        check_env_name(f"metaworld-{task}")
+    check_writable(args.out, "--out")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,11 +127,13 @@ def main(args: Args):
                            "eval": f"deterministic ODE K=4, H'=4, held-out scenes, {args.eval_episodes} episodes, "
                                    f"{args.num_envs} envs, eval seed {args.eval_seed}",
                            "range": [args.low, args.high], "threads": args.threads,
-                           "command": "OMP_NUM_THREADS=1 python bench/devset.py --tasks ..."}
+                           "command": "OMP_NUM_THREADS=1 python bench/devset.py --tasks " + " ".join(args.tasks)}
         doc.setdefault("tasks", {})[task] = row
         out.write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    with main_errors():
+        main(args)

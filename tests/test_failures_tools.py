@@ -103,7 +103,8 @@ CASES = {
     "compare: --parallel 0": ("bench/compare.py", ["--parallel", "0", "--run-root", "{w}/runs", "--out", "{w}/c"], ["--parallel"]),
     "compare: runs that fail, 2 at a time": ("bench/compare.py", ["--algos", "flow_sde_ppo", "--seeds", "1", "2", "--parallel", "2",
                                                                   "--extra=--no-such-flag", "--run-root", "{w}/runs", "--out", "{w}/c"],
-                                             ["flow_sde_ppo --seed 1 (exit code 2)", "flow_sde_ppo --seed 2 (exit code 2)"]),
+                                             ["flow_sde_ppo --env metaworld-drawer-open-v3 --seed 1 (exit code 2)",
+                                              "flow_sde_ppo --env metaworld-drawer-open-v3 --seed 2 (exit code 2)"]),
     "compare: no expert, no checkpoint": ("bench/compare.py", ["--env", "libero-spatial", "--run-root", "{w}/runs", "--out", "{w}/c"], ["--env libero-spatial", "--checkpoint DIR"]),
     "ablation_sft: missing checkpoint": ("bench/ablation_sft.py", ["--checkpoint", "{w}/nope", "--out", "{w}/a.json"], ["--checkpoint", "nope"]),
     "exploration: --samples 0": ("bench/exploration.py", ["--samples", "0", "--out", "{w}/e.json"], ["--samples"]),
@@ -111,6 +112,7 @@ CASES = {
     "scaling: --total-iterations 1": ("bench/scaling.py", ["--total-iterations", "1", "--run-root", "{w}/runs", "--out", "{w}/s.json"], ["--total-iterations", ">= 2"]),
     "speed: unknown --parts": ("bench/speed.py", ["--parts", "4", "--json-path", "{w}/s.json"], ["--parts"]),
     "memory: --world-size 0": ("bench/memory.py", ["--world-size", "0", "--out", "{w}/m.json"], ["--world-size"]),
+    "devset: unknown task": ("bench/devset.py", ["--tasks", "drawer-opn-v3", "--out", "{w}/d.json"], ["metaworld-drawer-opn-v3", "unknown env name"]),
 }
 
 
