@@ -205,11 +205,11 @@ class Processor:
         N, n_cam = images.shape[:2]
         if n_cam > c.num_cameras:
             raise ValueError(f"raw_obs has {n_cam} cameras > config.num_cameras={c.num_cameras}")
-        if self.source == "lerobot" and self.image_mode != "IDENTITY":   # LeRobot's normalised images
-            img = resize_with_pad_lerobot(images.flatten(0, 1), c.image_size, self._lerobot_image_norm(slots, N))
+        if self.source == "lerobot":   # a non-IDENTITY VISUAL mode: LeRobot's normalised images
+            normalize = self._lerobot_image_norm(slots, N) if self.image_mode != "IDENTITY" else None
+            img = resize_with_pad_lerobot(images.flatten(0, 1), c.image_size, normalize)
         else:
-            resize = resize_with_pad_lerobot if self.source == "lerobot" else resize_with_pad
-            img = resize(images.flatten(0, 1), c.image_size)
+            img = resize_with_pad(images.flatten(0, 1), c.image_size)
         img = img.reshape(N, n_cam, 3, c.image_size, c.image_size)
         masks = torch.ones(N, c.num_cameras, dtype=torch.bool)
         if n_cam < c.num_cameras:   # absent cameras: black images, masked out (as openpi)
@@ -236,11 +236,11 @@ class Processor:
         add the raw env state (..., S) of that decision back on its mask (openpi's Unnormalize, AbsoluteActions)."""
         x = actions.detach().float().cpu().numpy()[..., :env_action_dim]
         x = self._unnormalize(x, "actions").astype(np.float32)
-        return self.data_config.to_absolute(x, state) if self.data_config.delta else x
+        return self.data_config.to_absolute(x, state)   # absolute configs: x as it is
 
     def actions_to_model(self, env_actions: np.ndarray, state=None) -> torch.Tensor:
         """(..., H, A) env actions -> (..., H, D) normalised, zero-padded model actions (fp32, CPU); a delta data
         config first subtracts the raw state (..., S) of the chunk's first step on its mask (openpi's DeltaActions)."""
         x = np.asarray(env_actions, dtype=np.float32)
-        x = self._normalize(self.data_config.to_delta(x, state) if self.data_config.delta else x, "actions")
+        x = self._normalize(self.data_config.to_delta(x, state), "actions")   # absolute configs: x as it is
         return torch.as_tensor(self._pad(x, "actions").astype(np.float32))

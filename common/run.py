@@ -299,9 +299,8 @@ def check_flags(args) -> None:
     embedded_default = args.model in (None, "tiny", "tiny-groot") and paper is None
     if args.resume is None and args.checkpoint is None and embedded_default:
         check_checkpoint_or_expert(None, args.env)   # the embedded default needs a scripted expert
+        check_writable(args.cache_dir, "--cache-dir")   # where its demonstrations and SFT policy are cached
     check_writable(args.run_root, "--run-root")
-    if args.resume is None and args.checkpoint is None and embedded_default:
-        check_writable(args.cache_dir, "--cache-dir")
     if args.track and importlib.util.find_spec("wandb") is None:
         raise UsageError("--track logs to Weights & Biases, which is not installed: pip install wandb")
 
@@ -413,9 +412,10 @@ class EpisodeCounts:
 
     def __init__(self):
         self.success, self.lengths, self.first_success, self.env_reward = [], [], [], 0.0
+        self.first_done = np.zeros(0, dtype=bool)   # per env: its first episode of the current epoch has ended
 
     def start_epoch(self, num_envs: int) -> None:
-        self.first_done = np.zeros(num_envs, dtype=bool)   # the env's first episode of this epoch has ended
+        self.first_done = np.zeros(num_envs, dtype=bool)
 
     def step(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict) -> None:
         self.env_reward += float(np.sum(reward))
