@@ -8,11 +8,12 @@ as the env takes them. `resolve_data_config` picks the row for a loaded checkpoi
 `--data-config NAME`, else one `error:` line where the choice matters and the files cannot tell.
 
 Applied by pirl today: `delta_mask` (common/processor.py actions_to_env / actions_to_model, everywhere), and
-`render_size` and `metaworld_view` (DataConfig.env_options: make_envs in the RL scripts, their held-out evals and
-tools/evaluate.py), and `replan_steps` as tools/evaluate.py's default (common/evaluate.py sampling_defaults). A LeRobot
-model's cameras are matched to its image slots by name (camera_order, below). The other fields record what the peer's
-client does (resize, prompt, gripper, state, episode lengths) as the reference for the envs; pirl's envs do not switch
-on them yet.
+`render_size`, `metaworld_view` and `maniskill_client` (DataConfig.env_options: make_envs in the RL scripts, their
+held-out evals and tools/evaluate.py; `maniskill_client="rlinf"` applies all of rlinf_maniskill's fields: its render
+and resize, prompt, gripper, state and episode length), and `replan_steps` as tools/evaluate.py's default
+(common/evaluate.py sampling_defaults). A LeRobot model's cameras are matched to its image slots by name (camera_order,
+below). The other fields record what the peer's client does (resize, prompt, gripper, state, episode lengths) as the
+reference for the envs; pirl's LIBERO envs do not switch on them yet.
 
 Facts read at openpi 15a9616 (src/openpi/training/config.py, src/openpi/transforms.py,
 src/openpi/policies/libero_policy.py, examples/libero/main.py), RLinf a3816b5
@@ -62,13 +63,19 @@ class DataConfig:
     """max env steps per episode, by suite (the peer's evaluation)"""
     replan_steps: int | None = None
     """actions executed per chunk in the peer's evaluation"""
-    metaworld_view: str = "pirl"
+    metaworld_view: str = "lerobot-fast"
     """MetaWorld camera pose, visuals and prompts: common/envs.py METAWORLD_VIEWS (make_envs(metaworld_view=...))"""
+    maniskill_client: str = "pirl"
+    """ManiSkill render, state, gripper and episode length: common/envs.py MANISKILL_CLIENTS (make_envs(maniskill_client))"""
 
     def env_options(self, env: str, model_size: int) -> dict:
         """make_envs' keyword args for a policy of this config on `env`: the render size and MetaWorld view its
-        peer trained it on (the embedded default's: the model's size, pirl's view)."""
-        return {"image_size": render_size(self, env, model_size), "metaworld_view": self.metaworld_view}
+        peer trained it on (the embedded default's: the model's size, LeRobot's MetaWorld camera and prompts); on ManiSkill, the
+        env client its peer ran."""
+        options = {"image_size": render_size(self, env, model_size), "metaworld_view": self.metaworld_view}
+        if env.startswith("maniskill"):
+            options["maniskill_client"] = self.maniskill_client
+        return options
 
     @property
     def delta(self) -> bool:
@@ -137,15 +144,19 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
                episode_steps={"libero-spatial": 280, "libero-object": 280, "libero-goal": 300, "libero-long": 520,
                               "libero-90": 400}),
     # RLinf pi0_/pi05_maniskill, pi0_/pi05_metaworld: extra_delta_transform=False (absolute)
+    # (rlinf/envs/maniskill/maniskill_env.py ManiskillEnv, examples/embodiment/config/maniskill_ppo_openpi{,_pi05}.yaml
+    # + env/maniskill_put_on_plate_in_scene_25_main.yaml): all applied by common/envs.py's "rlinf" ManiSkill client
     DataConfig("rlinf_maniskill", "RLinf π0 / π0.5", "maniskill", cameras=("3rd_view_camera",),
-               resize="a 640x480 render, rgb+segmentation overlay, resize_with_pad to 224 (pirl: a square render)",
+               resize="a 640x480 render (SIMPLER: rgb+segmentation, green-screened by mani_skill), default shader, "
+                      "resize_with_pad to the model's size",
                prompt="env.get_language_instruction()",
                gripper="WidowX (SIMPLER): 2 * (g > 0.5) - 1; Panda: as the model outputs it (rlinf/envs/action_utils.py "
-                       "prepare_actions_for_maniskill)", episode_steps={"simpler": 80}),
+                       "prepare_actions_for_maniskill)", state="agent.robot.get_qpos() (ManiskillEnv._wrap_obs)",
+               episode_steps={"simpler": 80}, maniskill_client="rlinf"),
     DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_sizes={"metaworld": 480},
-               resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals",
+               resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals; 16 zero actions after each reset",
                prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
-               metaworld_view="lerobot"),
+               metaworld_view="rlinf"),
 )}
 assert all(DATA_CONFIGS[n].delta for n in ("pi0_libero", "pi0_libero_horizon10"))
 
@@ -207,10 +218,15 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
 
 
 # ---- which env camera feeds which image slot ------------------------------------------------------
-# A LeRobot model stacks its config.json's VISUAL input_features in their order (modeling_pi0.py _preprocess_images:
-# the cameras present first, absent ones black and masked after them). Their names, as LeRobot's envs and datasets
-# write them: its LIBERO env agentview -> observation.images.image, eye_in_hand -> observation.images.image2
-# (envs/configs.py LiberoEnv.features_map); its MetaWorld env -> observation.image; datasets: wrist_image, base, ...
+# A LeRobot π0 / π0.5 stacks its config.json's VISUAL input_features in their order (LeRobot 0.5.1 pi0/modeling_pi0.py
+# _preprocess_images, l. 1179-1185: the cameras present first, absent ones black and masked after them, none present an
+# error) and reads no other camera. Its GR00T N1.5 stacks the batch's observation.images.* keys sorted by name, one
+# image each, no masks (0.5.1 groot/processor_groot.py l. 275, GrootPackInputsStep): from its dataset, exactly its
+# config's features; its GR00T N1.7 drops the env cameras the config does not name, with a warning (0.6.1
+# processor_groot.py l. 1599-1621). pirl feeds both only the cameras their config names. The names, as LeRobot's
+# envs and datasets write them: its LIBERO env agentview -> observation.images.image, eye_in_hand ->
+# observation.images.image2 (envs/configs.py LiberoEnv.features_map); its MetaWorld env -> observation.image;
+# datasets: wrist_image, base, ...
 WRIST_NAMES = ("wrist", "hand", "image2")     # a name holding one of these is the wrist camera
 SCENE_NAMES = ("image", "top", "base", "front", "agentview", "agentview_image", "base_0_rgb", "scene", "main",
                "corner2", "3rd_view_camera", "base_camera")   # the last three: pirl's MetaWorld / ManiSkill cameras
@@ -224,26 +240,43 @@ def _camera_role(name: str) -> str | None:
     return "scene" if name in SCENE_NAMES else None
 
 
-def camera_order(processor, env: str) -> tuple[int | None, ...] | None:
-    """The env camera (an index into its observation's images) feeding each of a LeRobot model's image slots,
-    matched by name, in the slots' order: None for a slot whose camera the env lacks (black and masked, after the
-    others, as LeRobot does); the env's cameras no slot names are dropped. None (the env's order) for other sources.
-    One UsageError listing both sides where a name cannot be matched or two slots claim one camera."""
-    from common.envs import camera_names
-
+def lerobot_image_slots(processor) -> list[str] | None:
+    """A LeRobot checkpoint's image features in the order its model stacks them (above): π0 / π0.5 in config.json's
+    order (its empty_camera_* padding left out: never an env's), GR00T sorted by name; None for other sources."""
     config = processor.provenance.source_files.get("config.json")
     meta = json.loads(config) if processor.provenance.source_format == "lerobot" and config is not None else {}
-    if meta.get("type") not in ("pi0", "pi05"):   # GR00T's slots are its modality config's (common/groot.py)
+    slots = [k for k, f in meta.get("input_features", {}).items() if f.get("type") == "VISUAL"]
+    if meta.get("type") == "groot":
+        return sorted(slots)
+    return [k for k in slots if "empty_camera" not in k] if meta.get("type") in ("pi0", "pi05") else None
+
+
+def camera_order(processor, env: str) -> tuple[int | None, ...] | None:
+    """The env camera (an index into its observation's images) feeding each of a LeRobot model's image slots,
+    matched by name, in the slots' order (lerobot_image_slots): None for a π0 slot whose camera the env lacks (black
+    and masked, after the others, as LeRobot does); the env's cameras no slot names are left out, as LeRobot leaves
+    them, with one line naming them. None (the env's order, by position) for other sources. One UsageError listing
+    both sides where a name cannot be matched, two slots claim one camera, or the env lacks a camera a GR00T names
+    (it has no image masks) or every camera a π0 names."""
+    from common.envs import camera_names
+
+    slots = lerobot_image_slots(processor)
+    if slots is None:
         return None
-    features = meta.get("input_features", {})
-    slots = [k for k, f in features.items() if f.get("type") == "VISUAL" and "empty_camera" not in k]
     env_cams = camera_names(env)
     env_roles = [_camera_role(c) for c in env_cams]
-    unmatched = [k for k in slots if _camera_role(k) is None]
-    order = [env_roles.index(_camera_role(k)) if _camera_role(k) in env_roles else None for k in slots]
+    roles = [_camera_role(k) for k in slots]
+    order = [env_roles.index(r) if r in env_roles else None for r in roles]
     used = [i for i in order if i is not None]
-    if unmatched or len(set(used)) != len(used):
-        raise UsageError(f"cannot tell which {env} camera feeds each image of this LeRobot checkpoint by name: its "
-                         f"config.json image features {slots}, the env's cameras {list(env_cams)} (known names: "
-                         f"wrist: *{'*, *'.join(WRIST_NAMES)}*; scene: {', '.join(SCENE_NAMES)})")
+    both = (f"its config.json image features {slots}, the env's cameras {list(env_cams)} (known names: wrist: "
+            f"*{'*, *'.join(WRIST_NAMES)}*; scene: {', '.join(SCENE_NAMES)})")
+    if None in roles or len(set(used)) != len(used):
+        raise UsageError(f"cannot tell which {env} camera feeds each image of this LeRobot checkpoint by name: {both}")
+    if not used or (processor.config.variant == "groot" and None in order):
+        missing = [k for k, i in zip(slots, order) if i is None]
+        raise UsageError(f"{env} has no camera for {missing}, which this LeRobot checkpoint needs (GR00T: every "
+                         f"camera it names, π0: at least one): {both}")
+    unused = [c for i, c in enumerate(env_cams) if i not in used]
+    if unused:   # the model sees only the cameras its config names (above)
+        print(f"cameras: {env}'s {', '.join(unused)} unused (the checkpoint's config.json names {', '.join(slots)})")
     return tuple(order)

@@ -408,7 +408,9 @@ class EagleProcessor:
                            **{f"action.{k}": m for k, m in self.action_norm.modes.items()}}
         self.provenance = provenance or Provenance("isaac-gr00t")
         self.data_config = DATA_CONFIGS["pirl"]   # set by the run (conventions.resolve_data_config): GR00T's are absolute
-        self.camera_order = None                  # cameras in the env's order (Processor's by-name matching is LeRobot π0's)
+        # the env camera feeding each image, set by the run (conventions.camera_order: a LeRobot GR00T's, matched by
+        # name, every image filled); None: the env's cameras in order
+        self.camera_order = None
         self.files = {f: (self.eagle_dir / f).read_bytes() for f in REQUIRED + OPTIONAL if (self.eagle_dir / f).is_file()}
 
     @property
@@ -429,6 +431,8 @@ class EagleProcessor:
         images = np.asarray(raw_obs["images"])                   # (N, n_cam, H, W, 3) uint8
         if images.ndim != 5 or images.shape[-1] != 3:
             raise ValueError(f"raw_obs['images'] must be (N, n_cam, H, W, 3) uint8, got {images.shape}")
+        if self.camera_order is not None:   # the cameras its config names, in its order; the env's others left out
+            images = images[:, list(self.camera_order)]
         N, n_cam = images.shape[:2]
         if n_cam > c.num_cameras:
             raise ValueError(f"raw_obs has {n_cam} cameras > config.num_cameras={c.num_cameras}")

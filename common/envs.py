@@ -150,17 +150,27 @@ def _require(module: str, package: str):
 
 
 # ----------------------------------------------------------------------------- MetaWorld
-# MetaWorld views: "pirl" (the embedded default's: corner2 at metaworld's pose, shadows / reflections / skybox off,
-# our task-name prompts) or "lerobot" (LeRobot envs/metaworld.py and RLinf metaworld_env.py, "to align with sft":
-# corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals, LeRobot's task descriptions; they render 480 px)
-METAWORLD_VIEWS = ("pirl", "lerobot")
+# MetaWorld views (camera pose, render settings, prompts):
+# - "lerobot": LeRobot envs/metaworld.py and RLinf metaworld_env.py ("to align with sft"): corner2 moved to
+#   (0.75, 0.075, 0.7), MuJoCo's default visuals, LeRobot's task descriptions; they render 480 px.
+# - "rlinf": "lerobot" plus RLinf's reset: MetaWorldEnv.reset takes RESET_STEP = 15 zero actions and one more
+#   before its first observation (rlinf/envs/metaworld/metaworld_env.py); the episode's steps count after them.
+# - "lerobot-fast" (the embedded default): the same camera pose, skybox and prompts; shadows, reflections and
+#   multisampling off. Software rendering on a CPU takes ~10x longer with all of MuJoCo's default visuals, which
+#   would put one RL run of the embedded default past 30 minutes (bench/render_views.py; docs/results.md, "The
+#   embedded default's MetaWorld view").
+# - "fast": the embedded default's before issue 25: corner2 at metaworld's own pose (far and high), fast visuals,
+#   task-name prompts ("drawer open"); docs/results.md keeps its numbers as the previous default.
+METAWORLD_VIEWS = ("lerobot", "rlinf", "lerobot-fast", "fast")
+RLINF_METAWORLD_SETTLE_STEPS = 16
+METAWORLD_DEFAULT_VIEW = "lerobot-fast"
 LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)
 
 
-def _metaworld_instruction(task: str, view: str = "pirl") -> str:
-    # pirl: a fixed sentence per task from its name ("pick-place-v3" -> "pick place"): the model only needs
-    # a consistent prompt per task; SFT demos made with tools/make_demos.py use the same strings.
-    if view == "lerobot":
+def _metaworld_instruction(task: str, view: str = METAWORLD_DEFAULT_VIEW) -> str:
+    # lerobot, rlinf, lerobot-fast: the task description LeRobot's and RLinf's MetaWorld data sets were labelled with
+    # ("Open a drawer"); fast: a fixed sentence per task from its name ("pick-place-v3" -> "pick place")
+    if view != "fast":
         import json
         return json.loads((Path(__file__).parent / "metaworld_prompts.json").read_text())["TASK_DESCRIPTIONS"][task]
     return task.removesuffix("-v3").replace("-", " ")
@@ -179,7 +189,7 @@ class _MetaWorldSim:
 
     state_dim, action_dim, num_cameras = 4, 4, 1
 
-    def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA, view: str = "pirl"):
+    def __init__(self, tasks: list[str], image_size: int, camera: str = METAWORLD_CAMERA, view: str = METAWORLD_DEFAULT_VIEW):
         _require("metaworld", "metaworld==3.1.1")
         _mujoco_warnings_to_stderr()
         if view not in METAWORLD_VIEWS:
@@ -206,16 +216,17 @@ class _MetaWorldSim:
             env._partially_observable = False  # goal in the 39-D state: the scripted experts read it
             env.__dict__.pop("sawyer_observation_space", None)  # cached bounds zero the goal otherwise
             env.max_path_length = 10**9  # our ChunkVecEnv owns the time limit
-            if self.view == "lerobot":   # their camera pose, MuJoCo's default visuals
+            if self.view != "fast":   # LeRobot's and RLinf's camera pose
                 env.model.cam_pos[env.model.camera("corner2").id] = LEROBOT_CORNER2_POS
+            if self.view in ("lerobot", "rlinf"):   # MuJoCo's default visuals
                 renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
-            else:   # fast render settings: no shadows / reflections / multisampling
+            else:   # fast render settings: no shadows / reflections / multisampling (fast: no skybox either)
                 env.model.vis.quality.offsamples = 0
                 env.model.vis.quality.shadowsize = 0
                 renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
                 renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
                 renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = int(self.view == "lerobot-fast")
             self._built[task_id] = env, renderer
         return self._built[task_id]
 
@@ -225,6 +236,8 @@ class _MetaWorldSim:
         global_id = list(ALL_V3_ENVIRONMENTS).index(self.tasks[task_id])
         self.env.np_random = np.random.Generator(np.random.PCG64([global_id, init_id]))
         self.full_obs, _ = self.env.reset()
+        for _ in range(RLINF_METAWORLD_SETTLE_STEPS if self.view == "rlinf" else 0):
+            self.full_obs, *_ = self.env.step(np.zeros(self.action_dim))
         return self.observe()
 
     def step(self, action):
@@ -338,8 +351,87 @@ class _LiberoSim:
 
 
 # ----------------------------------------------------------------------------- ManiSkill
+# ManiSkill clients: whose env client pirl's ManiSkill envs copy (make_envs(maniskill_client=...)).
+#   "pirl":  the task's first camera rendered square at the model's size (its intrinsics cropped), minimal shader,
+#            state [qpos, tcp pose], actions as the model outputs them, MANISKILL_MAX_STEPS per episode.
+#   "rlinf": RLinf's π0 / π0.5 ManiSkill checkpoints (RLinf a3816b5: rlinf/envs/maniskill/maniskill_env.py,
+#            examples/embodiment/config/env/maniskill_put_on_plate_in_scene_25_main.yaml, maniskill_ppo_openpi.yaml):
+#            the camera at 640x480 with the default shader, resized with pad to the model's size here (what openpi's
+#            ResizeImages does to it), state = qpos (ManiskillEnv._wrap_obs), WidowX grippers sent as 2 * (g > 0.5) - 1
+#            (rlinf/envs/action_utils.py prepare_actions_for_maniskill), SIMPLER episodes of 80 steps.
+# Both: SIMPLER tasks render in obs mode rgb+segmentation, the only one they support: mani_skill overlays the real
+# Bridge background on it (digital_twins/base_env.py _green_sceen_rgb); prompts from get_language_instruction().
+MANISKILL_CLIENTS = ("pirl", "rlinf")
+RLINF_RENDER_WH = (640, 480)   # (width, height): the WidowX 3rd_view_camera's own size (its C920 intrinsics)
+RLINF_SIMPLER_STEPS = 80       # maniskill_ppo_openpi{,_pi05}.yaml: env.train / env.eval max_episode_steps
+# pirl's prompts for the tasks without get_language_instruction()
+MANISKILL_PROMPTS = {"PickCube-v1": "pick up the cube and move it to the goal position",
+                     "PushCube-v1": "push the cube to the goal region",
+                     "PullCube-v1": "pull the cube to the goal region",
+                     "StackCube-v1": "stack the red cube on the green cube",
+                     "PegInsertionSide-v1": "insert the peg into the hole"}
+
+
 class MissingAssetError(UsageError, FileNotFoundError):   # one `error:` line in the entry points
     pass
+
+
+def _check_maniskill_client(client: str):
+    if client not in MANISKILL_CLIENTS:
+        raise ValueError(f"ManiSkill client {client!r}; known: {MANISKILL_CLIENTS}")
+
+
+def maniskill_instruction(env_id: str) -> str:
+    """The task's prompt: its own get_language_instruction() where it has one (mani_skill's SIMPLER tasks, what
+    RLinf's ManiskillEnv.instruction sends), else pirl's sentence. The method reads only num_envs, so it is called
+    on a stand-in: no scene (and no asset pack) is loaded for a prompt."""
+    from types import SimpleNamespace
+
+    import mani_skill.envs  # noqa: F401  (registers the tasks)
+    from mani_skill.utils.registration import REGISTERED_ENVS
+    spec = REGISTERED_ENVS.get(env_id)
+    method = getattr(spec.cls, "get_language_instruction", None) if spec is not None else None
+    if method is None:
+        return MANISKILL_PROMPTS.get(env_id, env_id)
+    return method(SimpleNamespace(num_envs=1))[0]
+
+
+def maniskill_max_steps(env_id: str, client: str = "pirl") -> int:
+    """Steps per episode: RLinf's 80 on SIMPLER tasks for its checkpoints, else ManiSkill's PickCube default (50)."""
+    _check_maniskill_client(client)
+    return RLINF_SIMPLER_STEPS if client == "rlinf" and env_id in SIMPLER_TASKS.values() else MANISKILL_MAX_STEPS
+
+
+def maniskill_env_actions(actions: np.ndarray, env_id: str, client: str = "pirl") -> np.ndarray:
+    """(..., A) env actions from the processor -> what the robot is sent. rlinf on a WidowX (SIMPLER) task: the
+    gripper (dim 6, the model's [0, 1], 1 = open) sent as 2 * (g > 0.5) - 1, the arm's 6 dims as they are
+    (rlinf/envs/action_utils.py prepare_actions_for_maniskill, policy widowx_bridge, action_scale 1); Panda
+    tasks ("panda" policies there) and the pirl client: unchanged."""
+    _check_maniskill_client(client)
+    if client != "rlinf" or env_id not in SIMPLER_TASKS.values():
+        return actions
+    out = np.array(actions, dtype=np.float32, copy=True)
+    out[..., 6] = np.where(out[..., 6] > 0.5, 1.0, -1.0)
+    return out
+
+
+def resize_with_pad_uint8(images, size: int):
+    """(N, H, W, 3) uint8 torch -> (N, size, size, 3) uint8: common/processor.py resize_with_pad's arithmetic (openpi:
+    aspect kept, sizes truncated, black centred padding, antialiased bilinear), rounded back to uint8 as openpi's
+    ResizeImages returns it (openpi_client/image_tools.py resize_with_pad). Square renders of `size` pass unchanged."""
+    import torch
+    import torch.nn.functional as F
+    h, w = images.shape[1:3]
+    if (h, w) == (size, size):
+        return images
+    ratio = max(h, w) / size
+    nh, nw = max(1, int(h / ratio)), max(1, int(w / ratio))
+    x = F.interpolate(images.permute(0, 3, 1, 2).float(), size=(nh, nw), mode="bilinear", antialias=True,
+                      align_corners=False)
+    x = x.round().clamp(0, 255).to(torch.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    x = F.pad(x, (left, size - nw - left, top, size - nh - top), value=0)
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def _check_maniskill_assets(env_id: str):
@@ -383,25 +475,37 @@ def _maniskill_privileged(env) -> list[dict]:
     return [{k: a[i] for k, a in arrays.items()} for i in range(u.num_envs)]
 
 
+def maniskill_render_config(env_id: str, image_size: int, client: str = "pirl") -> dict:
+    """gym.make's obs_mode and sensor_configs: pirl's square render at the model's size, or RLinf's 640x480
+    (examples/embodiment/config/env/maniskill_put_on_plate_in_scene_25_main.yaml: obs_mode rgb+segmentation,
+    shader_pack default); SIMPLER tasks in rgb+segmentation for both (green-screened, the only mode they take)."""
+    _check_maniskill_client(client)
+    width, height = RLINF_RENDER_WH if client == "rlinf" else (image_size, image_size)
+    shader = "default" if client == "rlinf" else "minimal"
+    return dict(obs_mode="rgb+segmentation" if env_id in SIMPLER_TASKS.values() else "rgb",
+                sensor_configs=dict(width=width, height=height, shader_pack=shader))
+
+
 def _make_maniskill_env(env_id: str, image_size: int, num_envs: int, sim_backend: str, render_backend: str,
-                        control_mode: str | None = None):
+                        control_mode: str | None = None, client: str = "pirl"):
     _require("mani_skill", "mani_skill==3.0.1")
     _check_maniskill_assets(env_id)
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the tasks)
-    return gym.make(env_id, obs_mode="rgb", sim_backend=sim_backend, render_backend=render_backend,
-                    sensor_configs=dict(width=image_size, height=image_size, shader_pack="minimal"),
-                    num_envs=num_envs, control_mode=control_mode or maniskill_control_mode(env_id))
+    return gym.make(env_id, sim_backend=sim_backend, render_backend=render_backend, num_envs=num_envs,
+                    control_mode=control_mode or maniskill_control_mode(env_id),
+                    **maniskill_render_config(env_id, image_size, client))
 
 
-def _maniskill_obs(obs: dict, num_cameras: int):
-    """Batched ManiSkill obs -> images uint8 (N, n_cam, R, R, 3), state float32 (N, S) = [qpos, tcp pose].
+def _maniskill_obs(obs: dict, num_cameras: int, image_size: int, client: str = "pirl"):
+    """Batched ManiSkill obs -> images uint8 (N, n_cam, R, R, 3) (a render of another size resized with pad to R),
+    state float32 (N, S): pirl [qpos, tcp pose], rlinf qpos (RLinf ManiskillEnv._wrap_obs: agent.robot.get_qpos()).
     Torch tensors on the simulation device (CPU or CUDA)."""
     import torch
     cams = list(obs["sensor_data"].values())[:num_cameras]
-    images = torch.stack([c["rgb"][..., :3] for c in cams], dim=1).to(torch.uint8)
+    images = torch.stack([resize_with_pad_uint8(c["rgb"][..., :3].to(torch.uint8), image_size) for c in cams], dim=1)
     parts = [obs["agent"]["qpos"]]
-    if "tcp_pose" in obs.get("extra", {}):
+    if client == "pirl" and "tcp_pose" in obs.get("extra", {}):
         parts.append(obs["extra"]["tcp_pose"])
     state = torch.cat([p.reshape(p.shape[0], -1).float() for p in parts], dim=1)
     return images, state
@@ -425,9 +529,10 @@ class _ManiSkillSim:
 
     num_cameras = 1
 
-    def __init__(self, env_id: str, image_size: int, control_mode: str | None = None):
+    def __init__(self, env_id: str, image_size: int, control_mode: str | None = None, client: str = "pirl"):
+        self.env_id, self.image_size, self.client = env_id, image_size, client
         self.simpler = env_id in SIMPLER_TASKS.values()
-        self.env = _make_maniskill_env(env_id, image_size, 1, "physx_cpu", "cpu", control_mode)
+        self.env = _make_maniskill_env(env_id, image_size, 1, "physx_cpu", "cpu", control_mode, client)
         self.action_dim = int(self.env.action_space.shape[-1])
         self.obs, _ = self.env.reset(seed=0)
         self.state_dim = int(self.observe()[1].shape[0])
@@ -437,12 +542,13 @@ class _ManiSkillSim:
         return self.observe()
 
     def step(self, action):
-        self.obs, _, _, _, info = self.env.step(np.asarray(action, dtype=np.float32)[None])
+        action = maniskill_env_actions(np.asarray(action, dtype=np.float32), self.env_id, self.client)
+        self.obs, _, _, _, info = self.env.step(action[None])
         reward, success = _maniskill_reward(info, self.simpler)
         return float(reward[0]), bool(success[0])
 
     def observe(self):
-        images, state = _maniskill_obs(self.obs, self.num_cameras)
+        images, state = _maniskill_obs(self.obs, self.num_cameras, self.image_size, self.client)
         return images[0].cpu().numpy(), state[0].cpu().numpy()
 
     def expert_obs(self) -> dict:
@@ -705,26 +811,31 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
 
     def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int,
                  task_descriptions: list[str], train_init_ids, eval_init_ids, autoreset: bool = True,
-                 image_size: int = 224, sim_backend: str = "physx_cuda", render_backend: str = "gpu"):
+                 image_size: int = 224, sim_backend: str = "physx_cuda", render_backend: str = "gpu",
+                 client: str = "pirl"):
         import torch
         self.num_envs, self.max_episode_steps, self.autoreset = num_envs, max_episode_steps, autoreset
+        self.env_id, self.image_size, self.client = env_id, image_size, client
         self.task_descriptions, self.num_tasks = task_descriptions, len(task_descriptions)
         self.train_init_ids, self.eval_init_ids = train_init_ids, eval_init_ids
         self._rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
         self._workers = []  # ChunkVecEnv.close / __del__ see no workers
         self.simpler = env_id in SIMPLER_TASKS.values()
-        self.env = _make_maniskill_env(env_id, image_size, num_envs, sim_backend, render_backend)
+        self.env = _make_maniskill_env(env_id, image_size, num_envs, sim_backend, render_backend, client=client)
         self.device = self.env.unwrapped.device
         self.action_dim = int(self.env.action_space.shape[-1])
         self._seeds = np.zeros(num_envs, np.int64)  # reset seed (init id) of each env's episode
         obs, _ = self.env.reset(seed=self._seeds.tolist())
-        images, state = _maniskill_obs(obs, self.num_cameras)
+        images, state = self._obs(obs)
         self.state_dim = int(state.shape[1])
         self._images, self._state = images.cpu().numpy(), state.cpu().numpy()  # last obs returned (numpy)
         self._task = np.zeros(num_envs, np.int64)
         self._t = np.zeros(num_envs, np.int64)
         self._frozen = np.zeros(num_envs, bool)
         self._zero = torch.zeros(self.action_dim, device=self.device)
+
+    def _obs(self, obs):
+        return _maniskill_obs(obs, self.num_cameras, self.image_size, self.client)
 
     def _obs_dict(self, images, state, task):
         return {"images": images, "state": state, "instruction": [self.task_descriptions[t] for t in task],
@@ -738,7 +849,7 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
         seeds[0] = init_ids[0]  # ManiSkill seeds torch with seeds[0] only (class doc)
         env_idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
         obs, _ = self.env.reset(seed=seeds.tolist(), options={"env_idx": env_idx})
-        images, state = _maniskill_obs(obs, self.num_cameras)
+        images, state = self._obs(obs)
         self._images[idx] = images[env_idx].cpu().numpy()
         self._state[idx] = state[env_idx].cpu().numpy()
         self._t[idx] = 0
@@ -766,6 +877,7 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
                 or actions.shape[2] != self.action_dim):
             raise ValueError(f"step_chunk(actions): expected shape ({self.num_envs}, H' >= 1, {self.action_dim}), "
                              f"got {actions.shape}")
+        actions = maniskill_env_actions(actions, self.env_id, self.client)   # what the robot is sent
         n = self.num_envs
         # drawn for every env each chunk, like ChunkVecEnv: same seed -> same episode sequence
         next_eps = [self.sample_train_episode(i) if self.autoreset else None for i in range(n)]
@@ -787,7 +899,7 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
             steps += running.long()
             success |= running & s
             done_now = running & (s | (steps >= steps_left))
-            images, state = _maniskill_obs(obs, self.num_cameras)
+            images, state = self._obs(obs)
             # rows of envs that ended at this step: their final obs (copied now, before they drift)
             idx = torch.nonzero(done_now).flatten()
             if len(idx):
@@ -854,14 +966,19 @@ def camera_names(name: str) -> tuple[str, ...]:
 
 def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
               autoreset: bool = True, device: str = "cpu", max_episode_steps: int | None = None,
-              asynchronous: bool | None = None, metaworld_view: str = "pirl") -> ChunkVecEnv:
+              asynchronous: bool | None = None, metaworld_view: str = METAWORLD_DEFAULT_VIEW,
+              maniskill_client: str = "pirl") -> ChunkVecEnv:
     """Build the vectorised env `name` (one of ENV_NAMES).
 
     image_size: square render size (default 224). max_episode_steps overrides the benchmark's
     limit (tests). asynchronous: one worker process per env; default True when num_envs > 1.
     device: "cuda[:k]" runs ManiSkill tasks on ManiSkill's GPU simulation, all envs batched in this
     process (ManiSkillBatchedEnv); "cpu": one env per worker process. Other simulators run on the CPU.
-    metaworld_view: "pirl" (the embedded default's) or "lerobot" (LeRobot / RLinf checkpoints': METAWORLD_VIEWS).
+    metaworld_view: "lerobot" (LeRobot's), "rlinf" (RLinf's: LeRobot's and 16 settle steps), "lerobot-fast" (their
+    camera and prompts with fast render settings: the embedded default's) or "fast" (the embedded default's before
+    issue 25): METAWORLD_VIEWS.
+    maniskill_client: "pirl" or "rlinf" (RLinf's π0 / π0.5 checkpoints: 640x480 render resized with pad to
+    image_size, qpos state, WidowX gripper 2 * (g > 0.5) - 1, 80-step SIMPLER episodes): MANISKILL_CLIENTS.
     """
     check_env_name(name, "make_envs(name)")
     if num_envs < 1:
@@ -895,18 +1012,17 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
     key = name.removeprefix("maniskill-")
     env_id = SIMPLER_TASKS.get(key, key)
     _check_maniskill_assets(env_id)
-    desc = {"PickCube-v1": "pick up the cube and move it to the goal position",
-            "PushCube-v1": "push the cube to the goal region", "PullCube-v1": "pull the cube to the goal region",
-            "StackCube-v1": "stack the red cube on the green cube",
-            "PegInsertionSide-v1": "insert the peg into the hole"}.get(env_id, env_id)
+    _check_maniskill_client(maniskill_client)
+    desc = maniskill_instruction(env_id)
+    steps = max_episode_steps or maniskill_max_steps(env_id, maniskill_client)
     # reset seeds: eval 0..999, train >= 1000 (ManiSkill draws the scene from the reset seed)
     if device.startswith("cuda"):  # ManiSkill's own GPU batching: all envs in this process
         gpu = device.partition(":")[2]
-        return ManiSkillBatchedEnv(env_id, num_envs, seed, max_episode_steps or MANISKILL_MAX_STEPS, [desc],
+        return ManiSkillBatchedEnv(env_id, num_envs, seed, steps, [desc],
                                    range(1000, 2**31 - 1), range(1000), autoreset=autoreset,
                                    image_size=image_size, sim_backend="physx_cuda" + (f":{gpu}" if gpu else ""),
-                                   render_backend="gpu" + (f":{gpu}" if gpu else ""))
-    return ChunkVecEnv(_Factory(_ManiSkillSim, env_id, image_size),
-                       max_episode_steps=max_episode_steps or MANISKILL_MAX_STEPS,
+                                   render_backend="gpu" + (f":{gpu}" if gpu else ""), client=maniskill_client)
+    return ChunkVecEnv(_Factory(_ManiSkillSim, env_id, image_size, None, maniskill_client),
+                       max_episode_steps=steps,
                        task_descriptions=[desc], train_init_ids=range(1000, 2**31 - 1),
                        eval_init_ids=range(1000), context="forkserver", **common)

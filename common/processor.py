@@ -113,6 +113,9 @@ class Processor:
             raise ValueError(f"LeRobot VISUAL normalisation mode {image_mode!r}; known: {list(LEROBOT_NORM_MODES)}")
         self._stats = {k: {s: np.asarray(v, dtype=np.float32) for s, v in norm_stats[k].items() if v is not None}
                        for k in ("state", "actions")}
+        # π0.5's discrete state (openpi): normalised in float64, as openpi's Normalize does with its JSON stats
+        self._stats64 = {"state": {s: np.asarray(v, dtype=np.float64) for s, v in norm_stats["state"].items()
+                                   if v is not None}}
 
     @classmethod
     def from_stats(cls, norm_stats: dict, tokenizer: Tokenizer, config: PI0Config, **kwargs) -> "Processor":
@@ -144,10 +147,10 @@ class Processor:
             return (x + 1) / 2 * denom + lo if inverse else 2 * (x - lo) / denom - 1
         return (x + 1.0) * denom / 2.0 + lo if inverse else 2.0 * (x - lo) / denom - 1.0
 
-    def _normalize(self, x: np.ndarray, key: str) -> np.ndarray:
+    def _normalize(self, x: np.ndarray, key: str, stats: dict | None = None) -> np.ndarray:
         if self.source == "lerobot":
             return self._lerobot_norm(x, key, inverse=False)
-        s, n = self._stats[key], x.shape[-1]
+        s, n = (stats or self._stats)[key], x.shape[-1]
         if self.quantile:
             return (x - s["q01"][:n]) / (s["q99"][:n] - s["q01"][:n] + 1e-6) * 2.0 - 1.0
         return (x - s["mean"][:n]) / (s["std"][:n] + 1e-6)
@@ -218,11 +221,15 @@ class Processor:
                                               device=img.device)], 1)
         state = self._normalize(np.asarray(raw_obs["state"], dtype=np.float32), "state")   # (N, S)
         discrete = c.variant == "pi05" and c.discrete_state_input
+        if discrete and self.source != "lerobot":   # openpi digitizes a float64 state: near a bin edge float32 errs
+            discrete_state = self._normalize(np.asarray(raw_obs["state"], dtype=np.float64), "state", self._stats64)
+        else:                                       # LeRobot normalises in float32 tensors
+            discrete_state = state
         if self.source == "lerobot" and not discrete:   # LeRobot's π0: Pi0NewLineProcessor, then the tokenizer
             toks = [self.tokenizer.tokenize_text(p if p.endswith("\n") else p + "\n", c.max_token_len)
                     for p in raw_obs["instruction"]]
         else:
-            toks = [self.tokenizer.tokenize(p, state[i] if discrete else None, c.max_token_len)
+            toks = [self.tokenizer.tokenize(p, discrete_state[i] if discrete else None, c.max_token_len)
                     for i, p in enumerate(raw_obs["instruction"])]
         return Observation(
             images=img, image_masks=masks.to(device),

@@ -107,9 +107,16 @@ def action_chunks(demos: Demos, horizon: int) -> np.ndarray:
     return demos.actions[np.minimum(idx, last[:, None])]
 
 
+def view_tag(env_name: str) -> str:
+    """The MetaWorld view the demos are rendered in, as part of a cache key ("" elsewhere): an older view's
+    cached demos and SFT policies are never reused for the current one."""
+    from common.envs import METAWORLD_DEFAULT_VIEW
+    return f"__{METAWORLD_DEFAULT_VIEW}-view" if env_name.startswith("metaworld-") else ""
+
+
 def demo_cache_path(env_name: str, num_demos: int, seed: int, image_size: int, cache_dir=None) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / "demos" / f"{env_name}__n{num_demos}__seed{seed}__{image_size}px.npz"
+    return cache_dir / "demos" / f"{env_name}__n{num_demos}__seed{seed}__{image_size}px{view_tag(env_name)}.npz"
 
 
 def collect_demos(env_name: str, num_demos: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
@@ -345,7 +352,8 @@ def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS
 
 def sft_checkpoint_dir(env_name, num_demos, seed, preset, steps, image_size, action_horizon, cache_dir=None) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / "sft" / f"{env_name}__n{num_demos}__seed{seed}__{preset}__{steps}steps__{image_size}px__H{action_horizon}"
+    return cache_dir / "sft" / (f"{env_name}__n{num_demos}__seed{seed}__{preset}__{steps}steps__{image_size}px"
+                                f"__H{action_horizon}{view_tag(env_name)}")
 
 
 def check_checkpoint_or_expert(checkpoint, env_name: str, flag: str = "--checkpoint"):

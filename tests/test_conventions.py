@@ -20,7 +20,7 @@ import torch
 from common.conventions import DATA_CONFIGS, make_bool_mask, resolve_data_config
 from common.errors import UsageError
 from common.policy import make_config
-from common.processor import Processor
+from common.processor import Processor, Provenance
 
 FIXTURES = Path(__file__).parent / "fixtures" / "peers" / "openpi_conventions"
 
@@ -166,7 +166,7 @@ def test_each_script_takes_data_config_and_lists_the_known_names(script):
 def test_every_config_names_a_view_the_envs_know():
     from common.envs import METAWORLD_VIEWS
     assert all(c.metaworld_view in METAWORLD_VIEWS for c in DATA_CONFIGS.values())
-    assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "lerobot" and DATA_CONFIGS["pirl"].metaworld_view == "pirl"
+    assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "rlinf" and DATA_CONFIGS["pirl"].metaworld_view == "lerobot-fast"
 
 
 def test_render_size_is_the_peers_on_its_own_simulator_only():
@@ -203,7 +203,8 @@ def test_evaluation_adds_the_state_of_each_decision_back():
 @pytest.mark.parametrize("script", ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"])
 def test_each_script_builds_its_envs_on_the_checkpoints_view(script, tmp_path):
     """An RLinf checkpoint on MetaWorld trains (and is evaluated held-out: run.held_out_eval borrows these envs) on the
-    view it was trained on: the script's make_envs gets rlinf_metaworld's 480 px render and LeRobot's camera pose.
+    view it was trained on: the script's make_envs gets rlinf_metaworld's 480 px render and LeRobot's camera pose
+    with RLinf's settle steps (view "rlinf").
     The script runs as a user runs it, with make_envs replaced by one that prints its arguments and exits."""
     root = Path(__file__).resolve().parents[1]
     argv = [f"{script}.py", "--checkpoint", "tests/fixtures/peers/rlinf/pi0", "--env", "metaworld-drawer-open-v3",
@@ -216,14 +217,14 @@ def test_each_script_builds_its_envs_on_the_checkpoints_view(script, tmp_path):
                        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
     line = next((x for x in r.stdout.splitlines() if x.startswith("MAKE_ENVS")), None)
     assert line is not None, r.stdout[-2000:] + r.stderr[-2000:]
-    assert line == "MAKE_ENVS {'image_size': 480, 'metaworld_view': 'lerobot'}"
+    assert line == "MAKE_ENVS {'image_size': 480, 'metaworld_view': 'rlinf'}"
 
 
 def test_env_options_reach_the_simulator():
     """DataConfig.env_options -> make_envs: rlinf_metaworld renders 480 px with LeRobot's prompts; the embedded
-    default's (pirl) is the model's size and pirl's view, as make_envs' defaults were."""
+    default's (pirl) is the model's size with their camera and prompts, fast render settings (make_envs' default)."""
     from common.envs import make_envs
-    assert DATA_CONFIGS["pirl"].env_options("metaworld-drawer-open-v3", 64) == {"image_size": 64, "metaworld_view": "pirl"}
+    assert DATA_CONFIGS["pirl"].env_options("metaworld-drawer-open-v3", 64) == {"image_size": 64, "metaworld_view": "lerobot-fast"}
     envs = make_envs("metaworld-drawer-open-v3", 1, asynchronous=False, autoreset=False,
                      **DATA_CONFIGS["rlinf_metaworld"].env_options("metaworld-drawer-open-v3", 224))
     try:
@@ -268,3 +269,66 @@ def test_sft_of_a_delta_checkpoint_normalises_the_delta_chunks():
     np.testing.assert_allclose(targets.reshape(-1, 7).std(0), 1, atol=1e-3)
     absolute = proc.with_stats(compute_norm_stats(state, actions))   # what SFT did before: the absolute actions' stats
     assert np.abs(absolute.actions_to_model(chunks, state=state).numpy()[..., :6].mean((0, 1))).max() > 5
+
+
+# ---- a LeRobot checkpoint's cameras, by name (conventions.camera_order) ---------------------------------------------
+def _lerobot_proc(kind, names):
+    """What camera_order reads of a LeRobot checkpoint's processor: its config.json (type `kind`: pi0 | groot) with
+    image features `names`, listed in that order."""
+    features = {**{f"observation.images.{n}": {"type": "VISUAL", "shape": [3, 224, 224]} for n in names},
+                "observation.state": {"type": "STATE", "shape": [8]}}
+    config = json.dumps({"type": kind, "input_features": features}).encode()
+    return SimpleNamespace(provenance=SimpleNamespace(source_format="lerobot", source_files={"config.json": config}),
+                           config=SimpleNamespace(variant=kind))
+
+
+def test_a_lerobot_groot_takes_its_cameras_by_name_in_lerobots_sorted_order(capsys):
+    """LeRobot 0.5.1's GR00T stacks its image keys sorted by name, whatever order config.json lists them in: a
+    'cam_wrist' / 'top' model gets LIBERO's wrist camera first, an 'image' / 'wrist_image' one the env's order."""
+    from common.conventions import camera_order
+    for names in (["top", "cam_wrist"], ["cam_wrist", "top"]):
+        assert camera_order(_lerobot_proc("groot", names), "libero-spatial") == (1, 0)
+    for names in (["wrist_image", "image"], ["image", "wrist_image"]):
+        assert camera_order(_lerobot_proc("groot", names), "libero-goal") == (0, 1)
+    isaac = SimpleNamespace(provenance=Provenance("isaac-gr00t"), config=SimpleNamespace(variant="groot"))
+    assert camera_order(isaac, "libero-goal") is None   # no names (Isaac-GR00T's layout): by position
+    assert capsys.readouterr().out == ""   # every env camera used: nothing said
+
+
+def test_a_lerobot_model_naming_fewer_cameras_than_the_env_uses_those_and_says_which_are_unused(capsys):
+    from common.conventions import camera_order
+    for kind in ("pi0", "pi05", "groot"):
+        assert camera_order(_lerobot_proc(kind, ["image"]), "libero-spatial") == (0,)
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 1 and "robot0_eye_in_hand_image unused" in out[0] and "observation.images.image" in out[0]
+    assert camera_order(_lerobot_proc("groot", ["wrist_image"]), "libero-object") == (1,)
+    assert "agentview_image unused" in capsys.readouterr().out
+
+
+def test_a_camera_the_lerobot_model_needs_but_the_env_lacks_is_one_error_line_naming_both():
+    """GR00T has no image masks: every camera it names must be there; π0 masks an absent one but needs one present
+    (LeRobot's _preprocess_images raises on none)."""
+    from common.conventions import camera_order
+    for kind, names in (("groot", ["image", "wrist_image"]), ("groot", ["wrist_image"]), ("pi0", ["wrist_image"])):
+        with pytest.raises(UsageError) as err:
+            camera_order(_lerobot_proc(kind, names), "metaworld-drawer-open-v3")
+        msg = str(err.value)
+        assert "\n" not in msg and "['observation.images.wrist_image']" in msg and "corner2" in msg, msg
+    assert camera_order(_lerobot_proc("pi0", ["image", "wrist_image"]), "metaworld-drawer-open-v3") == (0, None)
+
+
+def test_the_fit_check_counts_the_cameras_a_lerobot_model_names_and_refuses_a_count_mismatch_by_position():
+    """A one-camera LeRobot π0 on LIBERO (two cameras) sees the camera it names and fits; a one-camera checkpoint
+    without names (openpi: the env's cameras by position) does not, in one line."""
+    from common.conventions import camera_order
+    from common.evaluate import check_policy_fits_env
+    proc, _ = processor_for("pi0_libero")
+    policy = SimpleNamespace(config=make_config("tiny", action_dim=32, state_dim=32, num_cameras=1))
+    libero = SimpleNamespace(state_dim=8, action_dim=7, num_cameras=2)
+    proc.provenance = dataclasses.replace(proc.provenance, source_format="lerobot")
+    proc.camera_order = camera_order(_lerobot_proc("pi0", ["image"]), "libero-spatial")
+    check_policy_fits_env(policy, proc, libero, 256, "libero-spatial")
+    proc.provenance, proc.camera_order = dataclasses.replace(proc.provenance, source_format="openpi"), None
+    with pytest.raises(UsageError) as err:
+        check_policy_fits_env(policy, proc, libero, 256, "libero-spatial")
+    assert "\n" not in str(err.value) and "2 camera(s) in the env but 1 in the model" in str(err.value)

@@ -10,13 +10,14 @@ missing / malformed files are one UsageError line naming the file. Last, a LeRob
 metadata.json: LeRobot's own config.json and pre / post processor files with min / max stats, written and loaded
 back by LeRobot in tools/peers/groot_eagle_fixtures.py --lerobot-only) loads through run.load_checkpoint, and
 our normalised state / un-normalised actions match LeRobot's own; a missing or broken state file is one line
-naming it."""
+naming it; its cameras feed its images by name (LeRobot's sorted order), an env camera it does not name left out."""
 import json
 import lzma
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -379,3 +380,71 @@ def test_a_lerobot_dir_with_a_missing_or_broken_state_file_names_it(lerobot_ckpt
     (broken / "policy_preprocessor.json").write_text(json.dumps(pre))
     line = one_line_error(broken, monkeypatch, tmp_path, proc)
     assert "policy_preprocessor.json" in line and "groot_pack_inputs_v3" in line, line
+
+
+# ---------------------------------------------------------------------------------------------- cameras by name
+def lerobot_with_cameras(src: Path, dst: Path, names: list) -> Path:
+    """A copy of the LeRobot GR00T dir whose config.json lists image features `names`, in that order."""
+    d = copy_of(src, dst)
+    cfg = json.loads((d / "config.json").read_text())
+    feats = cfg["input_features"]
+    cams = {f"observation.images.{n}": feats["observation.images.cam0"] for n in names}
+    cfg["input_features"] = {**cams, "observation.state": feats["observation.state"]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def libero_obs(n=2, seed=0, size=40):
+    """raw_obs with LIBERO's two cameras: agent view, then wrist."""
+    images = np.random.default_rng(seed + 1).integers(0, 256, (n, 2, size, size, 3), dtype=np.uint8)
+    return {**raw_obs(n, seed, size), "images": images}
+
+
+def test_a_lerobot_groots_cameras_feed_its_images_by_name(lerobot_ckpt, monkeypatch, tmp_path, capsys):
+    """A LeRobot GR00T whose cameras sort wrist first ('cam_wrist' < 'top': LeRobot 0.5.1 stacks the image keys
+    sorted), listed either way in config.json, gets LIBERO's wrist camera as its first image: what it sees equals the
+    env-order input with the two cameras swapped."""
+    from common.conventions import camera_order
+    from common.run import load_checkpoint
+    d, proc = lerobot_ckpt
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    raw = libero_obs()
+    swapped = {**raw, "images": raw["images"][:, ::-1]}
+    for names in (["top", "cam_wrist"], ["cam_wrist", "top"]):
+        _, processor = load_checkpoint(str(lerobot_with_cameras(d, tmp_path / "_".join(names), names)))
+        processor.camera_order = camera_order(processor, "libero-spatial")
+        assert processor.camera_order == (1, 0)
+        ours = processor.observation(raw, "cpu")
+        processor.camera_order = None   # by position, as before issue 25
+        assert torch.equal(ours.images, processor.observation(swapped, "cpu").images)
+        assert not torch.equal(ours.images, processor.observation(raw, "cpu").images)
+    assert capsys.readouterr().out.count("unused") == 0
+
+
+def test_a_lerobot_groot_naming_one_of_two_env_cameras_sees_that_one_and_fits(lerobot_ckpt, fake, monkeypatch,
+                                                                                tmp_path, capsys):
+    """A one-camera LeRobot GR00T ('image': LIBERO's agent view) on LIBERO: the wrist camera unused (one line), the
+    model sees the agent view alone and fits the env; a one-camera Isaac-GR00T checkpoint (no names: by position)
+    does not fit, in one line."""
+    from common.conventions import camera_order
+    from common.evaluate import check_policy_fits_env
+    from common.run import load_checkpoint
+    d, proc = lerobot_ckpt
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    policy, processor = load_checkpoint(str(lerobot_with_cameras(d, tmp_path / "one", ["image"])))
+    assert policy.config.num_cameras == 1
+    processor.camera_order = camera_order(processor, "libero-spatial")
+    assert processor.camera_order == (0,) and "robot0_eye_in_hand_image unused" in capsys.readouterr().out
+    libero = SimpleNamespace(state_dim=6, action_dim=processor.action_norm.dim, num_cameras=2)
+    check_policy_fits_env(policy, processor, libero, 256, "libero-spatial")
+    raw = libero_obs()
+    ours = processor.observation(raw, "cpu")
+    processor.camera_order = None
+    alone = processor.observation({**raw, "images": raw["images"][:, :1]}, "cpu")
+    assert torch.equal(ours.images, alone.images) and torch.equal(ours.tokens, alone.tokens)
+    isaac_policy, isaac = load_checkpoint(str(fake[0]))   # the Isaac-GR00T layout: metadata.json's one camera
+    isaac.camera_order = camera_order(isaac, "libero-spatial")
+    assert isaac.camera_order is None and isaac_policy.config.num_cameras == 1
+    with pytest.raises(UsageError) as err:
+        check_policy_fits_env(isaac_policy, isaac, libero, 256, "libero-spatial")
+    assert "\n" not in str(err.value) and "2 camera(s) in the env but 1 in the model" in str(err.value)

@@ -26,11 +26,19 @@ def _check_layout(obs, env, n, size):
 
 
 def _upright(image):
-    # Orientation cue shared by our scenes: the top rows are the dark background (MetaWorld's black
-    # sky, LIBERO's wall) or far away; the bottom rows are the bright table / floor in front of the
-    # camera. Upside-down frames invert this.
+    # Orientation cue of LIBERO's and ManiSkill's scenes: the top rows are the dark background (LIBERO's
+    # wall) or far away; the bottom rows are the bright table / floor in front of the camera.
+    # Upside-down frames invert this.
     h = image.shape[0]
     return image[h // 2:].mean() > image[: h // 4].mean()
+
+
+def _metaworld_upright(image):
+    # MetaWorld's (LeRobot's camera pose): the warm wooden table fills the bottom half, the grey sky and the
+    # robot the top quarter (red minus blue, measured 36 against 20 levels at 64 px); upside down inverts it.
+    warm = image[..., 0].astype(float) - image[..., 2]
+    h = image.shape[0]
+    return warm[h // 2:].mean() > warm[: h // 4].mean() + 8
 
 
 # ----------------------------------------------------------------------------- names / errors
@@ -97,7 +105,8 @@ def test_metaworld_layout_upright_and_chunk_step():
         obs = env.reset([(0, 0), (0, 1)])
         _check_layout(obs, env, 2, 64)
         assert env.action_dim == 4 and env.state_dim == 4 and env.num_cameras == 1
-        assert all(_upright(im) for im in obs["images"][:, 0])
+        assert all(_metaworld_upright(im) for im in obs["images"][:, 0])
+        assert not any(_metaworld_upright(im[::-1, ::-1]) for im in obs["images"][:, 0])
         obs, reward, term, trunc, info = env.step_chunk(np.zeros((2, 5, 4), np.float32))
         _check_layout(obs, env, 2, 64)
         assert reward.dtype == np.float32 and reward.shape == (2,)
@@ -135,10 +144,10 @@ def test_metaworld_lerobot_view_renders_what_lerobots_env_renders():
     """metaworld_view="lerobot" (LeRobot envs/metaworld.py, RLinf metaworld_env.py): corner2 moved to
     model.cam_pos[2] = (0.75, 0.075, 0.7), MuJoCo's default visuals, rendered by metaworld's own renderer
     (gymnasium's MujocoRenderer, what their env.render() calls) then flipped on both axes: the same pixels; LeRobot's
-    task descriptions as prompts. The embedded default's view is unchanged (far from it)."""
+    task descriptions as prompts; make_envs' default (the embedded default's). The earlier "fast" view is far from it."""
     from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
     sim = E._MetaWorldSim(["drawer-open-v3"], 480, view="lerobot")
-    pirl = E._MetaWorldSim(["drawer-open-v3"], 480)
+    pirl = E._MetaWorldSim(["drawer-open-v3"], 480, view="fast")
     try:
         images, _ = sim.reset(0, 0)
         env = sim.env
@@ -153,7 +162,27 @@ def test_metaworld_lerobot_view_renders_what_lerobots_env_renders():
         sim.close()
         pirl.close()
     assert E._metaworld_instruction("drawer-open-v3", "lerobot") == "Open a drawer"
-    assert E._metaworld_instruction("drawer-open-v3") == "drawer open"
+    assert E._metaworld_instruction("drawer-open-v3") == "Open a drawer"
+    assert E._metaworld_instruction("drawer-open-v3", "fast") == "drawer open"
+
+
+def test_metaworld_default_view_is_lerobots_camera_with_fast_render_settings():
+    """The embedded default's view ("lerobot-fast", make_envs' default): LeRobot's camera pose, skybox and prompts, so
+    its picture is LeRobot's but for shadows, reflections and multisampling (median 3 levels from it at 64 px), and
+    far from the earlier "fast" view at metaworld's own camera pose (median 73)."""
+    assert E.METAWORLD_DEFAULT_VIEW == "lerobot-fast"
+    sims = {v: E._MetaWorldSim(["drawer-open-v3"], 64, view=v) for v in E.METAWORLD_VIEWS}
+    try:
+        images = {v: sim.reset(0, 0)[0][0].astype(float) for v, sim in sims.items()}
+        np.testing.assert_array_equal(sims["lerobot-fast"].env.model.cam_pos[2], E.LEROBOT_CORNER2_POS)
+        assert sims["lerobot-fast"].env.model.vis.quality.shadowsize == 0
+        same_scene = np.median(np.abs(images["lerobot-fast"] - images["lerobot"]))
+        other_pose = np.median(np.abs(images["fast"] - images["lerobot"]))
+        assert same_scene < 10 < other_pose, (same_scene, other_pose)
+    finally:
+        for sim in sims.values():
+            sim.close()
+    assert E._metaworld_instruction("drawer-open-v3", "lerobot-fast") == "Open a drawer"
 
 
 def test_metaworld_worker_keeps_a_bounded_number_of_task_envs(monkeypatch):

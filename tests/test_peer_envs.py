@@ -128,13 +128,13 @@ def test_render_size_is_the_peers(name, env, size):
     the peer renders at, the size the model-input comparisons in this file pass at."""
     assert render_size(DATA_CONFIGS[name], env, 224) == size
     if env.startswith("metaworld"):
-        assert DATA_CONFIGS[name].metaworld_view == "lerobot"
+        assert DATA_CONFIGS[name].metaworld_view == {"lerobot": "lerobot", "rlinf_metaworld": "rlinf"}[name]
 
 
-def test_metaworld_pirl_view_is_caught():
-    """The check fails if the conventions regress: pirl's own view (default camera pose, visuals off, task-name
-    prompts) on the same states is far from LeRobot's (measured mean ~77 levels)."""
-    d, f = compare_task("drawer-open-v3", 480, "pirl")
+def test_metaworld_fast_view_is_caught():
+    """The check fails if the conventions regress: pirl's earlier "fast" view (default camera pose, visuals off,
+    task-name prompts) on the same states is far from LeRobot's (measured mean ~77 levels)."""
+    d, f = compare_task("drawer-open-v3", 480, "fast")
     assert d["state"] <= 1e-6                                # the state does not depend on the view
     assert d["image_mean"] > 30 and d["instruction"] != str(f["prompt"])
 
