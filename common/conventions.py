@@ -63,14 +63,14 @@ class DataConfig:
     """max env steps per episode, by suite (the peer's evaluation)"""
     replan_steps: int | None = None
     """actions executed per chunk in the peer's evaluation"""
-    metaworld_view: str = "lerobot-fast"
+    metaworld_view: str = "fast"
     """MetaWorld camera pose, visuals and prompts: common/envs.py METAWORLD_VIEWS (make_envs(metaworld_view=...))"""
     maniskill_client: str = "pirl"
     """ManiSkill render, state, gripper and episode length: common/envs.py MANISKILL_CLIENTS (make_envs(maniskill_client))"""
 
     def env_options(self, env: str, model_size: int) -> dict:
         """make_envs' keyword args for a policy of this config on `env`: the render size and MetaWorld view its
-        peer trained it on (the embedded default's: the model's size, LeRobot's MetaWorld camera and prompts); on ManiSkill, the
+        peer trained it on (the embedded default's: the model's size, pirl's fast MetaWorld view); on ManiSkill, the
         env client its peer ran."""
         options = {"image_size": render_size(self, env, model_size), "metaworld_view": self.metaworld_view}
         if env.startswith("maniskill"):

@@ -155,21 +155,21 @@ def _require(module: str, package: str):
 #   (0.75, 0.075, 0.7), MuJoCo's default visuals, LeRobot's task descriptions; they render 480 px.
 # - "rlinf": "lerobot" plus RLinf's reset: MetaWorldEnv.reset takes RESET_STEP = 15 zero actions and one more
 #   before its first observation (rlinf/envs/metaworld/metaworld_env.py); the episode's steps count after them.
-# - "lerobot-fast" (the embedded default): the same camera pose, skybox and prompts; shadows, reflections and
-#   multisampling off. Software rendering on a CPU takes ~10x longer with all of MuJoCo's default visuals, which
-#   would put one RL run of the embedded default past 30 minutes (bench/render_views.py; docs/results.md, "The
-#   embedded default's MetaWorld view").
-# - "fast": the embedded default's before issue 25: corner2 at metaworld's own pose (far and high), fast visuals,
-#   task-name prompts ("drawer open"); docs/results.md keeps its numbers as the previous default.
+# - "lerobot-fast": their camera pose, skybox and prompts; shadows, reflections and multisampling off (all of
+#   MuJoCo's default visuals make a CPU rollout 6-12x slower: bench/render_views.py). Meant to become the embedded
+#   default's; not yet: with it the default recipe collapsed on drawer-open (docs/results.md, issue 28).
+# - "fast" (the embedded default's): corner2 at metaworld's own pose (far and high), shadows / reflections / skybox
+#   / multisampling off, task-name prompts ("drawer open").
 METAWORLD_VIEWS = ("lerobot", "rlinf", "lerobot-fast", "fast")
 RLINF_METAWORLD_SETTLE_STEPS = 16
-METAWORLD_DEFAULT_VIEW = "lerobot-fast"
+METAWORLD_DEFAULT_VIEW = "fast"
 LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)
 
 
 def _metaworld_instruction(task: str, view: str = METAWORLD_DEFAULT_VIEW) -> str:
     # lerobot, rlinf, lerobot-fast: the task description LeRobot's and RLinf's MetaWorld data sets were labelled with
-    # ("Open a drawer"); fast: a fixed sentence per task from its name ("pick-place-v3" -> "pick place")
+    # ("Open a drawer"); fast: a fixed sentence per task from its name ("pick-place-v3" -> "pick place"): the model
+    # only needs a consistent prompt per task; SFT demos made with tools/make_demos.py use the same strings
     if view != "fast":
         import json
         return json.loads((Path(__file__).parent / "metaworld_prompts.json").read_text())["TASK_DESCRIPTIONS"][task]
@@ -975,8 +975,7 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
     device: "cuda[:k]" runs ManiSkill tasks on ManiSkill's GPU simulation, all envs batched in this
     process (ManiSkillBatchedEnv); "cpu": one env per worker process. Other simulators run on the CPU.
     metaworld_view: "lerobot" (LeRobot's), "rlinf" (RLinf's: LeRobot's and 16 settle steps), "lerobot-fast" (their
-    camera and prompts with fast render settings: the embedded default's) or "fast" (the embedded default's before
-    issue 25): METAWORLD_VIEWS.
+    camera and prompts with fast render settings) or "fast" (the embedded default's): METAWORLD_VIEWS.
     maniskill_client: "pirl" or "rlinf" (RLinf's π0 / π0.5 checkpoints: 640x480 render resized with pad to
     image_size, qpos state, WidowX gripper 2 * (g > 0.5) - 1, 80-step SIMPLER episodes): MANISKILL_CLIENTS.
     """

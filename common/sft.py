@@ -108,8 +108,8 @@ def action_chunks(demos: Demos, horizon: int) -> np.ndarray:
 
 
 def view_tag(env_name: str) -> str:
-    """The MetaWorld view the demos are rendered in, as part of a cache key ("" elsewhere): an older view's
-    cached demos and SFT policies are never reused for the current one."""
+    """The MetaWorld view the demos are rendered in, as part of a cache key ("" elsewhere): demos and SFT policies
+    cached under one default view are never reused under another."""
     from common.envs import METAWORLD_DEFAULT_VIEW
     return f"__{METAWORLD_DEFAULT_VIEW}-view" if env_name.startswith("metaworld-") else ""
 

@@ -166,7 +166,7 @@ def test_each_script_takes_data_config_and_lists_the_known_names(script):
 def test_every_config_names_a_view_the_envs_know():
     from common.envs import METAWORLD_VIEWS
     assert all(c.metaworld_view in METAWORLD_VIEWS for c in DATA_CONFIGS.values())
-    assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "rlinf" and DATA_CONFIGS["pirl"].metaworld_view == "lerobot-fast"
+    assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "rlinf" and DATA_CONFIGS["pirl"].metaworld_view == "fast"
 
 
 def test_render_size_is_the_peers_on_its_own_simulator_only():
@@ -222,9 +222,9 @@ def test_each_script_builds_its_envs_on_the_checkpoints_view(script, tmp_path):
 
 def test_env_options_reach_the_simulator():
     """DataConfig.env_options -> make_envs: rlinf_metaworld renders 480 px with LeRobot's prompts; the embedded
-    default's (pirl) is the model's size with their camera and prompts, fast render settings (make_envs' default)."""
+    default's (pirl) is the model's size and pirl's fast view, as make_envs' defaults are."""
     from common.envs import make_envs
-    assert DATA_CONFIGS["pirl"].env_options("metaworld-drawer-open-v3", 64) == {"image_size": 64, "metaworld_view": "lerobot-fast"}
+    assert DATA_CONFIGS["pirl"].env_options("metaworld-drawer-open-v3", 64) == {"image_size": 64, "metaworld_view": "fast"}
     envs = make_envs("metaworld-drawer-open-v3", 1, asynchronous=False, autoreset=False,
                      **DATA_CONFIGS["rlinf_metaworld"].env_options("metaworld-drawer-open-v3", 224))
     try:

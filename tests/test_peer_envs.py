@@ -132,8 +132,8 @@ def test_render_size_is_the_peers(name, env, size):
 
 
 def test_metaworld_fast_view_is_caught():
-    """The check fails if the conventions regress: pirl's earlier "fast" view (default camera pose, visuals off,
-    task-name prompts) on the same states is far from LeRobot's (measured mean ~77 levels)."""
+    """The check fails if the conventions regress: pirl's own "fast" view (the embedded default's: default camera
+    pose, visuals off, task-name prompts) on the same states is far from LeRobot's (measured mean ~77 levels)."""
     d, f = compare_task("drawer-open-v3", 480, "fast")
     assert d["state"] <= 1e-6                                # the state does not depend on the view
     assert d["image_mean"] > 30 and d["instruction"] != str(f["prompt"])
