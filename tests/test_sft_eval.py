@@ -48,6 +48,19 @@ def test_no_scripted_expert_is_a_clear_error(cache):
         collect_demos("metaworld-nope-v3", 1, cache_dir=cache)
 
 
+def test_metaworld_caches_are_keyed_by_the_default_view(monkeypatch, tmp_path):
+    """Demos and SFT policies cached under one MetaWorld view are never reused under another (common/sft.py
+    view_tag); other simulators' keys carry no view."""
+    import common.envs as E
+    from common.sft import sft_checkpoint_dir
+    fast = demo_cache_path(ENV, 10, 0, 64, tmp_path), sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path)
+    assert all(f"__{E.METAWORLD_DEFAULT_VIEW}-view" in p.name for p in fast)
+    monkeypatch.setattr(E, "METAWORLD_DEFAULT_VIEW", "lerobot-fast")
+    other = demo_cache_path(ENV, 10, 0, 64, tmp_path), sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path)
+    assert all(a != b for a, b in zip(fast, other))
+    assert "view" not in demo_cache_path("libero-spatial", 10, 0, 64, tmp_path).name
+
+
 def test_action_chunks_repeat_last_action_past_episode_end():
     actions = np.arange(5, dtype=np.float32)[:, None]    # episode 0: steps 0,1,2; episode 1: steps 3,4
     d = Demos(np.zeros((5, 1, 2, 2, 3), np.uint8), np.zeros((5, 1), np.float32), actions,
