@@ -156,7 +156,7 @@ def _require(module: str, package: str):
 # - "rlinf": "lerobot" plus RLinf's reset: MetaWorldEnv.reset takes RESET_STEP = 15 zero actions and one more
 #   before its first observation (rlinf/envs/metaworld/metaworld_env.py); the episode's steps count after them.
 # - "lerobot-fast": their camera pose, skybox and prompts; shadows, reflections and multisampling off (all of
-#   MuJoCo's default visuals make a CPU rollout 6-12x slower: bench/render_views.py). Meant to become the embedded
+#   MuJoCo's default visuals make a CPU rollout ~10x slower: bench/render_views.py). Meant to become the embedded
 #   default's; not yet: with it the default recipe collapsed on drawer-open (docs/results.md, issue 28).
 # - "fast" (the embedded default's): corner2 at metaworld's own pose (far and high), shadows / reflections / skybox
 #   / multisampling off, task-name prompts ("drawer open").

@@ -113,6 +113,7 @@ CASES = {
     "speed: unknown --parts": ("bench/speed.py", ["--parts", "4", "--json-path", "{w}/s.json"], ["--parts"]),
     "memory: --world-size 0": ("bench/memory.py", ["--world-size", "0", "--out", "{w}/m.json"], ["--world-size"]),
     "devset: unknown task": ("bench/devset.py", ["--tasks", "drawer-opn-v3", "--out", "{w}/d.json"], ["metaworld-drawer-opn-v3", "unknown env name"]),
+    "render_views: unknown task": ("bench/render_views.py", ["--task", "drawer-opn-v3", "--out", "{w}/r.json"], ["--task", "metaworld-drawer-opn-v3", "unknown env name"]),
 }
 
 
