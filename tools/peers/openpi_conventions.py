@@ -87,32 +87,48 @@ def import_openpi(src: Path):
     import openpi.models
     import openpi.shared
     openpi.models.tokenizer = _stub("openpi.models.tokenizer", PaligemmaTokenizer=object, FASTTokenizer=object)
+    model_type = stub_array_typing_and_model(src)
+    from openpi import transforms
+    from openpi.policies import libero_policy
+    from openpi.shared import normalize
+    return transforms, libero_policy, normalize, model_type
+
+
+def stub_array_typing_and_model(src: Path):
+    """openpi.shared.array_typing (jaxtyping) and openpi.models.model (jax / flax) as stand-ins, the latter holding
+    only ModelType, run from openpi's own source; returns ModelType. Call after `import openpi.models, openpi.shared`."""
+    import openpi.models
+    import openpi.shared
     any_of = type("AnyOf", (), {"__class_getitem__": classmethod(lambda cls, item: typing.Any)})   # PyTree[str]
     openpi.shared.array_typing = _stub("openpi.shared.array_typing", PyTree=any_of, Array=any_of, KeyArrayLike=any_of)
-    model_src = (src / "openpi" / "models" / "model.py").read_text()   # ModelType, from openpi's source
+    model_src = (src / "openpi" / "models" / "model.py").read_text()
     node = next(n for n in ast.parse(model_src).body if isinstance(n, ast.ClassDef) and n.name == "ModelType")
     ns = {"enum": enum}
     exec(compile(ast.Module([node], []), "openpi/models/model.py", "exec"), ns)
     openpi.models.model = _stub("openpi.models.model", ModelType=ns["ModelType"])
-    from openpi import transforms
-    from openpi.policies import libero_policy
-    from openpi.shared import normalize
-    return transforms, libero_policy, normalize, ns["ModelType"]
+    return ns["ModelType"]
+
+
+def find_train_config(source: str, name: str, where: str) -> ast.Call:
+    """The TrainConfig(name=...) call in a training config's source (openpi's training/config.py, RLinf's
+    dataconfig/__init__.py); KeyError naming `where` if there is none."""
+    for call in ast.walk(ast.parse(source)):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "TrainConfig":
+            kw = {k.arg: k.value for k in call.keywords}
+            if isinstance(kw.get("name"), ast.Constant) and kw["name"].value == name:
+                return call
+    raise KeyError(f"no TrainConfig(name={name!r}) in {where}")
 
 
 def train_config_flags(src: Path, name: str) -> dict:
     """extra_delta_transform and the model type of TrainConfig(name=...) in openpi's training/config.py."""
-    tree = ast.parse((src / "openpi" / "training" / "config.py").read_text())
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "TrainConfig":
-            kw = {k.arg: k.value for k in call.keywords}
-            if isinstance(kw.get("name"), ast.Constant) and kw["name"].value == name:
-                data = {k.arg: k.value for k in kw["data"].keywords}
-                model = {k.arg: k.value for k in kw["model"].keywords}
-                pi05 = "pi05" in model and ast.literal_eval(model["pi05"])
-                return {"extra_delta_transform": ast.literal_eval(data["extra_delta_transform"]),
-                        "data_factory": kw["data"].func.id, "pi05": bool(pi05)}
-    raise KeyError(f"no TrainConfig(name={name!r}) in openpi's config.py")
+    call = find_train_config((src / "openpi" / "training" / "config.py").read_text(), name, "openpi's config.py")
+    kw = {k.arg: k.value for k in call.keywords}
+    data = {k.arg: k.value for k in kw["data"].keywords}
+    model = {k.arg: k.value for k in kw["model"].keywords}
+    pi05 = "pi05" in model and ast.literal_eval(model["pi05"])
+    return {"extra_delta_transform": ast.literal_eval(data["extra_delta_transform"]),
+            "data_factory": kw["data"].func.id, "pi05": bool(pi05)}
 
 
 def libero_states(rng) -> np.ndarray:

@@ -112,7 +112,7 @@ def main():
     import hashlib
     main_py = args.openpi_src / "examples/libero/main.py"
     meta = {"openpi_main_py_sha256": hashlib.sha256(main_py.read_bytes()).hexdigest(),   # = openpi 15a9616's
-            "openpi_client": md.version("openpi-client") if _has_dist("openpi-client") else openpi_client.__file__,
+            "openpi_client": md.version("openpi-client") if has_dist("openpi-client") else openpi_client.__file__,
             "hf_libero": md.version("hf-libero"), "robosuite": md.version("robosuite"), "mujoco": md.version("mujoco"),
             "pillow": md.version("pillow"), "suite": args_suite, "task_id": 0,
             "init_states": list(range(args.num_init_states)), "seed": 7}
@@ -120,7 +120,8 @@ def main():
     print(json.dumps(meta), [str(e["prompt"]) for e in elements[:1]], elements[0]["observation/state"])
 
 
-def _has_dist(name):
+def has_dist(name: str) -> bool:
+    """Whether the distribution `name` is installed (openpi_client may come as a bare package folder instead)."""
     import importlib.metadata as md
     try:
         md.version(name)

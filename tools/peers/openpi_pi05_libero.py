@@ -42,16 +42,12 @@ D = 32   # openpi's Pi0Config.action_dim: PadStatesAndActions
 
 def train_config(src: Path, name: str) -> dict:
     """The TrainConfig(name=...) call of training/config.py: its data factory and keyword literals, the model's."""
-    for call in ast.walk(ast.parse((src / "openpi" / "training" / "config.py").read_text())):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "TrainConfig":
-            kw = {k.arg: k.value for k in call.keywords}
-            if isinstance(kw.get("name"), ast.Constant) and kw["name"].value == name:
-                data = {k.arg: ast.literal_eval(k.value) for k in kw["data"].keywords
-                        if isinstance(k.value, ast.Constant)}
-                model = {k.arg: ast.literal_eval(k.value) for k in kw["model"].keywords}
-                return {"data_factory": kw["data"].func.id, "model_class": ast.unparse(kw["model"].func),
-                        "data": data, "model": model}
-    raise KeyError(f"no TrainConfig(name={name!r}) in openpi's config.py")
+    from openpi_conventions import find_train_config
+    call = find_train_config((src / "openpi" / "training" / "config.py").read_text(), name, "openpi's config.py")
+    kw = {k.arg: k.value for k in call.keywords}
+    data = {k.arg: ast.literal_eval(k.value) for k in kw["data"].keywords if isinstance(k.value, ast.Constant)}
+    model = {k.arg: ast.literal_eval(k.value) for k in kw["model"].keywords}
+    return {"data_factory": kw["data"].func.id, "model_class": ast.unparse(kw["model"].func), "data": data, "model": model}
 
 
 def image_digest(images: np.ndarray) -> str:
@@ -129,7 +125,8 @@ def main():
         model_out=model_out, to_env=np.stack([r[1]["actions"] for r in rows]),                    # (n, 10, 7)
         **{f"{k}_{f}": getattr(v, f) for k, v in stats.items() for f in ("mean", "std", "q01", "q99")})
     import importlib.metadata as md
-    client_version = md.version("openpi-client") if _has("openpi-client") else openpi_client.__version__
+    from openpi_libero_client import has_dist
+    client_version = md.version("openpi-client") if has_dist("openpi-client") else openpi_client.__version__
     meta = {"peer": "openpi", "commit": "15a9616", "config": CONFIG, "train_config": cfg, "max_token_len": max_len,
             "use_quantiles": use_quantiles, "openpi_client": client_version, "pillow": md.version("pillow"),
             "sentencepiece": md.version("sentencepiece"), "tokenizer_urls": sorted(set(asked)),
@@ -141,15 +138,6 @@ def main():
     print(f"{CONFIG}: {n} observations, tokens {rows[0][0]['tokenized_prompt'].shape} "
           f"({int(rows[0][0]['tokenized_prompt_mask'].sum())} used), state {rows[0][0]['state'].shape}, "
           f"image masks {[bool(rows[0][0]['image_mask'][k]) for k in keys]}, to_env {rows[0][1]['actions'].shape}")
-
-
-def _has(dist: str) -> bool:
-    import importlib.metadata as md
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openpi_conventions import import_openpi  # noqa: E402  (openpi's transforms, with its stand-ins)
+from openpi_conventions import find_train_config, import_openpi  # noqa: E402  (openpi's transforms, with its stand-ins)
 
 OUT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "peers" / "rlinf_maniskill"
 CONFIGS = {"pi0_maniskill": 8, "pi05_maniskill": 10}   # RLinf TrainConfig name -> action horizon (its yamls' openpi)
@@ -87,17 +87,13 @@ def import_rlinf(git_dir: Path, openpi_src: Path):
 
 def train_config_flags(git_dir: Path, name: str) -> dict:
     """extra_delta_transform, data factory and pi05 of TrainConfig(name=...) in RLinf's openpi dataconfig/__init__.py."""
-    tree = ast.parse(git_show(git_dir, "rlinf/models/embodiment/openpi/dataconfig/__init__.py"))
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "TrainConfig":
-            kw = {k.arg: k.value for k in call.keywords}
-            if isinstance(kw.get("name"), ast.Constant) and kw["name"].value == name:
-                data = {k.arg: k.value for k in kw["data"].keywords}
-                model = {k.arg: k.value for k in kw["model"].keywords}
-                return {"extra_delta_transform": ast.literal_eval(data.get("extra_delta_transform", ast.Constant(False))),
-                        "data_factory": kw["data"].func.id,
-                        "pi05": "pi05" in model and bool(ast.literal_eval(model["pi05"]))}
-    raise KeyError(f"no TrainConfig(name={name!r}) in RLinf's dataconfig/__init__.py")
+    call = find_train_config(git_show(git_dir, "rlinf/models/embodiment/openpi/dataconfig/__init__.py"), name,
+                             "RLinf's dataconfig/__init__.py")
+    kw = {k.arg: k.value for k in call.keywords}
+    data = {k.arg: k.value for k in kw["data"].keywords}
+    model = {k.arg: k.value for k in kw["model"].keywords}
+    return {"extra_delta_transform": ast.literal_eval(data.get("extra_delta_transform", ast.Constant(False))),
+            "data_factory": kw["data"].func.id, "pi05": "pi05" in model and bool(ast.literal_eval(model["pi05"]))}
 
 
 def bridge_like_actions(rng, n: int) -> np.ndarray:

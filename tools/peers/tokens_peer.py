@@ -34,12 +34,9 @@ Stand-ins, and only these:
     hub files load as. The raw states enter LeRobot's pipeline as float32 tensors, as its env wrappers hand them.
 """
 import argparse
-import ast
-import enum
 import json
 import sys
 import types
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +125,7 @@ def import_openpi(src: Path, model_file: Path, client_dir: Path | None = None):
     client_dir: openpi_client's own package (its image_tools, for ResizeImages), else an empty stand-in.
     Returns (tokenizer module, transforms, normalize, ModelType, the URLs maybe_download was asked for)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from openpi_conventions import _flatten_dict, _stub, _tree_map, _unflatten_dict
+    from openpi_conventions import _flatten_dict, _stub, _tree_map, _unflatten_dict, stub_array_typing_and_model
     _stub("jax", tree=types.SimpleNamespace(map=_tree_map))
     _stub("flax").traverse_util = _stub("flax.traverse_util", flatten_dict=_flatten_dict,
                                         unflatten_dict=_unflatten_dict)
@@ -141,13 +138,7 @@ def import_openpi(src: Path, model_file: Path, client_dir: Path | None = None):
     sys.path.insert(0, str(src))
     import openpi.models
     import openpi.shared
-    any_of = type("AnyOf", (), {"__class_getitem__": classmethod(lambda cls, item: typing.Any)})   # PyTree[str]
-    openpi.shared.array_typing = _stub("openpi.shared.array_typing", PyTree=any_of, Array=any_of, KeyArrayLike=any_of)
-    model_src = (src / "openpi" / "models" / "model.py").read_text()   # ModelType, from openpi's source
-    node = next(n for n in ast.parse(model_src).body if isinstance(n, ast.ClassDef) and n.name == "ModelType")
-    ns = {"enum": enum}
-    exec(compile(ast.Module([node], []), "openpi/models/model.py", "exec"), ns)
-    openpi.models.model = _stub("openpi.models.model", ModelType=ns["ModelType"])
+    model_type = stub_array_typing_and_model(src)
     import openpi.models.utils   # a namespace package; its fsq_tokenizer (FAST only) needs jax / flax
     openpi.models.utils.fsq_tokenizer = _stub("openpi.models.utils.fsq_tokenizer")
     asked = []
@@ -160,7 +151,7 @@ def import_openpi(src: Path, model_file: Path, client_dir: Path | None = None):
     from openpi import transforms
     from openpi.models import tokenizer
     from openpi.shared import normalize
-    return tokenizer, transforms, normalize, ns["ModelType"], asked
+    return tokenizer, transforms, normalize, model_type, asked
 
 
 def run_openpi(out: Path, src: Path):
