@@ -71,6 +71,11 @@ def _eagle_config(path: Path, eagle_config) -> dict:
 def config_from(sd: dict, head_cfg: dict, backbone_cfg: dict, eagle_cfg: dict, **overrides) -> GrootConfig:
     """Every size the weights hold from the weights; heads, eps, rope from the configs (defaults: N1.5's)."""
     base = GrootConfig()
+    dit, vl = head_cfg.get("diffusion_model_cfg") or {}, head_cfg.get("vl_self_attention_cfg") or {}
+    for name, cfg in (("diffusion_model_cfg", dit), ("vl_self_attention_cfg", vl)):
+        if cfg.get("positional_embeddings"):
+            raise ValueError(f"config.json action_head_cfg.{name}.positional_embeddings={cfg['positional_embeddings']!r}: "
+                             "pirl's GR00T is N1.5, whose DiT and VL blocks use none (null)")
     vp = "backbone.eagle_model.vision_model.vision_model."
     lp = "backbone.eagle_model.language_model.model."
     pe = sd[vp + "embeddings.patch_embedding.weight"]
@@ -79,10 +84,6 @@ def config_from(sd: dict, head_cfg: dict, backbone_cfg: dict, eagle_cfg: dict, *
     q = sd[lp + "layers.0.self_attn.q_proj.weight"]
     hd = sd[lp + "layers.0.self_attn.q_norm.weight"].shape[0]
     vcfg, tcfg = eagle_cfg.get("vision_config", {}), eagle_cfg.get("text_config", {})
-    dit, vl = head_cfg.get("diffusion_model_cfg") or {}, head_cfg.get("vl_self_attention_cfg") or {}
-    for name, cfg in (("diffusion_model_cfg", dit), ("vl_self_attention_cfg", vl)):
-        if cfg.get("positional_embeddings"):
-            raise NotImplementedError(f"{name}.positional_embeddings={cfg['positional_embeddings']!r} (N1.5 uses none)")
     E = sd["action_head.future_tokens.weight"].shape[1]
     E_vl = sd["action_head.model.transformer_blocks.0.attn1.to_k.weight"].shape[1]
     mlp1_in = next(v for k, v in sorted(sd.items()) if k.startswith("backbone.eagle_model.mlp1.") and v.ndim == 2).shape[1]

@@ -310,6 +310,16 @@ N15_RELEASED = dict(
     backbone_cfg=dict(project_to_dim=None, select_layer=12))
 
 
+def test_a_head_config_with_positional_embeddings_is_one_value_error_naming_the_key():
+    """N1.5's DiT and VL blocks have no positional embeddings; a config that asks for them is another model: the load
+    stops with one ValueError naming the key (an `error:` line in the scripts), not a NotImplementedError traceback."""
+    from common.groot_checkpoint import config_from
+    ah = {**N15_RELEASED["action_head_cfg"], "diffusion_model_cfg": {**N15_RELEASED["action_head_cfg"]["diffusion_model_cfg"],
+                                                                     "positional_embeddings": "sinusoidal"}}
+    with pytest.raises(ValueError, match=r"diffusion_model_cfg\.positional_embeddings='sinusoidal'"):
+        config_from({}, ah, N15_RELEASED["backbone_cfg"], {})
+
+
 def test_groot_preset_has_the_released_n15_sizes_and_loads_them_without_a_head_config():
     """The full-size preset is N1.5-3B as released (no eagle_linear, E_vl 2048, VL attention 32 x 64), and a dir whose
     config holds no action_head_cfg (a LeRobot 0.5.1 dir without its base model's config) gets the same heads from the
