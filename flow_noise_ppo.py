@@ -71,7 +71,9 @@ class Args:
     data_config: Optional[str] = None
     """the checkpoint's training data conventions (common/conventions.py), where its files do not record them:
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
-    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
+    an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
+    RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
+    rlinf_maniskill, rlinf_metaworld, pirl"""
     embodiment: Optional[str] = None
     """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id (default: the checkpoint's own)"""
     resume: Optional[str] = None

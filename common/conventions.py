@@ -8,12 +8,14 @@ as the env takes them. `resolve_data_config` picks the row for a loaded checkpoi
 `--data-config NAME`, else one `error:` line where the choice matters and the files cannot tell.
 
 Applied by pirl today: `delta_mask` (common/processor.py actions_to_env / actions_to_model, everywhere), and
-`render_size`, `metaworld_view` and `maniskill_client` (DataConfig.env_options: make_envs in the RL scripts, their
-held-out evals and tools/evaluate.py; `maniskill_client="rlinf"` applies all of rlinf_maniskill's fields: its render
-and resize, prompt, gripper, state and episode length), and `replan_steps` as tools/evaluate.py's default
-(common/evaluate.py sampling_defaults). A LeRobot model's cameras are matched to its image slots by name (camera_order,
-below). The other fields record what the peer's client does (resize, prompt, gripper, state, episode lengths) as the
-reference for the envs; pirl's LIBERO envs do not switch on them yet.
+`render_size`, `metaworld_view`, `maniskill_client` and `libero_client` (DataConfig.env_options: make_envs in the RL
+scripts, their held-out evals and tools/evaluate.py; `maniskill_client="rlinf"` applies all of rlinf_maniskill's
+fields: its render and resize, prompt, gripper, state and episode length; `libero_client="rlinf"` RLinf's 15 settle
+steps and its episode lengths, rlinf_pi0_libero / rlinf_pi05_libero's `episode_steps`), and `replan_steps` as
+tools/evaluate.py's default (common/evaluate.py sampling_defaults). A LeRobot model's cameras are matched to its image
+slots by name (camera_order, below). The other fields record what the peer's client does (resize, prompt, gripper,
+state, episode lengths) as the reference for the envs; pirl's LIBERO envs do not switch on the openpi / LeRobot
+episode lengths (they run the paper's, common/envs.py LIBERO_SUITES).
 
 Facts read at openpi 15a9616 (src/openpi/training/config.py, src/openpi/transforms.py,
 src/openpi/policies/libero_policy.py, examples/libero/main.py), RLinf a3816b5
@@ -63,19 +65,29 @@ class DataConfig:
     """max env steps per episode, by suite (the peer's evaluation)"""
     replan_steps: int | None = None
     """actions executed per chunk in the peer's evaluation"""
+    replan_steps_by_env: dict = field(default_factory=dict)
+    """replan_steps on these envs instead (RLinf's libero-long: 10 actions per chunk)"""
     metaworld_view: str = "fast"
     """MetaWorld camera pose, visuals and prompts: common/envs.py METAWORLD_VIEWS (make_envs(metaworld_view=...))"""
     maniskill_client: str = "pirl"
     """ManiSkill render, state, gripper and episode length: common/envs.py MANISKILL_CLIENTS (make_envs(maniskill_client))"""
+    libero_client: str = "openpi"
+    """LIBERO settle steps after reset and episode lengths: common/envs.py LIBERO_CLIENTS (make_envs(libero_client))"""
 
     def env_options(self, env: str, model_size: int) -> dict:
         """make_envs' keyword args for a policy of this config on `env`: the render size and MetaWorld view its
-        peer trained it on (the embedded default's: the model's size, pirl's fast MetaWorld view); on ManiSkill, the
-        env client its peer ran."""
+        peer trained it on (the embedded default's: the model's size, pirl's fast MetaWorld view); on ManiSkill and
+        LIBERO, the env client its peer ran."""
         options = {"image_size": render_size(self, env, model_size), "metaworld_view": self.metaworld_view}
         if env.startswith("maniskill"):
             options["maniskill_client"] = self.maniskill_client
+        if env.startswith("libero"):
+            options["libero_client"] = self.libero_client
         return options
+
+    def replan_steps_on(self, env: str | None) -> int | None:
+        """Actions executed per chunk in the peer's evaluation of `env` (None: not recorded)."""
+        return self.replan_steps_by_env.get(env, self.replan_steps)
 
     @property
     def delta(self) -> bool:
@@ -112,8 +124,7 @@ class DataConfig:
 
 
 # ---- the known configs ----------------------------------------------------------------------------
-# openpi's LIBERO client (examples/libero/main.py). RLinf's own LIBERO env (rlinf/envs/libero/libero_env.py,
-# examples/embodiment/config/env/libero_*.yaml) also renders 256 px and seeds each env; its episodes: 240 / 240 / 320 / 512
+# openpi's LIBERO client (examples/libero/main.py)
 _LIBERO = dict(
     simulator="libero", cameras=("agentview_image", "robot0_eye_in_hand_image"), render_sizes={"libero": 256},
     resize="flip both axes, resize_with_pad to 224",
@@ -121,6 +132,16 @@ _LIBERO = dict(
     state="eef pos (3) + axis-angle of the eef quaternion (3) + gripper qpos (2)",
     episode_steps={"libero-spatial": 220, "libero-object": 280, "libero-goal": 300, "libero-long": 520, "libero-90": 400},
     replan_steps=5)
+# RLinf's own LIBERO env (rlinf/envs/libero/libero_env.py LiberoEnv, examples/embodiment/config/env/libero_*.yaml and
+# libero_{spatial,object,goal,10}_ppo_openpi{,_pi05}.yaml), where the paper's π0 / π0.5 LIBERO checkpoints were
+# RL-trained and evaluated: openpi's observations (256 px renders flipped on both axes, the same 8-D state and
+# task.language, openpi's ResizeImages to 224) after 15 settle steps, not 10 (tests/test_peer_rlinf_libero.py runs it)
+_RLINF_LIBERO = dict(
+    _LIBERO, libero_client="rlinf",
+    resize="flip both axes, resize_with_pad to 224 (openpi's ResizeImages); 15 steps of [0] * 6 + [-1] after each reset",
+    episode_steps={"libero-spatial": 240, "libero-object": 240, "libero-goal": 320, "libero-long": 480,
+                   "libero-90": 512},   # = common/envs.py RLINF_LIBERO_MAX_STEPS
+    replan_steps_by_env={"libero-long": 10})   # actor.model.num_action_chunks: 5, libero_10_*_openpi*.yaml: 10
 
 DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
     DataConfig("pirl", "pirl", "any",
@@ -134,6 +155,10 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
     DataConfig("pi0_libero_horizon10", "RLinf π0", delta_mask=make_bool_mask(6, -1), **_LIBERO),
     # openpi / RLinf pi05_libero: extra_delta_transform=False
     DataConfig("pi05_libero", "openpi / RLinf π0.5", **_LIBERO),
+    # the same two training configs (RLinf model/pi0.yaml config_name pi0_libero, model/pi0_5.yaml pi05_libero) in
+    # RLinf's LIBERO env: the paper's checkpoints (common/hub.py PAPER_CHECKPOINTS) and RLinf's RL outputs
+    DataConfig("rlinf_pi0_libero", "RLinf π0", delta_mask=make_bool_mask(6, -1), **_RLINF_LIBERO),
+    DataConfig("rlinf_pi05_libero", "RLinf π0.5", **_RLINF_LIBERO),
     # LeRobot: absolute unless config.json says use_relative_actions (refused at load, common/checkpoint.py)
     # (envs/configs.py LiberoEnv observation_height 360; envs/libero.py TASK_SUITE_MAX_STEPS)
     # LeRobot's own render sizes: MetaWorld's default 480 (its env never overrides it), LIBERO's env config 360
@@ -158,7 +183,7 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
                prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
                metaworld_view="rlinf"),
 )}
-assert all(DATA_CONFIGS[n].delta for n in ("pi0_libero", "pi0_libero_horizon10"))
+assert all(DATA_CONFIGS[n].delta for n in ("pi0_libero", "pi0_libero_horizon10", "rlinf_pi0_libero"))
 
 
 def render_size(data_config: DataConfig, env: str, model_size: int) -> int:
@@ -203,13 +228,17 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
         return DATA_CONFIGS[flag]
     # an openpi / RLinf checkpoint: the action space lives in its training config only
     if env.startswith("libero"):
+        rlinf = "rlinf_" if source == "rlinf" else ""   # RLinf's own saves ran in RLinf's LIBERO env
         if variant == "pi05":   # openpi and RLinf ship one π0.5 LIBERO config, pi05_libero (absolute)
-            print("data config: pi05_libero (openpi / RLinf's π0.5 LIBERO config, absolute actions); "
-                  "pass --data-config pi0_libero if yours was trained with extra_delta_transform=True")
-            return DATA_CONFIGS["pi05_libero"]
+            print(f"data config: {rlinf}pi05_libero (openpi / RLinf's π0.5 LIBERO config, absolute actions"
+                  f"{', RLinf' if rlinf else ', openpi'}'s LIBERO client); pass --data-config {rlinf}pi0_libero if "
+                  "yours was trained with extra_delta_transform=True")
+            return DATA_CONFIGS[f"{rlinf}pi05_libero"]
         raise UsageError(f"an {source} π0 checkpoint on {env}: name its training config: --data-config pi0_libero "
-                         "(delta actions: openpi / RLinf's pi0_libero, the paper's RLinf-Pi0 SFT checkpoints) or "
-                         "--data-config pi05_libero (absolute actions: trained with extra_delta_transform=False)")
+                         "(delta actions: openpi / RLinf's pi0_libero, in openpi's LIBERO client) or "
+                         "--data-config rlinf_pi0_libero (the same, in RLinf's LIBERO env: the paper's RLinf-Pi0 "
+                         "checkpoints), or --data-config pi05_libero / rlinf_pi05_libero (absolute actions: trained "
+                         "with extra_delta_transform=False)")
     if env.startswith("maniskill"):
         return DATA_CONFIGS["rlinf_maniskill"]
     if env.startswith("metaworld"):

@@ -71,6 +71,22 @@ LIBERO_SUITES = {  # our name -> (LIBERO benchmark name, max episode steps)
     "libero-90": ("libero_90", 400),  # openpi's LIBERO example uses 400 for libero_90
 }
 LIBERO_SETTLE_STEPS = 10  # no-op steps after reset: objects fall onto the table (openpi: 10)
+# LIBERO clients: whose env client pirl's LIBERO envs copy (make_envs(libero_client=...)). Both flip both image axes,
+# send [0] * 6 + [-1] (gripper open) while the objects settle, and build the same 8-D state and prompt.
+#   "openpi": examples/libero/main.py (openpi 15a9616): LIBERO_SETTLE_STEPS after set_init_state; episodes of
+#             LIBERO_SUITES (the paper's Table 7).
+#   "rlinf":  RLinf's π0 / π0.5 LIBERO checkpoints (RLinf a3816b5: rlinf/envs/libero/libero_env.py LiberoEnv.reset,
+#             `for _ in range(15)` with zero_actions[:, -1] = -1 since env/libero_*.yaml set reset_gripper_open: True),
+#             episodes of RLINF_LIBERO_MAX_STEPS.
+LIBERO_CLIENTS = ("openpi", "rlinf")
+RLINF_LIBERO_SETTLE_STEPS = 15
+RLINF_LIBERO_MAX_STEPS = {   # max_episode_steps, env.train = env.eval, as RLinf's run yamls compose them
+    "libero-spatial": 240,   # libero_spatial_{ppo,grpo}_openpi{,_pi05}.yaml
+    "libero-object": 240,    # libero_object_{ppo,grpo}_openpi{,_pi05}.yaml
+    "libero-goal": 320,      # libero_goal_{ppo,grpo}_openpi{,_pi05}.yaml
+    "libero-long": 480,      # libero_10_{ppo,grpo}_openpi{,_pi05}.yaml (over env/libero_10.yaml's 512)
+    "libero-90": 512,        # env/libero_90.yaml (no openpi run yaml)
+}
 
 METAWORLD_MAX_STEPS = 100  # RLinf metaworld_50_ppo_openpi.yaml: max_episode_steps 100
 METAWORLD_CAMERA = "corner2"  # fixed view of the table from the front-right: gripper + objects
@@ -288,6 +304,23 @@ def _quat2axisangle(q):  # robosuite quaternion (x, y, z, w) -> axis * angle
     return q[:3] / s * 2.0 * np.arccos(w)
 
 
+def _check_libero_client(client: str):
+    if client not in LIBERO_CLIENTS:
+        raise ValueError(f"LIBERO client {client!r}; known: {LIBERO_CLIENTS}")
+
+
+def libero_settle_steps(client: str = "openpi") -> int:
+    """Steps of [0] * 6 + [-1] after set_init_state, before the first observation: openpi's 10, RLinf's 15."""
+    _check_libero_client(client)
+    return RLINF_LIBERO_SETTLE_STEPS if client == "rlinf" else LIBERO_SETTLE_STEPS
+
+
+def libero_max_steps(name: str, client: str = "openpi") -> int:
+    """Steps per episode of LIBERO suite `name`: RLinf's for its checkpoints, else the paper's (LIBERO_SUITES)."""
+    _check_libero_client(client)
+    return RLINF_LIBERO_MAX_STEPS[name] if client == "rlinf" else LIBERO_SUITES[name][1]
+
+
 def libero_scene_seed(seed: int, task_id: int, init_id: int) -> int:
     """The numpy seed of one LIBERO episode's scene: a function of the run seed, the task and the init state only."""
     return int(np.random.SeedSequence([seed, task_id, init_id]).generate_state(1)[0])
@@ -298,7 +331,8 @@ class _LiberoSim:
 
     state_dim, action_dim, num_cameras = 8, 7, 2
 
-    def __init__(self, suite: str, image_size: int, seed: int = 0):
+    def __init__(self, suite: str, image_size: int, seed: int = 0, client: str = "openpi"):
+        _check_libero_client(client)
         _require("libero", "hf-libero==0.1.4")
         _mujoco_warnings_to_stderr()
         assets = _libero_assets_dir()
@@ -307,7 +341,7 @@ class _LiberoSim:
             ll._assets_path_cache = assets  # read by get_assets_path() before any download attempt
         from libero.libero import benchmark
         self.suite = benchmark.get_benchmark_dict()[suite]()
-        self.image_size, self.seed = image_size, seed
+        self.image_size, self.seed, self.client = image_size, seed, client
         self.env, self.task_id = None, None
 
     def reset(self, task_id: int, init_id: int):
@@ -323,12 +357,14 @@ class _LiberoSim:
             self.init_states = self.suite.get_task_init_states(task_id)
             self.task_id = task_id
         # LIBERO (robosuite) re-places its fixtures from numpy's global RNG at every reset (and draws from it
-        # while stepping): seed it for this episode (openpi: env.seed(7) once; LeRobot: every reset), so that the
-        # same task, init state and run seed give the same episode in any process or env slot
+        # while stepping): seed it for this episode (openpi: env.seed(7) once; LeRobot: every reset; RLinf: its env
+        # seed x resetting envs + env index at every reset, rlinf/envs/libero/libero_env.py _reconfigure, so that one
+        # env slot always draws the same furniture layout), so that the same task, init state and run seed give the
+        # same episode in any process or env slot
         self.env.seed(libero_scene_seed(self.seed, task_id, init_id))
         self.env.reset()
         self.obs = self.env.set_init_state(self.init_states[init_id])
-        for _ in range(LIBERO_SETTLE_STEPS):
+        for _ in range(libero_settle_steps(self.client)):
             self.obs, _, _, _ = self.env.step(np.array([0.0] * 6 + [-1.0]))
         return self.observe()
 
@@ -967,7 +1003,7 @@ def camera_names(name: str) -> tuple[str, ...]:
 def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
               autoreset: bool = True, device: str = "cpu", max_episode_steps: int | None = None,
               asynchronous: bool | None = None, metaworld_view: str = METAWORLD_DEFAULT_VIEW,
-              maniskill_client: str = "pirl") -> ChunkVecEnv:
+              maniskill_client: str = "pirl", libero_client: str = "openpi") -> ChunkVecEnv:
     """Build the vectorised env `name` (one of ENV_NAMES).
 
     image_size: square render size (default 224). max_episode_steps overrides the benchmark's
@@ -978,6 +1014,8 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
     camera and prompts with fast render settings) or "fast" (the embedded default's): METAWORLD_VIEWS.
     maniskill_client: "pirl" or "rlinf" (RLinf's π0 / π0.5 checkpoints: 640x480 render resized with pad to
     image_size, qpos state, WidowX gripper 2 * (g > 0.5) - 1, 80-step SIMPLER episodes): MANISKILL_CLIENTS.
+    libero_client: "openpi" or "rlinf" (RLinf's π0 / π0.5 checkpoints: 15 settle steps after each reset, RLinf's
+    episode lengths RLINF_LIBERO_MAX_STEPS): LIBERO_CLIENTS.
     """
     check_env_name(name, "make_envs(name)")
     if num_envs < 1:
@@ -989,12 +1027,13 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
         asynchronous = num_envs > 1
     common = dict(num_envs=num_envs, seed=seed, autoreset=autoreset, asynchronous=asynchronous)
     if name in LIBERO_SUITES:
-        suite, steps = LIBERO_SUITES[name]
+        suite, steps = LIBERO_SUITES[name][0], libero_max_steps(name, libero_client)
         _require("libero", "hf-libero==0.1.4")
         from libero.libero import benchmark
         s = benchmark.get_benchmark_dict()[suite]()
         descs = [s.get_task(i).language for i in range(s.n_tasks)]
-        return ChunkVecEnv(_Factory(_LiberoSim, suite, image_size, seed), max_episode_steps=max_episode_steps or steps,
+        return ChunkVecEnv(_Factory(_LiberoSim, suite, image_size, seed, libero_client),
+                           max_episode_steps=max_episode_steps or steps,
                            task_descriptions=descs, train_init_ids=range(50), eval_init_ids=range(50),
                            context="forkserver", **common)
     if name.startswith("metaworld-"):

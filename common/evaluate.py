@@ -132,11 +132,13 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
                          "use a checkpoint trained on this env")
 
 
-def sampling_defaults(processor) -> dict:
+def sampling_defaults(processor, env: str | None = None) -> dict:
     """The evaluation settings a checkpoint's own files or data config record, for flags the user left out:
-    {"replan_steps": LeRobot config.json n_action_steps, else the data config's peer evaluation's (openpi's LIBERO
-    client: 5); "num_steps": LeRobot config.json num_inference_steps}, each only where recorded."""
-    out = {"replan_steps": processor.data_config.replan_steps} if processor.data_config.replan_steps else {}
+    {"replan_steps": LeRobot config.json n_action_steps, else the data config's peer evaluation's on `env` (openpi's
+    LIBERO client: 5; RLinf's: 5, libero-long 10); "num_steps": LeRobot config.json num_inference_steps}, each only
+    where recorded."""
+    replan = processor.data_config.replan_steps_on(env)
+    out = {"replan_steps": replan} if replan else {}
     config = processor.provenance.source_files.get("config.json")   # a LeRobot checkpoint's, kept as it came
     meta = json.loads(config) if config is not None else {}
     out.update({ours: meta[theirs] for ours, theirs in (("replan_steps", "n_action_steps"),

@@ -27,18 +27,19 @@ from common.errors import UsageError
 # (examples/embodiment/config/libero_{spatial,10}_ppo_openpi[_pi05].yaml, maniskill_ppo_openpi[_pi05].yaml,
 # metaworld_50_ppo_openpi[_pi05].yaml). The paper (5.1, footnotes 4-6) names the LIBERO ones as they were before
 # RLinf renamed them (RLinf PR #471): RLinf-Pi0-SFT-Spatial-Object-Goal, RLinf-Pi0-SFT-Long, RLinf-Pi05-SFT.
-# Data configs: RLinf's model/pi0.yaml openpi config_name "pi0_libero", model/pi0_5.yaml "pi05_libero"; its
+# Data configs: RLinf's model/pi0.yaml openpi config_name "pi0_libero", model/pi0_5.yaml "pi05_libero", run in RLinf's
+# own LIBERO env (the paper's RL and evaluations): rlinf_pi0_libero / rlinf_pi05_libero; its
 # ManiSkill / MetaWorld configs name "pi0_maniskill" / "pi05_maniskill" and "pi0_metaworld" / "pi05_metaworld",
 # which common/conventions.py holds as rlinf_maniskill and rlinf_metaworld (the same transforms for π0 and π0.5).
 PAPER_CHECKPOINTS: dict[tuple[str, str], tuple[str, str]] = {
-    ("libero-spatial", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "pi0_libero"),
-    ("libero-object", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "pi0_libero"),
-    ("libero-goal", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "pi0_libero"),
-    ("libero-long", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Long-SFT", "pi0_libero"),
-    ("libero-spatial", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "pi05_libero"),   # one π0.5 SFT for all four suites
-    ("libero-object", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "pi05_libero"),
-    ("libero-goal", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "pi05_libero"),
-    ("libero-long", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "pi05_libero"),
+    ("libero-spatial", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "rlinf_pi0_libero"),
+    ("libero-object", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "rlinf_pi0_libero"),
+    ("libero-goal", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "rlinf_pi0_libero"),
+    ("libero-long", "pi0"): ("RLinf/RLinf-Pi0-LIBERO-Long-SFT", "rlinf_pi0_libero"),
+    ("libero-spatial", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "rlinf_pi05_libero"),   # one π0.5 SFT for all four suites
+    ("libero-object", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "rlinf_pi05_libero"),
+    ("libero-goal", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "rlinf_pi05_libero"),
+    ("libero-long", "pi05"): ("RLinf/RLinf-Pi05-LIBERO-SFT", "rlinf_pi05_libero"),
     # RLinf's env maniskill_put_on_plate_in_scene_25_main (PutOnPlateInScene25Main-v3): the paper's 4352-variation
     # pick-and-place generalisation set (5.2.2); no SFT checkpoint is published for the four SIMPLER tasks
     ("maniskill-put-on-plate", "pi0"): ("RLinf/RLinf-Pi0-ManiSkill-25Main-SFT", "rlinf_maniskill"),

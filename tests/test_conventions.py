@@ -104,8 +104,11 @@ def test_openpi_pi0_on_libero_needs_its_config_named():
     with pytest.raises(UsageError) as err:
         resolve_data_config(None, _proc("openpi"), "libero-spatial")
     assert "--data-config pi0_libero" in str(err.value) and "pi05_libero" in str(err.value)
+    assert "--data-config rlinf_pi0_libero" in str(err.value) and "rlinf_pi05_libero" in str(err.value)
     assert "\n" not in str(err.value)
     assert resolve_data_config("pi0_libero", _proc("rlinf"), "libero-goal").delta
+    with pytest.raises(UsageError, match="--data-config rlinf_pi0_libero"):   # an RLinf save: its own env's names
+        resolve_data_config(None, _proc("rlinf"), "libero-goal")
 
 
 def test_resolution_defaults(tmp_path, capsys):
@@ -164,9 +167,56 @@ def test_each_script_takes_data_config_and_lists_the_known_names(script):
 
 
 def test_every_config_names_a_view_the_envs_know():
-    from common.envs import METAWORLD_VIEWS
+    from common.envs import LIBERO_CLIENTS, METAWORLD_VIEWS
     assert all(c.metaworld_view in METAWORLD_VIEWS for c in DATA_CONFIGS.values())
     assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "rlinf" and DATA_CONFIGS["pirl"].metaworld_view == "fast"
+    assert all(c.libero_client in LIBERO_CLIENTS for c in DATA_CONFIGS.values())
+    assert {n for n, c in DATA_CONFIGS.items() if c.libero_client == "rlinf"} == {"rlinf_pi0_libero", "rlinf_pi05_libero"}
+
+
+def test_rlinf_libero_configs_are_openpis_training_configs_in_rlinfs_env():
+    """rlinf_pi0_libero / rlinf_pi05_libero: the actions, cameras, render size and prompt of pi0_libero / pi05_libero
+    (RLinf runs openpi's two LIBERO training configs), RLinf's LIBERO client (15 settle steps, its episode lengths)
+    through env_options on LIBERO envs only; resolved by name, from an RLinf save's π0.5 without one, and refused on
+    other simulators; pi0_libero / pi05_libero stay openpi's client."""
+    for ours, openpi in (("rlinf_pi0_libero", "pi0_libero"), ("rlinf_pi05_libero", "pi05_libero")):
+        a, b = DATA_CONFIGS[ours], DATA_CONFIGS[openpi]
+        assert (a.delta_mask, a.cameras, a.render_sizes, a.prompt, a.state, a.simulator, a.replan_steps) == \
+               (b.delta_mask, b.cameras, b.render_sizes, b.prompt, b.state, b.simulator, b.replan_steps)
+        assert a.libero_client == "rlinf" and b.libero_client == "openpi"
+        assert a.env_options("libero-goal", 224) == {"image_size": 256, "metaworld_view": "fast", "libero_client": "rlinf"}
+        assert b.env_options("libero-goal", 224)["libero_client"] == "openpi"
+        assert "libero_client" not in a.env_options("metaworld-mt50", 224)
+        assert resolve_data_config(ours, _proc("openpi"), "libero-long") is a
+        with pytest.raises(UsageError, match="for libero envs"):
+            resolve_data_config(ours, _proc("rlinf"), "metaworld-mt50")
+    assert DATA_CONFIGS["rlinf_pi0_libero"].delta and not DATA_CONFIGS["rlinf_pi05_libero"].delta
+    assert resolve_data_config(None, _proc("rlinf", "pi05"), "libero-spatial").name == "rlinf_pi05_libero"
+    assert resolve_data_config(None, _proc("openpi", "pi05"), "libero-spatial").name == "pi05_libero"
+    assert "libero_client" not in DATA_CONFIGS["pirl"].env_options("metaworld-mt50", 64)
+    assert DATA_CONFIGS["pirl"].env_options("libero-goal", 64)["libero_client"] == "openpi"   # make_envs' default
+
+
+def test_make_envs_takes_the_libero_client():
+    """make_envs(libero_client=...): RLinf's episode lengths for "rlinf", pirl's (the paper's) otherwise, the flag's
+    own max_episode_steps over both; an unknown client is a ValueError naming the known ones (no simulator is built:
+    LIBERO's env is made at the first reset)."""
+    import common.envs as E
+    try:
+        E._libero_assets_dir()
+    except Exception:
+        pytest.skip("LIBERO or its assets missing: run tools/setup_sims.sh")
+
+    def steps(name, **kw):
+        envs = E.make_envs(name, 1, asynchronous=False, **kw)
+        envs.close()
+        return envs.max_episode_steps
+    for name in E.LIBERO_SUITES:
+        assert steps(name, libero_client="rlinf") == E.RLINF_LIBERO_MAX_STEPS[name]
+        assert steps(name) == steps(name, libero_client="openpi") == E.LIBERO_SUITES[name][1]
+    assert steps("libero-goal", libero_client="rlinf", max_episode_steps=7) == 7
+    with pytest.raises(ValueError, match="openpi"):
+        E.make_envs("libero-goal", 1, asynchronous=False, libero_client="lerobot")
 
 
 def test_render_size_is_the_peers_on_its_own_simulator_only():
@@ -242,6 +292,8 @@ def test_evaluation_defaults_are_the_checkpoints_own():
     proc, _ = processor_for("pi0_libero", DATA_CONFIGS["pi0_libero"])
     assert sampling_defaults(proc) == {"replan_steps": 5}
     assert sampling_defaults(processor_for("pi0_libero")[0]) == {}
+    rlinf, _ = processor_for("pi0_libero", DATA_CONFIGS["rlinf_pi0_libero"])   # RLinf: 10 on libero_10 only
+    assert [sampling_defaults(rlinf, e)["replan_steps"] for e in ("libero-spatial", "libero-long")] == [5, 10]
     proc.provenance = dataclasses.replace(proc.provenance, source_files={
         "config.json": json.dumps({"type": "pi0", "n_action_steps": 50, "num_inference_steps": 10}).encode()})
     assert sampling_defaults(proc) == {"replan_steps": 50, "num_steps": 10}

@@ -329,7 +329,7 @@ def test_design_card_command_without_network_is_one_line_naming_the_checkpoint(t
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     one_error_line(proc, "--env libero-long without --checkpoint", "RLinf/RLinf-Pi0-LIBERO-Long-SFT",   # which
                    "cannot reach the Hugging Face Hub", "hf download RLinf/RLinf-Pi0-LIBERO-Long-SFT",      # how to get it
-                   "--checkpoint DIR --data-config pi0_libero")                                            # a local copy
+                   "--checkpoint DIR --data-config rlinf_pi0_libero")                                      # a local copy
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -350,7 +350,7 @@ def test_dry_run_prints_what_would_be_loaded_without_loading_it(tmp_path, fake_h
         in after.stdout
     paper = run("--env", "libero-long", HF_HUB_OFFLINE="1")   # the design card's env, no --checkpoint
     assert paper.returncode == 0, paper.stderr
-    for line in ("hub id: RLinf/RLinf-Pi0-LIBERO-Long-SFT", "revision: main", "data config: pi0_libero",
+    for line in ("hub id: RLinf/RLinf-Pi0-LIBERO-Long-SFT", "revision: main", "data config: rlinf_pi0_libero",
                  "--model pi0", "not in the cache, and HF_HUB_OFFLINE=1"):
         assert line in paper.stdout, paper.stdout
     one_error_line(run("--env", "libero-90"), "--env libero-90", "pass --checkpoint")
@@ -377,12 +377,12 @@ def test_default_checkpoint_per_env_and_model():
     }
     for (env, model), want in expect.items():
         assert hub.default_checkpoint(env, model) == want, (env, model)
-    assert hub.known_data_config("RLinf/RLinf-Pi0-LIBERO-Long-SFT@main") == "pi0_libero"
-    assert hub.known_data_config("RLinf/RLinf-Pi05-LIBERO-SFT") == "pi05_libero"
+    assert hub.known_data_config("RLinf/RLinf-Pi0-LIBERO-Long-SFT@main") == "rlinf_pi0_libero"   # RLinf's LIBERO env
+    assert hub.known_data_config("RLinf/RLinf-Pi05-LIBERO-SFT") == "rlinf_pi05_libero"
     for (env, model), (repo, config) in hub.PAPER_CHECKPOINTS.items():
         assert env in ENV_NAMES and repo.startswith("RLinf/RLinf-Pi0") and config
         assert ("Pi05" in repo) == (model == "pi05")
-        assert config in ("pi0_libero", "pi05_libero", "rlinf_maniskill", "rlinf_metaworld")
+        assert config in ("rlinf_pi0_libero", "rlinf_pi05_libero", "rlinf_maniskill", "rlinf_metaworld")
     for env in ("libero-90", "maniskill-carrot"):   # no paper checkpoint: one line listing those that have one
         for model in (None, "pi0", "groot"):
             with pytest.raises(UsageError, match=r"no SFT checkpoint.*libero-long.*metaworld-\*.*pass --checkpoint"):

@@ -30,7 +30,9 @@ class Args:
     data_config: str | None = None
     """the checkpoint's training data conventions where its files do not record them (common/conventions.py):
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
-    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
+    an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
+    RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
+    rlinf_maniskill, rlinf_metaworld, pirl"""
     policy: str = "checkpoint"
     """checkpoint | expert (scripted, upper bound) | random (lower bound)"""
     env: str = sft.DEFAULT_ENV
@@ -106,7 +108,7 @@ def main(args: Args):
         policy, processor = load_checkpoint(args.checkpoint, device=d.device, asset_id=args.asset_id)
         processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)
         processor.camera_order = camera_order(processor, args.env)   # a LeRobot model's image slots, by camera name
-    defaults = sampling_defaults(processor) if processor is not None else {}   # the checkpoint's own, where recorded
+    defaults = sampling_defaults(processor, args.env) if processor is not None else {}   # the checkpoint's own, where recorded
     args.num_steps = args.num_steps or defaults.get("num_steps", 10)
     args.replan_steps = args.replan_steps or defaults.get("replan_steps", sft.DEFAULT_REPLAN_STEPS)
     env_opts = (processor.data_config.env_options(args.env, policy.config.image_size) if policy is not None   # the peer's

@@ -42,7 +42,9 @@ class Args:
     data_config: str | None = None
     """with --init-from: the checkpoint's training data conventions where its files do not record them (common/conventions.py):
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
-    an openpi / RLinf π0.5 on LIBERO), pi0_libero_horizon10, lerobot, rlinf_maniskill, rlinf_metaworld, pirl"""
+    an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
+    RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
+    rlinf_maniskill, rlinf_metaworld, pirl"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
     steps: int = sft.DEFAULT_SFT_STEPS

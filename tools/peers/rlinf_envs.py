@@ -124,9 +124,10 @@ GET_MODEL_TRANSFORMS = """        transforms=[
         ],"""
 
 
-def rlinf_policy_io(rlinf_src: Path, variant: str, stats: dict, ckpt: Path):
+def rlinf_policy_io(rlinf_src: Path, variant: str, stats: dict, ckpt: Path, cfg=None):
     """A stand-in `self` for OpenPi0ForRLActionPrediction's obs_processor / input_transform / output_transform: the
-    config and the transforms rlinf/models/embodiment/openpi/__init__.py get_model composes (no weights)."""
+    config and the transforms rlinf/models/embodiment/openpi/__init__.py get_model composes (no weights). cfg: the
+    rollout model config (default: the MetaWorld run's, model_cfg; tools/peers/rlinf_libero.py passes LIBERO's)."""
     import openpi.models.tokenizer as tok
     import openpi.shared.normalize as normalize
     import openpi.transforms as transforms
@@ -136,7 +137,7 @@ def rlinf_policy_io(rlinf_src: Path, variant: str, stats: dict, ckpt: Path):
     from rlinf.models.embodiment.openpi.openpi_action_model import OpenPi0Config, OpenPi0ForRLActionPrediction
     assert GET_MODEL_TRANSFORMS in inspect.getsource(rlinf_openpi.get_model), "RLinf's get_model composes otherwise"
     tok.PaligemmaTokenizer = RecordingTokenizer
-    cfg = model_cfg(rlinf_src, variant)
+    cfg = model_cfg(rlinf_src, variant) if cfg is None else cfg
     train_config = get_openpi_config(cfg.openpi.config_name, model_path=str(ckpt), data_kwargs=None)
     model_config = OpenPi0Config(**train_config.model.__dict__)
     for key, val in cfg.openpi.items():          # get_model's override_model_config_kwargs

@@ -37,5 +37,6 @@ fi
 if [ ! -d "$CLIENT/openpi_client" ]; then
   "$VENV/bin/pip" install -q --no-deps --target "$CLIENT" "openpi-client==0.1.2"
 fi
+[ "${SETUP_ONLY:-0}" = 1 ] && exit 0   # tools/peers/rlinf_libero.sh: the venv and sources only
 PYTHONPATH="$OPENPI:$CLIENT:$RLINF_SRC" JAX_PLATFORMS=cpu MUJOCO_GL=${MUJOCO_GL:-egl} \
   "$VENV/bin/python" tools/peers/rlinf_envs.py --rlinf-src "$RLINF_SRC" --rlinf-git "$GIT_DIR" --out "$OUT"
