@@ -1,5 +1,5 @@
-"""Helpers shared by the algorithm scripts' tests: import a top-level script as a module (importing
-must not start a run) and build a random model Observation."""
+"""Helpers shared by the tests: import a top-level script as a module (importing must not start a run), build a
+random model Observation, and ask whether LIBERO and its assets are installed."""
 
 import importlib.util
 from pathlib import Path
@@ -28,3 +28,13 @@ def random_observation(config, batch: int, seed: int = 0):
         token_masks=torch.arange(L)[None].expand(batch, L) < 10,
         state=torch.randn(batch, config.action_dim, generator=gen),
     )
+
+
+def libero_ready() -> bool:
+    """LIBERO and its assets are installed here (tools/setup_sims.sh): LIBERO tests run, else they skip."""
+    try:
+        import common.envs as E
+        E._libero_assets_dir()
+        return True
+    except Exception:
+        return False

@@ -21,6 +21,7 @@ from common.conventions import DATA_CONFIGS, make_bool_mask, resolve_data_config
 from common.errors import UsageError
 from common.policy import make_config
 from common.processor import Processor, Provenance
+from helpers import libero_ready
 
 FIXTURES = Path(__file__).parent / "fixtures" / "peers" / "openpi_conventions"
 
@@ -202,9 +203,7 @@ def test_make_envs_takes_the_libero_client():
     own max_episode_steps over both; an unknown client is a ValueError naming the known ones (no simulator is built:
     LIBERO's env is made at the first reset)."""
     import common.envs as E
-    try:
-        E._libero_assets_dir()
-    except Exception:
+    if not libero_ready():
         pytest.skip("LIBERO or its assets missing: run tools/setup_sims.sh")
 
     def steps(name, **kw):

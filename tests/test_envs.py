@@ -12,6 +12,7 @@ from common import envs as E  # noqa: E402  (sets MUJOCO_GL, VK_ICD_FILENAMES...
 from common.envs import make_envs  # noqa: E402
 from common.errors import UsageError  # noqa: E402
 from common.experts import make_expert  # noqa: E402
+from helpers import libero_ready  # noqa: E402
 
 MW = "metaworld-pick-place-v3"
 
@@ -256,15 +257,7 @@ def test_worker_death_is_reported_with_env_index():
 
 
 # ----------------------------------------------------------------------------- LIBERO
-def _libero_ready():
-    try:
-        E._libero_assets_dir()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _libero_ready(), reason="LIBERO assets missing: run tools/setup_sims.sh")
+@pytest.mark.skipif(not libero_ready(), reason="LIBERO assets missing: run tools/setup_sims.sh")
 def test_libero_goal_layout_success_and_determinism():
     # LIBERO ships no scripted expert. libero-goal task "open the middle drawer of the cabinet":
     # we put the sim into a goal-satisfying state by setting the drawer's joint to fully open, then
@@ -295,7 +288,7 @@ def test_libero_goal_layout_success_and_determinism():
         env.close()
 
 
-@pytest.mark.skipif(not _libero_ready(), reason="LIBERO assets missing: run tools/setup_sims.sh")
+@pytest.mark.skipif(not libero_ready(), reason="LIBERO assets missing: run tools/setup_sims.sh")
 def test_libero_same_seed_same_scene_whatever_the_global_rng():
     """LIBERO re-places its fixtures from numpy's global RNG at each reset (issue 25: 2.4 cm apart run to run):
     two fresh envs with the same run seed, task and init state give the same first observation (images and

@@ -24,6 +24,7 @@ from common.conventions import DATA_CONFIGS, render_size
 from common.envs import make_envs
 from common.policy import make_config
 from common.processor import Processor
+from helpers import libero_ready
 
 FIX = Path(__file__).parent / "fixtures" / "peers" / "lerobot_envs"
 TASKS = ("drawer-open-v3", "pick-place-v3")
@@ -175,12 +176,7 @@ LIBERO_STATES = int(os.environ.get("PIRL_PEER_LIBERO_STATES", "2"))   # 10 in th
 
 
 def _libero_ready():
-    try:
-        import common.envs as E
-        E._libero_assets_dir()
-        return OPENPI_FIX.joinpath("libero_spatial_task0.npz").exists()
-    except Exception:
-        return False
+    return libero_ready() and OPENPI_FIX.joinpath("libero_spatial_task0.npz").exists()
 
 
 def openpi_processor(name):

@@ -31,6 +31,7 @@ import torch
 from common.conventions import DATA_CONFIGS
 from common.policy import make_config
 from common.processor import Processor
+from helpers import libero_ready
 from test_peer_envs import RecordingTokenizer
 
 FIX = Path(__file__).parent / "fixtures" / "peers" / "rlinf_libero"
@@ -38,17 +39,8 @@ SUITES = {"libero_spatial": "libero-spatial", "libero_10": "libero-long"}   # RL
 CONFIGS = {"pi0": DATA_CONFIGS["rlinf_pi0_libero"], "pi05": DATA_CONFIGS["rlinf_pi05_libero"]}
 
 
-def _libero_ready():
-    try:
-        import common.envs as E
-        E._libero_assets_dir()
-        return True
-    except Exception:
-        return False
-
-
 pytestmark = [pytest.mark.slow,   # real LIBERO: ~8 s per reset on one core, ~4 min in all
-              pytest.mark.skipif(not _libero_ready(), reason="LIBERO or its assets missing: run tools/setup_sims.sh")]
+              pytest.mark.skipif(not libero_ready(), reason="LIBERO or its assets missing: run tools/setup_sims.sh")]
 
 
 def fixture(suite):
