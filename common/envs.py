@@ -495,16 +495,19 @@ def _maniskill_privileged(env) -> list[dict]:
     """Per-env privileged state of a (batched) ManiSkill env for the scripted experts (common/experts.py).
 
     World-frame numpy arrays: "tcp_pose" (7,) [x, y, z, qw, qx, qy, qz]; and where the task has them
-    "obj_pose" (7,) (the cube), "goal_pos" (3,), "is_grasped" () bool. The Panda's base frame has the
-    world's orientation, so world-frame position / yaw differences are the ee-delta controller's deltas.
+    "obj_pose" (7,) (the cube: `cube` in PickCube / StackCube, `obj` in PushCube / PullCube), "goal_pos" (3,)
+    (`goal_site` or `goal_region`), "is_grasped" () bool. The Panda's base frame has the world's orientation,
+    so world-frame position / yaw differences are the ee-delta controller's deltas.
     """
     u = env.unwrapped
     info = u.evaluate()
     fields = {"tcp_pose": u.agent.tcp.pose.raw_pose}
-    if hasattr(u, "cube"):
-        fields["obj_pose"] = u.cube.pose.raw_pose
-    if hasattr(u, "goal_site"):
-        fields["goal_pos"] = u.goal_site.pose.p
+    obj = next((getattr(u, name) for name in ("cube", "obj") if hasattr(u, name)), None)
+    goal = next((getattr(u, name) for name in ("goal_site", "goal_region") if hasattr(u, name)), None)
+    if obj is not None:
+        fields["obj_pose"] = obj.pose.raw_pose
+    if goal is not None:
+        fields["goal_pos"] = goal.pose.p
     if "is_grasped" in info:
         fields["is_grasped"] = info["is_grasped"]
     arrays = {k: v.detach().cpu().numpy() for k, v in fields.items()}

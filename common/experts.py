@@ -10,8 +10,9 @@
 
 The expert reads privileged simulator state through `env.call(...)`, so it runs in the very
 ChunkVecEnv the policy will use (same observation layout, autoreset, workers, and for ManiSkill on
-CUDA the batched ManiSkillBatchedEnv). Experts: every metaworld-* task (MetaWorld's own policies) and
-maniskill-PickCube-v1 (the waypoints of ManiSkill's motion-planning solution, see below).
+CUDA the batched ManiSkillBatchedEnv). Experts: every metaworld-* task (MetaWorld's own policies),
+maniskill-PickCube-v1 (the waypoints of ManiSkill's motion-planning solution, see below) and maniskill-PushCube-v1 /
+PullCube-v1 (one straight push from a fixed start line, the ManiSkill embedded default's demonstrations).
 """
 from __future__ import annotations
 
@@ -106,8 +107,60 @@ class ManiSkillPickCubeExpert:
         return np.clip(np.concatenate([pos, rot, [gripper]]), -1.0, 1.0)
 
 
+class ManiSkillPushCubeExpert:
+    """PushCube-v1 (PullCube-v1 with DIRECTION = -1): push the cube along +x (pull it along -x) onto the target.
+
+    The target sits at the cube's start + DIRECTION * 0.2 m in x and counts the cube on it within 0.1 m (xy), so one
+    straight push of a bit over 0.1 m solves it. The expert does the same thing in every scene, so that a few
+    demonstrations teach one motion: fingers closed (one flat pusher), it moves to a start LINE behind the whole cube
+    region (x = -DIRECTION * LINE, the same for every scene) at the cube's y and HOVER height, descends to PUSH_HEIGHT
+    there, then drives along the push direction through the cube, keeping its y on the cube's, until the cube is on
+    the target (the episode ends there). Only the cube's y is to be read from the image; where along x the push meets
+    the cube needs no decision. The phase follows from the state alone (no per-env memory). Each step's motion is
+    capped at MAX_STEP (action units, 1.0 = 0.1 m), so the demonstrations are smooth and unsaturated.
+    """
+
+    DIRECTION = 1.0                  # +1: push along +x (PushCube); -1: pull along -x (PullCube)
+    CLOSED = -1.0
+    POS_SCALE = 0.1                  # pd_ee_delta_pose: action 1.0 = 0.1 m
+    HALF = 0.02                      # the cube's half size (its xy is drawn in [-0.1, 0.1]^2)
+    LINE = 0.15                      # the start line: |x| of the TCP behind the cube region
+    HOVER, PUSH_HEIGHT = 0.06, 0.02  # TCP heights: clear of the cube; at the cube's centre
+    GAIN = 1.5                       # > 1: the PD arm covers only part of each commanded delta per step
+    MAX_STEP = 0.5                   # cap on each step's position action (0.05 m)
+
+    def act(self, env) -> np.ndarray:
+        """env: a maniskill-PushCube-v1 / PullCube-v1 ChunkVecEnv. Returns (N, 7) float32 actions for the current step."""
+        return np.stack([self.act_one(o) for o in env.call("expert_obs")]).astype(np.float32)
+
+    def act_one(self, o: dict) -> np.ndarray:
+        d = self.DIRECTION
+        tcp, cube = o["tcp_pose"][:3], o["obj_pose"][:3]
+        back = d * (cube[0] - tcp[0])             # how far the TCP is behind the cube's centre, along the push
+        dy = abs(cube[1] - tcp[1])
+        line = -d * self.LINE
+        if tcp[2] < self.PUSH_HEIGHT + 0.015 and back > self.HALF and dy < 0.03:
+            target = np.array([cube[0] + d * 0.1, cube[1], self.PUSH_HEIGHT])   # low, behind it: push through it
+        elif d * (tcp[0] - line) > 0.02:                                       # not at the start line yet: go there
+            target = np.array([line, cube[1], self.HOVER])
+            if back < self.HALF and tcp[2] < self.HOVER - 0.015:
+                target = np.array([tcp[0], tcp[1], self.HOVER])                 # low beside / past the cube: up first
+        else:
+            target = np.array([line, cube[1], self.PUSH_HEIGHT])                # at the line: descend, y on the cube
+        pos = self.GAIN * (target - tcp) / self.POS_SCALE
+        norm = np.linalg.norm(pos)
+        if norm > self.MAX_STEP:
+            pos *= self.MAX_STEP / norm
+        return np.concatenate([pos, [0.0, 0.0, 0.0, self.CLOSED]])
+
+
+class ManiSkillPullCubeExpert(ManiSkillPushCubeExpert):
+    DIRECTION = -1.0
+
+
 # which env names have a scripted expert (besides every metaworld-* task)
-MANISKILL_EXPERTS = {"PickCube-v1": ManiSkillPickCubeExpert}
+MANISKILL_EXPERTS = {"PickCube-v1": ManiSkillPickCubeExpert, "PushCube-v1": ManiSkillPushCubeExpert,
+                     "PullCube-v1": ManiSkillPullCubeExpert}
 
 
 def has_expert(env_name: str) -> bool:

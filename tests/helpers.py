@@ -1,7 +1,8 @@
 """Helpers shared by the tests: import a top-level script as a module (importing must not start a run), build a
-random model Observation, and ask whether LIBERO and its assets are installed."""
+random model Observation, and ask whether LIBERO and its assets, or ManiSkill's software Vulkan, are installed."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -38,3 +39,9 @@ def libero_ready() -> bool:
         return True
     except Exception:
         return False
+
+
+def vulkan_ready() -> bool:
+    """A software Vulkan driver for ManiSkill is installed (tools/setup_sims.sh; common.envs, imported first, points
+    VK_ICD_FILENAMES at it): ManiSkill tests run, else they skip."""
+    return bool(os.environ.get("VK_ICD_FILENAMES")) and Path(os.environ["VK_ICD_FILENAMES"]).exists()

@@ -1,5 +1,4 @@
 """common/envs.py and common/experts.py on the real simulators (a few dozen steps each)."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from common import envs as E  # noqa: E402  (sets MUJOCO_GL, VK_ICD_FILENAMES...
 from common.envs import make_envs  # noqa: E402
 from common.errors import UsageError  # noqa: E402
 from common.experts import make_expert  # noqa: E402
-from helpers import libero_ready  # noqa: E402
+from helpers import libero_ready, vulkan_ready  # noqa: E402
 
 MW = "metaworld-pick-place-v3"
 
@@ -311,11 +310,7 @@ def test_libero_same_seed_same_scene_whatever_the_global_rng():
 
 
 # ----------------------------------------------------------------------------- ManiSkill
-def _vulkan_ready():
-    return bool(os.environ.get("VK_ICD_FILENAMES")) and Path(os.environ["VK_ICD_FILENAMES"]).exists()
-
-
-@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+@pytest.mark.skipif(not vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
 def test_maniskill_pickcube_layout_determinism_and_success():
     env = make_envs("maniskill-PickCube-v1", 1, image_size=64, asynchronous=False, max_episode_steps=6)
     try:
@@ -338,12 +333,12 @@ PC = "maniskill-PickCube-v1"
 
 def test_expert_errors_list_the_envs_that_have_one():
     with pytest.raises(ValueError, match="no scripted expert.*maniskill-PickCube-v1"):
-        make_expert("maniskill-PushCube-v1")
+        make_expert("maniskill-StackCube-v1")
     with pytest.raises(ValueError, match="device"):
         make_envs(PC, 1, device="tpu")
 
 
-@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+@pytest.mark.skipif(not vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
 def test_maniskill_pickcube_expert_succeeds_through_chunkvecenv():
     # the demo generator's loop (common/sft.py _expert_episodes): one expert action per step_chunk
     env = make_envs(PC, 1, image_size=32, asynchronous=False, autoreset=False)
@@ -388,7 +383,7 @@ def _assert_same_step(a, b):
         np.testing.assert_array_equal(a[4]["final_obs"]["state"], b[4]["final_obs"]["state"])
 
 
-@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+@pytest.mark.skipif(not vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
 def test_maniskill_batched_env_matches_per_process_env_step_for_step():
     # Same seed, same episodes, same actions: the batched (GPU-path) wrapper and the per-process
     # ChunkVecEnv return identical obs / rewards / flags / final_obs / episode lengths, through a
@@ -424,7 +419,7 @@ def test_maniskill_batched_env_matches_per_process_env_step_for_step():
         cpu.close(), bat.close()
 
 
-@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+@pytest.mark.skipif(not vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
 def test_maniskill_batched_env_autoreset_false_freezes_until_reset():
     env = _batched_on_cpu(seed=0, max_episode_steps=5, autoreset=False)
     try:

@@ -5,7 +5,6 @@ normalised model chunks, what its π0 / π0.5 ManiSkill pipeline (openpi Unnorma
 steps, rlinf/envs/action_utils.py prepare_actions) sends to a WidowX and to a Panda. The render, episode-length, prompt
 and missing-asset tests run pirl's envs (PickCube here: the SIMPLER asset packs cannot be downloaded on this machine).
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from common import envs as E  # noqa: E402  (sets VK_ICD_FILENAMES... before the
 from common.conventions import DATA_CONFIGS  # noqa: E402
 from common.policy import make_config  # noqa: E402
 from common.processor import Processor, resize_with_pad  # noqa: E402
+from helpers import vulkan_ready  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "peers" / "rlinf_maniskill"
 WIDOWX, PANDA = "PutCarrotOnPlateInScene-v1", "PickCube-v1"
@@ -27,10 +27,6 @@ RLINF = DATA_CONFIGS["rlinf_maniskill"]
 
 def fixture(name):
     return dict(np.load(FIXTURES / f"{name}.npz"))
-
-
-def _vulkan_ready():
-    return bool(os.environ.get("VK_ICD_FILENAMES")) and Path(os.environ["VK_ICD_FILENAMES"]).exists()
 
 
 # ----------------------------------------------------------------------------- actions (peer: RLinf's own code)
@@ -166,7 +162,7 @@ def test_resize_with_pad_uint8_is_the_processors_rounded():
     assert E.resize_with_pad_uint8(ours, 224) is ours
 
 
-@pytest.mark.skipif(not _vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
+@pytest.mark.skipif(not vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
 def test_rlinf_client_renders_640x480_and_resizes_with_pad():
     """PickCube's camera rendered at 640x480 (the rlinf client) reaches the policy as that render resized with pad to
     224 (black bands of 28 rows), the state is qpos alone; the GPU path's class (run on the CPU) returns the same."""

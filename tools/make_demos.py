@@ -16,13 +16,14 @@ from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
-    """env name with a scripted expert (metaworld-*, maniskill-PickCube-v1)"""
-    num_demos: int = sft.DEFAULT_NUM_DEMOS
-    """successful episodes to keep"""
+    """env name with a scripted expert (metaworld-*, maniskill-PushCube-v1 / PullCube-v1 / PickCube-v1)"""
+    num_demos: int | None = None
+    """successful episodes to keep (default: the env's few-shot setting, common/sft.py few_shot_defaults: MetaWorld 10,
+    ManiSkill 100)"""
     seed: int = 0
     """seed of the train init states the demos start from"""
-    image_size: int = sft.DEFAULT_IMAGE_SIZE
-    """square render size in pixels"""
+    image_size: int | None = None
+    """square render size in pixels (default: the env's few-shot setting, 64)"""
     num_envs: int = 1
     """parallel env workers"""
     cache_dir: str | None = None
@@ -34,6 +35,9 @@ class Args:
 def check_args(args: Args):
     """Every flag checked before any simulator is built (UsageError: one `error:` line)."""
     sft.check_expert(args.env)
+    defaults = sft.few_shot_defaults(args.env)   # flags left out: the embedded default's setting for this env
+    args.num_demos = defaults["num_demos"] if args.num_demos is None else args.num_demos
+    args.image_size = defaults["image_size"] if args.image_size is None else args.image_size
     for flag, value in (("--num-demos", args.num_demos), ("--image-size", args.image_size), ("--num-envs", args.num_envs)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1 (got {value})")

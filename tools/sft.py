@@ -25,13 +25,14 @@ from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
-    """env name with a scripted expert (metaworld-*, maniskill-PickCube-v1)"""
-    num_demos: int = sft.DEFAULT_NUM_DEMOS
-    """successful expert episodes"""
+    """env name with a scripted expert (metaworld-*, maniskill-PushCube-v1 / PullCube-v1 / PickCube-v1)"""
+    num_demos: int | None = None
+    """successful expert episodes (default: the env's few-shot setting, common/sft.py few_shot_defaults: MetaWorld 10,
+    ManiSkill 100)"""
     demo_seed: int = 0
     """seed of the demonstrations' init states"""
-    image_size: int = sft.DEFAULT_IMAGE_SIZE
-    """render size of the demonstrations (pixels)"""
+    image_size: int | None = None
+    """render size of the demonstrations (pixels; default: the env's few-shot setting, 64)"""
     preset: str = "tiny"
     """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
     init_from: str | None = None
@@ -47,8 +48,8 @@ class Args:
     rlinf_maniskill, rlinf_metaworld, pirl"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
-    steps: int = sft.DEFAULT_SFT_STEPS
-    """optimizer steps"""
+    steps: int | None = None
+    """optimizer steps (default: the env's few-shot setting: MetaWorld 400, ManiSkill 1000)"""
     batch_size: int = 32
     """batch size per rank"""
     lr: float = 3e-4
@@ -68,6 +69,10 @@ def check_args(args: Args):
     from common.policy import PRESETS
 
     sft.check_expert(args.env)
+    defaults = sft.few_shot_defaults(args.env)   # flags left out: the embedded default's setting for this env
+    args.num_demos = defaults["num_demos"] if args.num_demos is None else args.num_demos
+    args.steps = defaults["sft_steps"] if args.steps is None else args.steps
+    args.image_size = defaults["image_size"] if args.image_size is None else args.image_size
     for flag, value in (("--num-demos", args.num_demos), ("--steps", args.steps), ("--batch-size", args.batch_size),
                         ("--image-size", args.image_size), ("--action-horizon", args.action_horizon)):
         if value < 1:
