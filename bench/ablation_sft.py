@@ -43,6 +43,9 @@ class Args:
     checkpoint: str | None = None
     """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
     make or reuse (runs/cache)"""
+    data_config: str | None = None
+    """its data conventions, a common/conventions.py DATA_CONFIGS name (default: what its files record, or a paper
+    Hub id's own)"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50
@@ -111,16 +114,17 @@ def check_args(args: Args):
 
 
 def main(args: Args):
-    from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
+    from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import check_policy_fits_env, evaluate, policy_act_fn
 
     check_args(args)
     torch.set_num_threads(args.threads)
-    policy, processor = load_checkpoint(args.checkpoint or make_default_sft_policy(args.env))
+    policy, processor, _ = load_for_env(args.checkpoint or str(make_default_sft_policy(args.env)), args.env, args.data_config)
+    env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # its render size and MetaWorld view
     policy.eval()
-    envs = make_envs(args.env, args.num_envs, seed=args.seed, image_size=policy.config.image_size, autoreset=False)
+    envs = make_envs(args.env, args.num_envs, seed=args.seed, **env_opts, autoreset=False)
     cells = [(args.noise_sweep_steps, a) for a in args.noise_levels]
     cells += [(K, args.step_sweep_noise) for K in args.denoise_steps if (K, args.step_sweep_noise) not in cells]
 
@@ -129,7 +133,7 @@ def main(args: Args):
 
     start, eval_by_K, rows = time.time(), {}, []
     try:
-        check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,
+        check_policy_fits_env(policy, processor, envs, env_opts["image_size"], args.env,
                               args.checkpoint or "the default policy", args.replan_steps)
         for K, a in cells:
             if K not in eval_by_K:  # the deterministic ODE does not depend on a

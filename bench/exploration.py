@@ -27,6 +27,9 @@ class Args:
     checkpoint: str | None = None
     """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
     make or reuse (runs/cache)"""
+    data_config: str | None = None
+    """its data conventions, a common/conventions.py DATA_CONFIGS name (default: what its files record, or a paper
+    Hub id's own)"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task"""
     init_id: int = 0
@@ -57,17 +60,18 @@ def check_args(args: Args) -> None:
 
 
 def main(args: Args) -> None:
-    from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
+    from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import check_policy_fits_env
 
     check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor = load_checkpoint(args.checkpoint or make_default_sft_policy(args.env))
-    envs = make_envs(args.env, 1, seed=0, image_size=policy.config.image_size, autoreset=False, asynchronous=False)
+    policy, processor, _ = load_for_env(args.checkpoint or str(make_default_sft_policy(args.env)), args.env, args.data_config)
+    env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # its render size and MetaWorld view
+    envs = make_envs(args.env, 1, seed=0, **env_opts, autoreset=False, asynchronous=False)
     try:
-        check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,
+        check_policy_fits_env(policy, processor, envs, env_opts["image_size"], args.env,
                               args.checkpoint or "the default policy", args.replan_steps)
         raw = envs.reset([(0, args.init_id)])
         A = envs.action_dim

@@ -28,7 +28,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common.errors import check_writable, main_errors  # noqa: E402
+from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 
 
 @dataclass
@@ -189,6 +189,19 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def check_args(args: Args) -> None:
+    """Every flag checked before any simulator is built (UsageError: one `error:` line)."""
+    from common.sft import MANISKILL_DEFAULT_ENV, check_expert
+
+    if args.env is not None and not args.env.startswith("maniskill-"):
+        raise UsageError(f"--env {args.env}: a ManiSkill task (maniskill-<Task-v1>; MetaWorld's starts: bench/devset.py)")
+    check_expert(args.env or MANISKILL_DEFAULT_ENV)   # the demonstrations need a scripted expert
+    check_at_least(1, num_demos=args.num_demos, sft_steps=args.sft_steps, image_size=args.image_size,
+                   max_episode_steps=args.max_episode_steps, eval_episodes=args.eval_episodes,
+                   expert_episodes=args.expert_episodes, num_envs=args.num_envs, threads=args.threads)
+    check_writable(args.out, "--out")
+
+
 def main(args: Args):
     import torch
 
@@ -196,7 +209,7 @@ def main(args: Args):
     if args.table:
         print(table(json.loads(out.read_text())))
         return
-    check_writable(args.out, "--out")
+    check_args(args)
     torch.set_num_threads(args.threads)
     row = measure(args)
     print(json.dumps(row), flush=True)

@@ -28,6 +28,9 @@ class Args:
     checkpoint: str | None = None
     """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
     make or reuse (runs/cache)"""
+    data_config: str | None = None
+    """its data conventions, a common/conventions.py DATA_CONFIGS name (default: what its files record, or a paper
+    Hub id's own)"""
     env: str = "metaworld-drawer-open-v3"
     """a metaworld-* task (the object position is read from MetaWorld's state)"""
     num_states: int = 32
@@ -63,21 +66,22 @@ def check_args(args: Args) -> None:
 
 
 def main(args: Args) -> None:
-    from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
+    from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
     from common.evaluate import _run_wave, check_policy_fits_env, policy_act_fn
 
     check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor = load_checkpoint(args.checkpoint or make_default_sft_policy(args.env), device=torch.device("cpu"))
-    envs = make_envs(args.env, args.num_envs, seed=0, image_size=policy.config.image_size, autoreset=False,
+    policy, processor, _ = load_for_env(args.checkpoint or str(make_default_sft_policy(args.env)), args.env, args.data_config)
+    env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # its render size and MetaWorld view
+    envs = make_envs(args.env, args.num_envs, seed=0, **env_opts, autoreset=False,
                      max_episode_steps=args.max_episode_steps)
     ids = list(envs.eval_init_ids)[: args.num_states]
     success = np.zeros((len(ids), args.seeds), bool)          # (states, seeds)
     position = np.zeros((len(ids), 3))                         # object xyz at reset, metres
     try:
-        check_policy_fits_env(policy, processor, envs, policy.config.image_size, args.env,
+        check_policy_fits_env(policy, processor, envs, env_opts["image_size"], args.env,
                               args.checkpoint or "the default policy", args.replan_steps)
         act_fn = policy_act_fn(policy, processor, args.denoise_steps, args.replan_steps)
         for seed in range(args.seeds):

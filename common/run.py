@@ -282,6 +282,21 @@ def load_checkpoint(path: str, flag: str = "--checkpoint", **kwargs):
         raise UsageError(f"{flag} {path}: cannot load it: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
+def load_for_env(spec: str, env: str, data_config: str | None = None, flag: str = "--checkpoint",
+                 context: str | None = None, **kwargs):
+    """A checkpoint (local dir or Hub id) made ready for `env`: (policy, processor, its local dir). The processor gets
+    the checkpoint's data conventions (conventions.resolve_data_config: what its files record, else `data_config`, else
+    a paper Hub id's own, else an unambiguous default) and which env camera feeds each image slot (camera_order)."""
+    from common.conventions import camera_order, resolve_data_config
+
+    data_config = data_config or hub.known_data_config(spec)   # a paper checkpoint's own
+    path = str(hub.resolve_checkpoint(spec, flag, context))    # a Hub id: rank 0 downloads it, into the HF cache
+    policy, processor = load_checkpoint(path, flag, **kwargs)
+    processor.data_config = resolve_data_config(data_config, processor, env, path)
+    processor.camera_order = camera_order(processor, env)   # a LeRobot model's image slots, by camera name
+    return policy, processor, path
+
+
 # ---- the start of a run: each script calls these in this order ----------------------------------
 def check_flags(args) -> None:
     """What the command line alone can get wrong, one `error:` line before torch.distributed, the model's code or a
@@ -328,21 +343,17 @@ def start_policy(args, device: torch.device):
     """The policy (and its processor) the run starts from: --checkpoint, the resumed run's checkpoint (resumed_args
     points --checkpoint at its policy/), or the embedded default's few-shot SFT policy, built by rank 0 and cached."""
     from common.checkpoint import vlm_dtype   # the model's code (transformers): imported once the flags are good
-    from common.conventions import camera_order, resolve_data_config
     from common.sft import make_default_sft_policy
 
     paper = hub.default_checkpoint(args.env, args.model) if args.checkpoint is None else None
     if args.checkpoint is None and paper is None:   # the embedded default
         args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
                                                       preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))
-    else:   # a local dir, or a Hub id (the paper's, without --checkpoint) downloaded by rank 0 into the HF cache
-        args.data_config = args.data_config or hub.known_data_config(args.checkpoint or paper)
-        args.checkpoint = str(hub.resolve_checkpoint(args.checkpoint or paper,
-                                                     context=hub.paper_context(args.env, args.model) if paper else None))
-    policy, processor = load_checkpoint(args.checkpoint, device=device, asset_id=args.asset_id, embodiment=args.embodiment,
-                                        dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
-    processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)   # conventions.py
-    processor.camera_order = camera_order(processor, args.env)   # a LeRobot model's image slots, by camera name
+    # else a local dir, or a Hub id (the paper's, without --checkpoint) downloaded by rank 0 into the HF cache
+    policy, processor, args.checkpoint = load_for_env(
+        args.checkpoint or paper, args.env, args.data_config, context=hub.paper_context(args.env, args.model) if paper else None,
+        device=device, asset_id=args.asset_id, embodiment=args.embodiment, dtype=vlm_dtype(args.vlm_dtype, device, args.train_vlm))
+    args.data_config = processor.data_config.name   # what the run used (args.json)
     return policy, processor
 
 

@@ -112,6 +112,8 @@ CASES = {
     "scaling: --total-iterations 1": ("bench/scaling.py", ["--total-iterations", "1", "--run-root", "{w}/runs", "--out", "{w}/s.json"], ["--total-iterations", ">= 2"]),
     "speed: unknown --parts": ("bench/speed.py", ["--parts", "4", "--json-path", "{w}/s.json"], ["--parts"]),
     "memory: --world-size 0": ("bench/memory.py", ["--world-size", "0", "--out", "{w}/m.json"], ["--world-size"]),
+    "maniskill_start: no expert": ("bench/maniskill_start.py", ["--env", "maniskill-StackCube-v1", "--out", "{w}/m.json"], ["maniskill-StackCube-v1", "no scripted expert"]),
+    "maniskill_start: --num-demos 0": ("bench/maniskill_start.py", ["--num-demos", "0", "--out", "{w}/m.json"], ["--num-demos", ">= 1"]),
     "devset: unknown task": ("bench/devset.py", ["--tasks", "drawer-opn-v3", "--out", "{w}/d.json"], ["metaworld-drawer-opn-v3", "unknown env name"]),
     "render_views: unknown task": ("bench/render_views.py", ["--task", "drawer-opn-v3", "--out", "{w}/r.json"], ["--task", "metaworld-drawer-opn-v3", "unknown env name"]),
 }

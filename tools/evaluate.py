@@ -100,14 +100,9 @@ def main(args: Args):
     d = setup_distributed(args.device)
     policy = processor = None
     if args.policy == "checkpoint":
-        from common.conventions import camera_order, resolve_data_config
-        from common.hub import known_data_config, resolve_checkpoint
-        from common.run import load_checkpoint   # load_policy; a broken checkpoint dir is one line naming it
-        args.data_config = args.data_config or known_data_config(args.checkpoint)   # a paper checkpoint's own
-        args.checkpoint = str(resolve_checkpoint(args.checkpoint))   # a Hub id: rank 0 downloads, into the HF cache
-        policy, processor = load_checkpoint(args.checkpoint, device=d.device, asset_id=args.asset_id)
-        processor.data_config = resolve_data_config(args.data_config, processor, args.env, args.checkpoint)
-        processor.camera_order = camera_order(processor, args.env)   # a LeRobot model's image slots, by camera name
+        from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
+        policy, processor, args.checkpoint = load_for_env(args.checkpoint, args.env, args.data_config, device=d.device,
+                                                          asset_id=args.asset_id)
     defaults = sampling_defaults(processor, args.env) if processor is not None else {}   # the checkpoint's own, where recorded
     args.num_steps = args.num_steps or defaults.get("num_steps", 10)
     args.replan_steps = args.replan_steps or defaults.get("replan_steps", sft.DEFAULT_REPLAN_STEPS)

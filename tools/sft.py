@@ -107,14 +107,10 @@ def main(args: Args):
     d = setup_distributed(args.device)
     init_from = None
     if args.init_from is not None:   # loaded before any demonstration: a broken dir is one line, now
-        from common.conventions import camera_order, resolve_data_config
-        from common.hub import known_data_config, resolve_checkpoint
-        from common.run import load_checkpoint
-        args.data_config = args.data_config or known_data_config(args.init_from)   # a paper checkpoint's own
-        args.init_from = str(resolve_checkpoint(args.init_from, "--init-from"))   # a Hub id: rank 0 downloads it
-        init_from = load_checkpoint(args.init_from, flag="--init-from", device=d.device, asset_id=args.asset_id)
-        init_from[1].data_config = resolve_data_config(args.data_config, init_from[1], args.env, args.init_from)
-        init_from[1].camera_order = camera_order(init_from[1], args.env)   # a LeRobot model's image slots, by name
+        from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
+        init_policy, init_processor, args.init_from = load_for_env(args.init_from, args.env, args.data_config,
+                                                                   flag="--init-from", device=d.device, asset_id=args.asset_id)
+        init_from = (init_policy, init_processor)
     demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
                               progress=d.is_main) if d.is_main else None
     barrier()  # rank 0 wrote the cache; the others read it
