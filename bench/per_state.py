@@ -69,7 +69,7 @@ def main(args: Args) -> None:
     from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
     from common.sft import make_default_sft_policy
     from common.envs import make_envs
-    from common.evaluate import _run_wave, check_policy_fits_env, policy_act_fn
+    from common.evaluate import check_policy_fits_env, policy_act_fn, run_wave
 
     check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -90,7 +90,7 @@ def main(args: Args) -> None:
                 wave = [(0, i) for i in ids[start : start + args.num_envs]]
                 real = len(wave)
                 wave += [wave[-1]] * (args.num_envs - real)
-                results = _run_wave(envs, act_fn, wave, real, [], {})
+                results = run_wave(envs, act_fn, wave, real, [], {})
                 success[start : start + real, seed] = [ok for _, ok, _ in results]
                 if seed == 0:  # the 39-D MetaWorld state keeps the object position at [4:7] until the end
                     envs.reset(wave)

@@ -75,7 +75,7 @@ def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs:
             real = len(wave)
             wave = wave + [wave[-1]] * (n - real)   # pad the last wave; padded envs are ignored
             record = [start + i for i in range(real) if rank == 0 and start + i < num_videos]
-            results += _run_wave(envs, act_fn, wave, real, record, frames)
+            results += run_wave(envs, act_fn, wave, real, record, frames)
     finally:
         if own:
             envs.close()
@@ -148,7 +148,7 @@ def sampling_defaults(processor, env: str | None = None) -> dict:
     return out
 
 
-def _run_wave(envs, act_fn, wave, real, record, frames) -> list:
+def run_wave(envs, act_fn, wave, real, record, frames) -> list:
     """One episode per env until all are done (autoreset=False freezes finished envs)."""
     obs = envs.reset(wave)
     n = envs.num_envs

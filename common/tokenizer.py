@@ -102,7 +102,7 @@ def load_tokenizer(directory, vocab_size: int | None = None) -> Tokenizer:
         f"`hf download {LEROBOT_TOKENIZER_REPO} tokenizer.model` (a gated repo: accept its license first)")
 
 
-def _tiny_corpus(sentences) -> list[str]:
+def tiny_corpus(sentences) -> list[str]:
     """Instructions in both prompt formats, plus digits and punctuation for π0.5's state text."""
     lines = []
     for s in sorted(set(sentences)):
@@ -115,7 +115,7 @@ def _tiny_corpus(sentences) -> list[str]:
 def train_tiny_tokenizer(sentences, path, vocab_size: int = 512) -> Tokenizer:
     """Train (deterministically) a small SentencePiece model on the task instructions and write it to `path`.
     Cached by content hash: a matching `path` + ".sha256" skips training."""
-    corpus = _tiny_corpus(sentences)
+    corpus = tiny_corpus(sentences)
     digest = hashlib.sha256("\n".join([_TINY_VERSION, str(vocab_size)] + corpus).encode()).hexdigest()
     path, stamp = Path(path), Path(str(path) + ".sha256")
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:

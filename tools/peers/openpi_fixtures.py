@@ -242,10 +242,10 @@ def small_tokenizer(vocab_size: int) -> bytes:
 
     import sentencepiece as spm
     sys.path.insert(0, str(ROOT))
-    from common.tokenizer import _tiny_corpus   # numpy + sentencepiece only
+    from common.tokenizer import tiny_corpus   # numpy + sentencepiece only
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_tiny_corpus(TASKS)), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        sentence_iterator=iter(tiny_corpus(TASKS)), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
         character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False, split_digits=False,
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, num_threads=1, shuffle_input_sentence=False,
         user_defined_symbols=["\n"], remove_extra_whitespaces=False, add_dummy_prefix=False,
