@@ -12,10 +12,10 @@ Applied by pirl today: `delta_mask` (common/processor.py actions_to_env / action
 scripts, their held-out evals and tools/evaluate.py; `maniskill_client="rlinf"` applies all of rlinf_maniskill's
 fields: its render and resize, prompt, gripper, state and episode length; `libero_client="rlinf"` RLinf's 15 settle
 steps and its episode lengths, rlinf_pi0_libero / rlinf_pi05_libero's `episode_steps`), and `replan_steps` as
-tools/evaluate.py's default (common/evaluate.py sampling_defaults). A LeRobot model's cameras are matched to its image
-slots by name (camera_order, below). The other fields record what the peer's client does (resize, prompt, gripper,
-state, episode lengths) as the reference for the envs; pirl's LIBERO envs do not switch on the openpi / LeRobot
-episode lengths (they run the paper's, common/envs.py LIBERO_SUITES).
+tools/evaluate.py's default (common/evaluate.py sampling_defaults). A LeRobot or Isaac-GR00T model's cameras are
+matched to its image slots by name (camera_order, below). The other fields record what the peer's client does (resize,
+prompt, gripper, state, episode lengths) as the reference for the envs; pirl's LIBERO envs do not switch on the
+openpi / LeRobot episode lengths (they run the paper's, common/envs.py LIBERO_SUITES).
 
 Facts read at openpi 15a9616 (src/openpi/training/config.py, src/openpi/transforms.py,
 src/openpi/policies/libero_policy.py, examples/libero/main.py), RLinf a3816b5
@@ -256,14 +256,26 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
 # envs and datasets write them: its LIBERO env agentview -> observation.images.image, eye_in_hand ->
 # observation.images.image2 (envs/configs.py LiberoEnv.features_map); its MetaWorld env -> observation.image;
 # datasets: wrist_image, base, ...
+# Isaac-GR00T N1.5 stacks the video keys in its data config's video_keys order (gr00t/data/transform/concat.py
+# ConcatTransform.apply, video_concat_order=video_keys in gr00t/experiment/data_config.py; wrist first in e.g.
+# BimanualPandaGripperDataConfig), a Python class picked by name at fine-tuning and again at inference
+# (scripts/gr00t_finetune.py, scripts/inference_service.py --data-config): the checkpoint does not record it.
+# experiment_cfg/metadata.json (gr00t/experiment/runner.py) lists under modalities.video every camera of the
+# dataset's meta/modality.json, in that file's order (gr00t/data/dataset.py _get_metadata), whichever the data
+# config used; config.json names none. So pirl matches these names to the env's cameras as LeRobot's, and
+# refuses a checkpoint whose names come in another order than the env's cameras: which order its model took is
+# not on file. (Isaac-GR00T N1.5: dataset.py, runner.py, inference_service.py at 20f28dc, concat.py at 4d2a197,
+# data_config.py at 091e495; its LIBERO names image, wrist_image: examples/Libero/custom_data_config.py at 15166e3;
+# RLinf's GR00T ManiSkill camera ego_view: rlinf/models/embodiment/gr00t/modality_config.py at dd49440.)
 WRIST_NAMES = ("wrist", "hand", "image2")     # a name holding one of these is the wrist camera
 SCENE_NAMES = ("image", "top", "base", "front", "agentview", "agentview_image", "base_0_rgb", "scene", "main",
-               "corner2", "3rd_view_camera", "base_camera")   # the last three: pirl's MetaWorld / ManiSkill cameras
+               "ego_view", "corner2", "3rd_view_camera", "base_camera")   # the last three: pirl's MetaWorld / ManiSkill cameras
 
 
 def _camera_role(name: str) -> str | None:
-    """ "wrist" | "scene" for a LeRobot image feature or an env camera name, None where the name does not tell."""
-    name = name.removeprefix("observation.images.").removeprefix("observation.")
+    """ "wrist" | "scene" for a LeRobot image feature, an Isaac-GR00T video key or an env camera name, None where
+    the name does not tell."""
+    name = name.removeprefix("observation.images.").removeprefix("observation.").removeprefix("video.")
     if any(w in name for w in WRIST_NAMES):
         return "wrist"
     return "scene" if name in SCENE_NAMES else None
@@ -280,32 +292,52 @@ def lerobot_image_slots(processor) -> list[str] | None:
     return [k for k in slots if "empty_camera" not in k] if meta.get("type") in ("pi0", "pi05") else None
 
 
+def isaac_video_keys(processor) -> list[str] | None:
+    """An Isaac-GR00T checkpoint's camera names: its experiment_cfg/metadata.json modalities.video keys, in the
+    file's order (its dataset's, not necessarily its model's: above); None for other sources or none listed."""
+    entry = getattr(processor, "entry", None) if processor.provenance.source_format == "isaac-gr00t" else None
+    return list((entry or {}).get("modalities", {}).get("video") or {}) or None
+
+
 def camera_order(processor, env: str) -> tuple[int | None, ...] | None:
-    """The env camera (an index into its observation's images) feeding each of a LeRobot model's image slots,
-    matched by name, in the slots' order (lerobot_image_slots): None for a π0 slot whose camera the env lacks (black
-    and masked, after the others, as LeRobot does); the env's cameras no slot names are left out, as LeRobot leaves
-    them, with one line naming them. None (the env's order, by position) for other sources. One UsageError listing
-    both sides where a name cannot be matched, two slots claim one camera, or the env lacks a camera a GR00T names
-    (it has no image masks) or every camera a π0 names."""
+    """The env camera (an index into its observation's images) feeding each of a LeRobot or Isaac-GR00T model's
+    image slots, matched by name, in the slots' order (lerobot_image_slots, isaac_video_keys): None for a π0 slot
+    whose camera the env lacks (black and masked, after the others, as LeRobot does); the env's cameras no slot names
+    are left out, as LeRobot leaves them, with one line naming them; one camera on each side whose name tells no role
+    (e.g. `cam0`) feeds the one slot. None (the env's order, by position) for other sources. One UsageError listing
+    both sides where a name cannot be matched, two slots claim one camera, the env lacks a camera a GR00T names (it
+    has no image masks) or every camera a π0 names, or an Isaac-GR00T checkpoint names its cameras in another order
+    than the env's (its model's order is not on file: above)."""
     from common.envs import camera_names
 
-    slots = lerobot_image_slots(processor)
+    slots, who, where = lerobot_image_slots(processor), "LeRobot", "config.json image features"
+    if slots is None:
+        slots, who, where = isaac_video_keys(processor), "Isaac-GR00T", "experiment_cfg/metadata.json video keys"
     if slots is None:
         return None
     env_cams = camera_names(env)
     env_roles = [_camera_role(c) for c in env_cams]
     roles = [_camera_role(k) for k in slots]
+    if len(slots) == 1 == len(env_cams) and roles[0] is None:   # one camera each, a name that tells nothing: no choice
+        return (0,)
     order = [env_roles.index(r) if r in env_roles else None for r in roles]
     used = [i for i in order if i is not None]
-    both = (f"its config.json image features {slots}, the env's cameras {list(env_cams)} (known names: wrist: "
+    both = (f"its {where} {slots}, the env's cameras {list(env_cams)} (known names: wrist: "
             f"*{'*, *'.join(WRIST_NAMES)}*; scene: {', '.join(SCENE_NAMES)})")
     if None in roles or len(set(used)) != len(used):
-        raise UsageError(f"cannot tell which {env} camera feeds each image of this LeRobot checkpoint by name: {both}")
+        raise UsageError(f"cannot tell which {env} camera feeds each image of this {who} checkpoint by name: {both}")
     if not used or (processor.config.variant == "groot" and None in order):
         missing = [k for k, i in zip(slots, order) if i is None]
-        raise UsageError(f"{env} has no camera for {missing}, which this LeRobot checkpoint needs (GR00T: every "
+        raise UsageError(f"{env} has no camera for {missing}, which this {who} checkpoint needs (GR00T: every "
                          f"camera it names, π0: at least one): {both}")
+    if who == "Isaac-GR00T" and used != sorted(used):   # Isaac-GR00T concat.py: the data config's order, not on file
+        raise UsageError(f"cannot tell in which order this Isaac-GR00T checkpoint takes {env}'s cameras: its model "
+                         f"stacks them in its data config's video_keys order, which the checkpoint does not record; "
+                         f"its experiment_cfg/metadata.json lists {slots} (its dataset's order), {env} renders "
+                         f"{list(env_cams)} in another; if it was trained on the env's order, list modalities.video "
+                         f"in metadata.json in that order")
     unused = [c for i, c in enumerate(env_cams) if i not in used]
     if unused:   # the model sees only the cameras its config names (above)
-        print(f"cameras: {env}'s {', '.join(unused)} unused (the checkpoint's config.json names {', '.join(slots)})")
+        print(f"cameras: {env}'s {', '.join(unused)} unused (the checkpoint's {where.split()[0]} names "
+              f"{', '.join(slots)})")
     return tuple(order)

@@ -408,8 +408,8 @@ class EagleProcessor:
                            **{f"action.{k}": m for k, m in self.action_norm.modes.items()}}
         self.provenance = provenance or Provenance("isaac-gr00t")
         self.data_config = DATA_CONFIGS["pirl"]   # set by the run (conventions.resolve_data_config): GR00T's are absolute
-        # the env camera feeding each image, set by the run (conventions.camera_order: a LeRobot GR00T's, matched by
-        # name, every image filled); None: the env's cameras in order
+        # the env camera feeding each image, set by the run (conventions.camera_order: a LeRobot or Isaac-GR00T
+        # checkpoint's cameras, matched by name, every image filled); None: the env's cameras in order
         self.camera_order = None
         self.files = {f: (self.eagle_dir / f).read_bytes() for f in REQUIRED + OPTIONAL if (self.eagle_dir / f).is_file()}
 

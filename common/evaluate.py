@@ -106,7 +106,7 @@ def check_policy_fits_env(policy, processor, envs, image_size: int, env_name: st
     """
     c = policy.config
     S, A, n_cam = envs.state_dim, envs.action_dim, envs.num_cameras
-    if processor.camera_order is not None:   # a LeRobot model's cameras, by name: it sees only those (conventions.py)
+    if processor.camera_order is not None:   # a LeRobot / Isaac-GR00T model's cameras, by name: it sees only those
         n_cam = sum(i is not None for i in processor.camera_order)
     # ours (pirl) are sized to their demos; openpi-format models of any size have fixed, maskable camera slots
     sized_to_demos = processor.provenance.source_format == "pirl" and c.vocab_size != PALIGEMMA_VOCAB

@@ -185,7 +185,7 @@ class Processor:
 
     def _in_slots(self, images: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """(N, n_cam, ...) env images -> those feeding the model's image slots, in slot order, and the slots they fill
-        (camera_order: a LeRobot model's, matched by name; a slot whose camera the env lacks is left out)."""
+        (camera_order: a LeRobot / Isaac-GR00T model's, matched by name; a slot whose camera the env lacks is left out)."""
         if self.camera_order is None:
             return images, list(range(images.shape[1]))
         slots = [i for i, cam in enumerate(self.camera_order) if cam is not None]

@@ -293,7 +293,7 @@ def load_for_env(spec: str, env: str, data_config: str | None = None, flag: str 
     path = str(hub.resolve_checkpoint(spec, flag, context))    # a Hub id: rank 0 downloads it, into the HF cache
     policy, processor = load_checkpoint(path, flag, **kwargs)
     processor.data_config = resolve_data_config(data_config, processor, env, path)
-    processor.camera_order = camera_order(processor, env)   # a LeRobot model's image slots, by camera name
+    processor.camera_order = camera_order(processor, env)   # a LeRobot / Isaac-GR00T model's image slots, by camera name
     return policy, processor, path
 
 

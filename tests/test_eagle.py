@@ -10,7 +10,9 @@ missing / malformed files are one UsageError line naming the file. Last, a LeRob
 metadata.json: LeRobot's own config.json and pre / post processor files with min / max stats, written and loaded
 back by LeRobot in tools/peers/groot_eagle_fixtures.py --lerobot-only) loads through run.load_checkpoint, and
 our normalised state / un-normalised actions match LeRobot's own; a missing or broken state file is one line
-naming it; its cameras feed its images by name (LeRobot's sorted order), an env camera it does not name left out."""
+naming it; its cameras feed its images by name (LeRobot's sorted order), an env camera it does not name left out.
+An Isaac-GR00T dir's cameras are matched by metadata.json's names too; one listed in another order than the env's
+stops the run (its model's order, the data config's video_keys, is not on file)."""
 import json
 import lzma
 import shutil
@@ -421,11 +423,10 @@ def test_a_lerobot_groots_cameras_feed_its_images_by_name(lerobot_ckpt, monkeypa
     assert capsys.readouterr().out.count("unused") == 0
 
 
-def test_a_lerobot_groot_naming_one_of_two_env_cameras_sees_that_one_and_fits(lerobot_ckpt, fake, monkeypatch,
-                                                                                tmp_path, capsys):
+def test_a_lerobot_groot_naming_one_of_two_env_cameras_sees_that_one_and_fits(lerobot_ckpt, monkeypatch, tmp_path,
+                                                                                capsys):
     """A one-camera LeRobot GR00T ('image': LIBERO's agent view) on LIBERO: the wrist camera unused (one line), the
-    model sees the agent view alone and fits the env; a one-camera Isaac-GR00T checkpoint (no names: by position)
-    does not fit, in one line."""
+    model sees the agent view alone and fits the env."""
     from common.conventions import camera_order
     from common.evaluate import check_policy_fits_env
     from common.run import load_checkpoint
@@ -442,9 +443,116 @@ def test_a_lerobot_groot_naming_one_of_two_env_cameras_sees_that_one_and_fits(le
     processor.camera_order = None
     alone = processor.observation({**raw, "images": raw["images"][:, :1]}, "cpu")
     assert torch.equal(ours.images, alone.images) and torch.equal(ours.tokens, alone.tokens)
-    isaac_policy, isaac = load_checkpoint(str(fake[0]))   # the Isaac-GR00T layout: metadata.json's one camera
-    isaac.camera_order = camera_order(isaac, "libero-spatial")
-    assert isaac.camera_order is None and isaac_policy.config.num_cameras == 1
+
+
+# Isaac-GR00T's layout: experiment_cfg/metadata.json names its dataset's cameras (modalities.video, in its
+# meta/modality.json's order); its model took them in its data config's video_keys order, which is not on file
+def isaac_with_cameras(src: Path, dst: Path, names: list) -> Path:
+    """A copy of the Isaac-GR00T layout fake whose metadata.json lists video keys `names`, in that order."""
+    d = copy_of(src, dst)
+    meta = d / "experiment_cfg" / "metadata.json"
+    data = json.loads(meta.read_text())
+    video = data["new_embodiment"]["modalities"]["video"]
+    data["new_embodiment"]["modalities"]["video"] = {n: video["cam0"] for n in names}
+    meta.write_text(json.dumps(data))
+    return d
+
+
+def test_an_isaac_groot_naming_one_of_two_env_cameras_sees_that_one_and_fits(fake, monkeypatch, tmp_path, capsys):
+    """A one-camera Isaac-GR00T checkpoint on LIBERO sees the camera its metadata.json names ('image': the agent
+    view, 'wrist_image': the wrist), the other unused in one line, and fits the env (by position it did not: two
+    cameras in the env, one in the model)."""
+    from common.conventions import camera_order
+    from common.evaluate import check_policy_fits_env
+    from common.run import load_checkpoint
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    raw = libero_obs()
+    for name, cam, other in (("image", 0, "robot0_eye_in_hand_image"), ("wrist_image", 1, "agentview_image")):
+        policy, processor = load_checkpoint(str(isaac_with_cameras(ckpt, tmp_path / name, [name])))
+        assert processor.provenance.source_format == "isaac-gr00t" and policy.config.num_cameras == 1
+        processor.camera_order = camera_order(processor, "libero-spatial")
+        out = capsys.readouterr().out.splitlines()
+        assert processor.camera_order == (cam,), processor.camera_order
+        assert len(out) == 1 and f"{other} unused" in out[0] and "metadata.json" in out[0] and name in out[0], out
+        libero = SimpleNamespace(state_dim=6, action_dim=processor.action_norm.dim, num_cameras=2)
+        check_policy_fits_env(policy, processor, libero, 256, "libero-spatial")
+        ours = processor.observation(raw, "cpu")
+        processor.camera_order = None
+        alone = processor.observation({**raw, "images": raw["images"][:, cam:cam + 1]}, "cpu")
+        assert torch.equal(ours.images, alone.images) and torch.equal(ours.tokens, alone.tokens)
+        with pytest.raises(UsageError) as err:   # by position, as before: refused
+            check_policy_fits_env(policy, processor, libero, 256, "libero-spatial")
+        assert "2 camera(s) in the env but 1 in the model" in str(err.value)
+    # RLinf's GR00T ManiSkill camera (its data config's video.ego_view) is a scene camera: MetaWorld's corner2 feeds it
+    _, processor = load_checkpoint(str(isaac_with_cameras(ckpt, tmp_path / "ego", ["ego_view"])))
+    assert camera_order(processor, "metaworld-drawer-open-v3") == (0,) and capsys.readouterr().out == ""
+    from common.conventions import _camera_role   # the data configs' own spelling, video.<name>, reads the same
+    assert [_camera_role(f"video.{n}") for n in ("image", "wrist_image", "ego_view")] == ["scene", "wrist", "scene"]
+
+
+def test_an_isaac_groot_in_the_envs_order_sees_both_cameras_in_it(fake, monkeypatch, tmp_path, capsys):
+    """metadata.json's 'image', 'wrist_image' (Isaac-GR00T's LIBERO example names, its data config's order) on LIBERO:
+    both cameras, in the env's order, nothing said."""
+    from common.conventions import camera_order
+    from common.run import load_checkpoint
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    policy, processor = load_checkpoint(str(isaac_with_cameras(ckpt, tmp_path / "two", ["image", "wrist_image"])))
+    assert policy.config.num_cameras == 2
+    processor.camera_order = camera_order(processor, "libero-goal")
+    assert processor.camera_order == (0, 1) and capsys.readouterr().out == ""
+    raw = libero_obs()
+    ours = processor.observation(raw, "cpu")
+    processor.camera_order = None
+    assert torch.equal(ours.images, processor.observation(raw, "cpu").images)
+
+
+def test_an_isaac_groot_named_wrist_first_stops_the_run_in_one_line_instead_of_a_guess(fake, monkeypatch, tmp_path):
+    """A two-camera Isaac-GR00T checkpoint whose metadata.json lists the wrist camera first: its model took its
+    cameras in its data config's order, which the checkpoint does not record, so neither the env's order (a silent
+    swap if the data config was wrist first) nor metadata.json's (a silent swap if it was not) is taken: the run
+    stops in one line naming both sides."""
+    from common.run import load_for_env
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    wrist_first = isaac_with_cameras(ckpt, tmp_path / "wrist_first", ["wrist_image", "image"])
     with pytest.raises(UsageError) as err:
-        check_policy_fits_env(isaac_policy, isaac, libero, 256, "libero-spatial")
-    assert "\n" not in str(err.value) and "2 camera(s) in the env but 1 in the model" in str(err.value)
+        load_for_env(str(wrist_first), "libero-spatial")
+    line = str(err.value)
+    assert "\n" not in line and "video_keys" in line and "['wrist_image', 'image']" in line, line
+    assert "['agentview_image', 'robot0_eye_in_hand_image']" in line and "metadata.json" in line, line
+
+
+def test_an_isaac_groot_camera_name_that_cannot_be_matched_is_one_error_line(fake, monkeypatch, tmp_path):
+    """The fake's own 'cam0' (no role) and a wrist camera on MetaWorld (none there; GR00T has no image masks) stop
+    the run in one line naming the checkpoint's keys and the env's cameras, where by position both ran."""
+    from common.run import load_for_env
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    for d, env, name in ((ckpt, "libero-spatial", "cam0"),
+                         (isaac_with_cameras(ckpt, tmp_path / "wrist", ["wrist_image"]), "metaworld-drawer-open-v3",
+                          "wrist_image")):
+        with pytest.raises(UsageError) as err:
+            load_for_env(str(d), env)
+        line = str(err.value)
+        assert "\n" not in line and f"['{name}']" in line and "metadata.json" in line and "Isaac-GR00T" in line, line
+        assert "agentview_image" in line if env.startswith("libero") else "corner2" in line, line
+
+
+
+def test_one_camera_whose_name_tells_no_role_feeds_an_env_with_one_camera(fake, lerobot_ckpt, monkeypatch, tmp_path,
+                                                                           capsys):
+    """One camera on each side leaves nothing to match: the fake's 'cam0' (Isaac-GR00T layout) and a LeRobot GR00T's
+    observation.images.cam0 take MetaWorld's one camera, where on LIBERO (two cameras) 'cam0' is refused (above)."""
+    from common.run import load_for_env
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    _, isaac, _ = load_for_env(str(ckpt), "metaworld-drawer-open-v3")
+    assert isaac.provenance.source_format == "isaac-gr00t" and isaac.camera_order == (0,)
+    lerobot_dir = lerobot_with_cameras(lerobot_ckpt[0], tmp_path / "lerobot_cam0", ["cam0"])
+    _, lerobot, _ = load_for_env(str(lerobot_dir), "metaworld-drawer-open-v3")
+    assert lerobot.provenance.source_format == "lerobot" and lerobot.camera_order == (0,)
+    assert capsys.readouterr().out.count("unused") == 0
+    with pytest.raises(UsageError, match="cannot tell which libero-spatial camera"):
+        load_for_env(str(lerobot_dir), "libero-spatial")
