@@ -339,13 +339,18 @@ def test_expert_errors_list_the_envs_that_have_one():
 
 
 @pytest.mark.skipif(not vulkan_ready(), reason="no software Vulkan: run tools/setup_sims.sh")
-def test_maniskill_pickcube_expert_succeeds_through_chunkvecenv():
+@pytest.mark.parametrize("env_name, init_ids, max_length", [
+    (PC, (1000, 1001, 1002), 49),
+    # ManiSkill's embedded default and its mirror: held-out scenes, well within the 50 steps (bench/maniskill_start.py:
+    # 50 / 50 held-out scenes in 18-29 steps)
+    ("maniskill-PushCube-v1", (0, 1, 2), 35), ("maniskill-PullCube-v1", (0, 1, 2), 35)])
+def test_maniskill_experts_succeed_through_chunkvecenv(env_name, init_ids, max_length):
     # the demo generator's loop (common/sft.py _expert_episodes): one expert action per step_chunk
-    env = make_envs(PC, 1, image_size=32, asynchronous=False, autoreset=False)
-    expert = make_expert(PC)
-    assert env.action_dim == 7 <= 8  # pd_ee_delta_pose + gripper: fits the tiny model's D=8
+    env = make_envs(env_name, 1, image_size=32, asynchronous=False, autoreset=False)
+    expert = make_expert(env_name)
+    assert env.action_dim == 7 <= 8 and env.max_episode_steps == 50  # pd_ee_delta_pose + gripper: the tiny's D=8
     try:
-        for init_id in (1000, 1001, 1002):
+        for init_id in init_ids:
             env.reset([(0, init_id)])
             for _ in range(env.max_episode_steps):
                 action = expert.act(env)
@@ -354,7 +359,7 @@ def test_maniskill_pickcube_expert_succeeds_through_chunkvecenv():
                 if term[0] or trunc[0]:
                     break
             assert term[0] and info["success"][0] and reward[0] == 1.0, f"expert failed on init {init_id}"
-            assert 0 < info["episode_length"][0] < env.max_episode_steps
+            assert 0 < info["episode_length"][0] <= max_length
     finally:
         env.close()
 
