@@ -122,6 +122,12 @@ def few_shot_defaults(env_name: str) -> dict:
     return {"num_demos": DEFAULT_NUM_DEMOS, "sft_steps": DEFAULT_SFT_STEPS, "image_size": DEFAULT_IMAGE_SIZE}
 
 
+def few_shot_help(key: str) -> str:
+    """--help's default for a flag left to few_shot_defaults[key]: '(default: MetaWorld 10, ManiSkill 100)'."""
+    metaworld, maniskill = few_shot_defaults("metaworld-")[key], few_shot_defaults("maniskill-")[key]
+    return f"(default: MetaWorld {metaworld}, ManiSkill {maniskill}; common/sft.py few_shot_defaults)"
+
+
 def view_tag(env_name: str) -> str:
     """The MetaWorld view the demos are rendered in, as part of a cache key ("" elsewhere): demos and SFT policies
     cached under one default view are never reused under another."""

@@ -5,6 +5,7 @@
 import os
 import sys
 from dataclasses import dataclass
+from typing import Annotated, Optional
 
 import tyro
 
@@ -13,17 +14,21 @@ from common import sft  # noqa: E402
 from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 
+def few_shot(key: str):
+    """A flag that --help shows with its per-simulator default, never None on the command line (left out: the env's)."""
+    return tyro.conf.arg(help_behavior_hint=lambda _: sft.few_shot_help(key))
+
+
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
     """env name with a scripted expert (metaworld-*, maniskill-PushCube-v1 / PullCube-v1 / PickCube-v1)"""
-    num_demos: int | None = None
-    """successful episodes to keep (default: the env's few-shot setting, common/sft.py few_shot_defaults: MetaWorld 10,
-    ManiSkill 100)"""
+    num_demos: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("num_demos")] = None
+    """successful episodes to keep"""
     seed: int = 0
     """seed of the train init states the demos start from"""
-    image_size: int | None = None
-    """square render size in pixels (default: the env's few-shot setting, 64)"""
+    image_size: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("image_size")] = None
+    """square render size in pixels"""
     num_envs: int = 1
     """parallel env workers"""
     cache_dir: str | None = None

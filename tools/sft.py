@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Annotated, Optional
 from pathlib import Path
 
 import tyro
@@ -22,17 +23,21 @@ from common import sft  # noqa: E402
 from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 
+def few_shot(key: str):
+    """A flag that --help shows with its per-simulator default, never None on the command line (left out: the env's)."""
+    return tyro.conf.arg(help_behavior_hint=lambda _: sft.few_shot_help(key))
+
+
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
     """env name with a scripted expert (metaworld-*, maniskill-PushCube-v1 / PullCube-v1 / PickCube-v1)"""
-    num_demos: int | None = None
-    """successful expert episodes (default: the env's few-shot setting, common/sft.py few_shot_defaults: MetaWorld 10,
-    ManiSkill 100)"""
+    num_demos: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("num_demos")] = None
+    """successful expert episodes"""
     demo_seed: int = 0
     """seed of the demonstrations' init states"""
-    image_size: int | None = None
-    """render size of the demonstrations (pixels; default: the env's few-shot setting, 64)"""
+    image_size: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("image_size")] = None
+    """render size of the demonstrations (pixels)"""
     preset: str = "tiny"
     """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
     init_from: str | None = None
@@ -48,8 +53,8 @@ class Args:
     rlinf_maniskill, rlinf_metaworld, pirl"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
-    steps: int | None = None
-    """optimizer steps (default: the env's few-shot setting: MetaWorld 400, ManiSkill 1000)"""
+    steps: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("sft_steps")] = None
+    """optimizer steps"""
     batch_size: int = 32
     """batch size per rank"""
     lr: float = 3e-4
