@@ -295,8 +295,9 @@ def lerobot_image_slots(processor) -> list[str] | None:
 def isaac_video_keys(processor) -> list[str] | None:
     """An Isaac-GR00T checkpoint's camera names: its experiment_cfg/metadata.json modalities.video keys, in the
     file's order (its dataset's, not necessarily its model's: above); None for other sources or none listed."""
-    entry = getattr(processor, "entry", None) if processor.provenance.source_format == "isaac-gr00t" else None
-    return list((entry or {}).get("modalities", {}).get("video") or {}) or None
+    if processor.provenance.source_format != "isaac-gr00t":   # an EagleProcessor, its metadata.json entry read
+        return None
+    return list(processor.entry.get("modalities", {}).get("video") or {}) or None
 
 
 def camera_order(processor, env: str) -> tuple[int | None, ...] | None:

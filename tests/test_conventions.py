@@ -341,7 +341,8 @@ def test_a_lerobot_groot_takes_its_cameras_by_name_in_lerobots_sorted_order(caps
         assert camera_order(_lerobot_proc("groot", names), "libero-spatial") == (1, 0)
     for names in (["wrist_image", "image"], ["image", "wrist_image"]):
         assert camera_order(_lerobot_proc("groot", names), "libero-goal") == (0, 1)
-    isaac = SimpleNamespace(provenance=Provenance("isaac-gr00t"), config=SimpleNamespace(variant="groot"))
+    isaac = SimpleNamespace(provenance=Provenance("isaac-gr00t"), config=SimpleNamespace(variant="groot"),
+                            entry={"modalities": {"state": {}, "action": {}}})
     assert camera_order(isaac, "libero-goal") is None   # no metadata.json video keys on file: by position
     assert capsys.readouterr().out == ""   # every env camera used: nothing said
 
