@@ -154,9 +154,7 @@ def measure(args: Args) -> dict:
     from common import sft
 
     env = args.env or sft.MANISKILL_DEFAULT_ENV
-    fs = sft.few_shot_defaults(env)
-    num_demos, sft_steps = args.num_demos or fs["num_demos"], args.sft_steps or fs["sft_steps"]
-    image_size = args.image_size or fs["image_size"]
+    num_demos, sft_steps, image_size = sft.few_shot_setting(env, args.num_demos, args.sft_steps, args.image_size)
     row = {"tag": args.tag, "env": env, "num_demos": num_demos, "sft_steps": sft_steps, "image_size": image_size}
     t0 = time.time()
     if not args.skip_expert:

@@ -122,6 +122,15 @@ def few_shot_defaults(env_name: str) -> dict:
     return {"num_demos": DEFAULT_NUM_DEMOS, "sft_steps": DEFAULT_SFT_STEPS, "image_size": DEFAULT_IMAGE_SIZE}
 
 
+def few_shot_setting(env_name: str, num_demos: int | None = None, sft_steps: int | None = None,
+                     image_size: int | None = None) -> tuple[int, int, int]:
+    """(num_demos, sft_steps, image_size): the values given, and the env's few-shot default for those left at None."""
+    defaults = few_shot_defaults(env_name)
+    return (defaults["num_demos"] if num_demos is None else num_demos,
+            defaults["sft_steps"] if sft_steps is None else sft_steps,
+            defaults["image_size"] if image_size is None else image_size)
+
+
 def few_shot_help(key: str) -> str:
     """--help's default for a flag left to few_shot_defaults[key]: '(default: MetaWorld 10, ManiSkill 100)'."""
     metaworld, maniskill = few_shot_defaults("metaworld-")[key], few_shot_defaults("maniskill-")[key]
@@ -398,10 +407,7 @@ def make_default_sft_policy(env_name: str = DEFAULT_ENV, num_demos: int | None =
     barrier, then every rank gets the same path."""
     from common.checkpoint import save_policy
 
-    defaults = few_shot_defaults(env_name)
-    num_demos = defaults["num_demos"] if num_demos is None else num_demos
-    sft_steps = defaults["sft_steps"] if sft_steps is None else sft_steps
-    image_size = defaults["image_size"] if image_size is None else image_size
+    num_demos, sft_steps, image_size = few_shot_setting(env_name, num_demos, sft_steps, image_size)
     check_checkpoint_or_expert(None, env_name)
     out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir)
     if _is_main() and not (out / "model.safetensors").is_file():

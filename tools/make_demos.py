@@ -40,9 +40,8 @@ class Args:
 def check_args(args: Args):
     """Every flag checked before any simulator is built (UsageError: one `error:` line)."""
     sft.check_expert(args.env)
-    defaults = sft.few_shot_defaults(args.env)   # flags left out: the embedded default's setting for this env
-    args.num_demos = defaults["num_demos"] if args.num_demos is None else args.num_demos
-    args.image_size = defaults["image_size"] if args.image_size is None else args.image_size
+    # flags left out: the embedded default's setting for this env
+    args.num_demos, _, args.image_size = sft.few_shot_setting(args.env, args.num_demos, image_size=args.image_size)
     for flag, value in (("--num-demos", args.num_demos), ("--image-size", args.image_size), ("--num-envs", args.num_envs)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1 (got {value})")

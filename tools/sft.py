@@ -74,10 +74,9 @@ def check_args(args: Args):
     from common.policy import PRESETS
 
     sft.check_expert(args.env)
-    defaults = sft.few_shot_defaults(args.env)   # flags left out: the embedded default's setting for this env
-    args.num_demos = defaults["num_demos"] if args.num_demos is None else args.num_demos
-    args.steps = defaults["sft_steps"] if args.steps is None else args.steps
-    args.image_size = defaults["image_size"] if args.image_size is None else args.image_size
+    # flags left out: the embedded default's setting for this env
+    args.num_demos, args.steps, args.image_size = sft.few_shot_setting(args.env, args.num_demos, args.steps,
+                                                                       args.image_size)
     for flag, value in (("--num-demos", args.num_demos), ("--steps", args.steps), ("--batch-size", args.batch_size),
                         ("--image-size", args.image_size), ("--action-horizon", args.action_horizon)):
         if value < 1:
