@@ -53,35 +53,42 @@ def tiny(name: str):
     return tyro.conf.arg(help_behavior_hint=lambda _: f"(default: from the --env x --model preset; tiny: {TINY_CPU[name]})")
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
     # --- experiment ---
     env: str = "metaworld-drawer-open-v3"
     """simulator task: libero-{spatial,object,goal,long,90}, maniskill-<Task-v1>, metaworld-<task-v3>, metaworld-mt10, metaworld-mt50"""
-    model: Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]] = None
-    """preset family; inferred from --checkpoint when omitted, `tiny` (the embedded default) without one;
-    `pi0` (the paper's default family) without either on an env with no scripted expert (LIBERO, maniskill-put-on-plate);
+    model: Annotated[Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]],
+                     unset("the --checkpoint's family; without one `tiny`, or `pi0` on an env with no scripted expert "
+                           "(LIBERO, maniskill-put-on-plate)")] = None
+    """preset family: `tiny` (the embedded default), `pi0` (the paper's default family), `pi05`,
     `tiny-groot`: the embedded default with a tiny GR00T N1.5; `groot`: GR00T N1.5 (π0's presets, appendix C)"""
-    checkpoint: Optional[str] = None
+    checkpoint: Annotated[Optional[str], unset("the paper's SFT checkpoint for --env x --model; the embedded tiny SFT policy "
+                                               "(made or reused) with --model tiny / tiny-groot, or no --model on an env "
+                                               "with a scripted expert")] = None
     """a local SFT checkpoint dir (openpi / LeRobot / RLinf) or a Hugging Face Hub id org/name[@revision]: rank 0
     downloads it into the HF cache (HF_HOME, HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT apply).
-    None: the paper's SFT checkpoint for --env x --model (common/hub.py; tools/which_checkpoint.py --table):
+    The paper's SFT checkpoints (common/hub.py; tools/which_checkpoint.py --table):
     π0: RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT (libero-spatial, -object, -goal), RLinf/RLinf-Pi0-LIBERO-Long-SFT;
     π0.5: RLinf/RLinf-Pi05-LIBERO-SFT (the four LIBERO suites);
     RLinf/RLinf-Pi0-ManiSkill-25Main-SFT, RLinf/RLinf-Pi05-ManiSkill-25Main-SFT (maniskill-put-on-plate);
-    RLinf/RLinf-Pi0-MetaWorld-SFT, RLinf/RLinf-Pi05-MetaWorld-SFT (metaworld-*);
-    or, where a scripted expert exists and --model is not pi0 / pi05, the embedded tiny SFT policy (made or reused)"""
-    asset_id: Optional[str] = None
-    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
-    data_config: Optional[str] = None
+    RLinf/RLinf-Pi0-MetaWorld-SFT, RLinf/RLinf-Pi05-MetaWorld-SFT (metaworld-*)"""
+    asset_id: Annotated[Optional[str], unset("the only one")] = None
+    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one"""
+    data_config: Annotated[Optional[str], unset("what the checkpoint records, else a paper Hub id's own, else the one its "
+                                                "format and --env imply; an openpi / RLinf π0 on LIBERO must name it")] = None
     """the checkpoint's training data conventions (common/conventions.py), where its files do not record them:
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
     rlinf_maniskill, rlinf_metaworld, pirl"""
-    embodiment: Optional[str] = None
-    """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id (default: the checkpoint's own)"""
-    resume: Optional[str] = None
+    embodiment: Annotated[Optional[str], unset("the checkpoint's own")] = None
+    """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id"""
+    resume: Annotated[Optional[str], unset("a new run")] = None
     """a run dir (runs/<name>) or one of its checkpoints/iter_* dirs: continue that run exactly"""
     exp_name: str = "flow_sde_grpo"
     """name of this experiment (part of the run name)"""
@@ -109,10 +116,10 @@ class Args:
     """log to Weights & Biases as well as TensorBoard (CleanRL's --track; `pip install wandb`; WANDB_MODE=offline: local only)"""
     wandb_project_name: str = "pirl"
     """the Weights & Biases project of --track"""
-    wandb_entity: Optional[str] = None
-    """the Weights & Biases team or user of --track (None: your default entity)"""
-    max_episode_steps: Optional[int] = None
-    """override the benchmark's episode length (quick looks and tests)"""
+    wandb_entity: Annotated[Optional[str], unset("your default entity")] = None
+    """the Weights & Biases team or user of --track"""
+    max_episode_steps: Annotated[Optional[int], unset("the benchmark's")] = None
+    """episode length (quick looks and tests)"""
     # --- algorithm (None = the preset of --env x --model, from the paper's Tables 7-8) ---
     total_iterations: Annotated[Preset[int], tiny("total_iterations")] = None
     """PPO iterations (the tables' "train epochs"): one rollout phase + one update phase each"""
@@ -124,9 +131,9 @@ class Args:
     """rollout phases (of --interaction-steps each, one episode per env) collected before every update"""
     group_size: Annotated[Preset[int], tiny("group_size")] = None
     """G: episodes per group, all started from the same initial condition (must divide the envs per rank)"""
-    num_groups: Optional[int] = None
-    """initial conditions (groups) per rollout epoch, summed over ranks: --num-envs = num_groups x group_size (None: from
-    --num-envs); groups per iteration = num_groups x rollout_epochs (the tiny preset: 2; RLinf's LIBERO runs: 64)"""
+    num_groups: Annotated[Optional[int], unset("--num-envs / --group-size")] = None
+    """initial conditions (groups) per rollout epoch, summed over ranks: --num-envs = num_groups x group_size;
+    groups per iteration = num_groups x rollout_epochs (the tiny preset: 2; RLinf's LIBERO runs: 64)"""
     minibatch_size: Annotated[Preset[int], tiny("minibatch_size")] = None
     """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
     micro_batch_size: Annotated[Preset[int], tiny("micro_batch_size")] = None
@@ -156,8 +163,8 @@ class Args:
     """dtype of the VLM weights; auto: bfloat16 on CUDA while the VLM is frozen (the expert, heads and log-probs stay fp32)"""
     lora_rank: int = 0
     """LoRA rank on the frozen VLM's language model, trained with the action expert (paper 5.5; 0: off; common/lora.py)"""
-    lora_alpha: Optional[float] = None
-    """LoRA α: the adapters' update is scaled by α / rank (None: α = rank)"""
+    lora_alpha: Annotated[Optional[float], unset("α = rank")] = None
+    """LoRA α: the adapters' update is scaled by α / rank"""
     lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     """comma-separated linears of every Gemma layer of the VLM that get adapters"""
     lora_vision: bool = False
@@ -176,7 +183,7 @@ class Args:
     kl_coef: float = 0.0
     """weight of a KL penalty to the initial policy (0: none, as the paper's runs)"""
     # --- filled in at runtime ---
-    init_checkpoint: Optional[str] = None
+    init_checkpoint: Annotated[Optional[str], unset("--checkpoint")] = None
     """the checkpoint the run started from (kept across --resume: the reference of --kl-coef)"""
 
 

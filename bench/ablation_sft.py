@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -38,14 +39,18 @@ from flow_sde_ppo import Args as PPOArgs  # noqa: E402  (module import has no si
 from flow_sde_ppo import sample_hybrid  # noqa: E402
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
-    checkpoint: str | None = None
-    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
-    make or reuse (runs/cache)"""
-    data_config: str | None = None
-    """its data conventions, a common/conventions.py DATA_CONFIGS name (default: what its files record, or a paper
-    Hub id's own)"""
+    checkpoint: Annotated[str | None, unset("the few-shot SFT policy of --env that the RL scripts make or reuse "
+                                            "(runs/cache)")] = None
+    """the SFT policy: a dir or a Hub id org/name[@revision]"""
+    data_config: Annotated[str | None, unset("what the checkpoint records, else a paper Hub id's own, else the one its "
+                                             "format and --env imply")] = None
+    """its data conventions, a common/conventions.py DATA_CONFIGS name"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Optional
 
 import numpy as np
 import tyro
@@ -38,11 +39,15 @@ from common.sft import DEFAULT_ENV  # noqa: E402
 ALGOS = ("flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo")
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
     env: str = DEFAULT_ENV
     """task of every run (the scripts' --env; default: the embedded default)"""
-    envs: str | None = None
+    envs: Annotated[Optional[str], unset("--env alone")] = None
     """a set of tasks, comma-separated (e.g. metaworld-door-open-v3,metaworld-push-v3): every env x seed x algo is
     run and reported per task; replaces --env"""
     algos: tuple[str, ...] = ALGOS

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import tyro
 
@@ -31,18 +31,22 @@ sys.path.insert(0, str(ROOT))
 from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
-    env: Optional[str] = None
-    """ManiSkill env (default: common/sft.py MANISKILL_DEFAULT_ENV)"""
-    num_demos: Optional[int] = None
-    """demonstrations (default: the env's few-shot default, common/sft.py few_shot_defaults)"""
-    sft_steps: Optional[int] = None
-    """SFT steps of batch 32 (default: the env's few-shot default)"""
-    image_size: Optional[int] = None
-    """render and model image size (default: the env's few-shot default)"""
-    max_episode_steps: Optional[int] = None
-    """episode length of the expert and policy evals (default: the env's, as the RL scripts run it)"""
+    env: Annotated[Optional[str], unset("common/sft.py MANISKILL_DEFAULT_ENV")] = None
+    """ManiSkill env"""
+    num_demos: Annotated[Optional[int], unset("the env's few-shot default, common/sft.py few_shot_defaults")] = None
+    """demonstrations"""
+    sft_steps: Annotated[Optional[int], unset("the env's few-shot default")] = None
+    """SFT steps of batch 32"""
+    image_size: Annotated[Optional[int], unset("the env's few-shot default")] = None
+    """render and model image size"""
+    max_episode_steps: Annotated[Optional[int], unset("the env's, as the RL scripts run it")] = None
+    """episode length of the expert and policy evals"""
     tag: str = "default"
     """row name in --out"""
     eval_seed: int = 1
@@ -55,8 +59,8 @@ class Args:
     """eval envs (the embedded default's --num-envs: the eval's noise draws depend on it)"""
     skip_expert: bool = False
     """skip step 1 (the expert does not change with SFT settings)"""
-    cache_dir: Optional[str] = None
-    """demos / SFT cache (default: runs/cache, what the RL scripts read)"""
+    cache_dir: Annotated[Optional[str], unset("runs/cache, what the RL scripts read")] = None
+    """demos / SFT cache"""
     threads: int = 1
     """torch threads"""
     out: str = "bench/results/maniskill_start.json"

@@ -57,12 +57,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
+
+
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
 
 
 @dataclass
@@ -83,9 +88,9 @@ class Args:
     """held-out episodes of the evals before and after training (not timed)"""
     cores: int = 2
     """CPU threads shared by the ranks: each process gets OMP_NUM_THREADS = cores // nprocs"""
-    checkpoint: str | None = None
-    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
-    make or reuse (runs/cache)"""
+    checkpoint: Annotated[str | None, unset("the few-shot SFT policy of --env that the RL scripts make or reuse "
+                                            "(runs/cache)")] = None
+    """the SFT policy: a dir or a Hub id org/name[@revision]"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task"""
     run_root: str = "runs/bench_tmp"

@@ -2,12 +2,17 @@
 few-shot SFT of the tiny preset -> RL. make_default_sft_policy is the very function the scripts call
 without --checkpoint; here it runs at tiny settings (1 demo, 2 SFT steps, 32 px renders), then
 flow_sde_ppo.py runs one iteration on the policy it made. An env without an expert (LIBERO) is one
-clear error that says to pass --checkpoint."""
+clear error that says to pass --checkpoint. Each script's --help says what leaving a flag out does (the
+preset's value, the paper's checkpoint, ...), never tyro's "(default: None)"."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
-from test_scripts_e2e import metrics, only_run, run_script
+from test_scripts_e2e import ROOT, metrics, only_run, run_script
 
 from common.sft import NoExpertError, make_default_sft_policy
 
@@ -50,12 +55,7 @@ def test_default_path_without_an_expert_says_pass_a_checkpoint(tmp_path):
 def test_help_says_where_each_preset_flag_comes_from_and_its_tiny_value(script):
     """Every flag left at None for the preset shows, in --help, that it comes from the --env x --model preset and the
     embedded default's (tiny) value, the very value the run takes."""
-    import os
-    import subprocess
-    import sys
-
     from helpers import load_script
-    from test_scripts_e2e import ROOT
 
     module = load_script(script)
     env = {**os.environ, "COLUMNS": "1000", "OMP_NUM_THREADS": "1"}
@@ -69,3 +69,21 @@ def test_help_says_where_each_preset_flag_comes_from_and_its_tiny_value(script):
         help_of_flag = text[text.index(f" {flag} "):]
         default = help_of_flag[help_of_flag.index("(default:"):].split(")")[0] + ")"
         assert default == f"(default: from the --env x --model preset; tiny: {value})", (flag, default)
+
+
+HELP_SCRIPTS = ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"] + sorted(   # every tool and bench script with flags
+    str(p.relative_to(ROOT).with_suffix("")) for d in ("tools", "bench") for p in (ROOT / d).glob("*.py")
+    if "tyro.cli(" in p.read_text())
+
+
+@pytest.mark.parametrize("script", HELP_SCRIPTS)
+def test_help_says_what_leaving_a_flag_out_does_never_default_none(script):
+    """A flag whose default is None shows in --help what leaving it out does (the paper's checkpoint, α = rank, a new
+    run, ...), not tyro's "(default: None)"."""
+    env = {**os.environ, "COLUMNS": "300", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / f"{script}.py"), "--help"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.replace("│", " ").split())   # one line, the box and the wrapping gone
+    none = [text[max(0, m.start() - 100):m.end()] for m in re.finditer("default: None", text)]   # each with its flag
+    assert "(default:" in text and not none, none

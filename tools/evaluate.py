@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from typing import Annotated
 
 import tyro
 
@@ -20,14 +21,19 @@ from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 POLICIES = ("checkpoint", "expert", "random")
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
-    checkpoint: str | None = None
+    checkpoint: Annotated[str | None, unset("none; needed with --policy checkpoint")] = None
     """checkpoint dir (openpi / LeRobot / RLinf / ours) or Hugging Face Hub id org/name[@revision] (downloaded into
-    the HF cache: HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply); needed with --policy checkpoint"""
-    asset_id: str | None = None
-    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one (default: the only one)"""
-    data_config: str | None = None
+    the HF cache: HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply)"""
+    asset_id: Annotated[str | None, unset("the only one")] = None
+    """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one"""
+    data_config: Annotated[str | None, unset("what the checkpoint records, else a paper Hub id's own, else the one its "
+                                             "format and --env imply; an openpi / RLinf π0 on LIBERO must name it")] = None
     """the checkpoint's training data conventions where its files do not record them (common/conventions.py):
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
@@ -43,21 +49,21 @@ class Args:
     """parallel envs"""
     seed: int = 0
     """eval seed: which eval init ids and the ODE's initial noise"""
-    image_size: int | None = None
-    """render size (pixels); default: the checkpoint's image size (64 for expert / random)"""
-    num_steps: int | None = None
-    """Euler ODE steps (default: a LeRobot checkpoint's num_inference_steps, else 10)"""
-    replan_steps: int | None = None
-    """actions executed per chunk H' (default: a LeRobot checkpoint's n_action_steps, else its data config's peer
-    evaluation's (openpi's LIBERO client: 5), else 4)"""
+    image_size: Annotated[int | None, unset("the checkpoint's image size; 64 for expert / random")] = None
+    """render size (pixels)"""
+    num_steps: Annotated[int | None, unset("a LeRobot checkpoint's num_inference_steps, else 10")] = None
+    """Euler ODE steps"""
+    replan_steps: Annotated[int | None, unset("a LeRobot checkpoint's n_action_steps, else its data config's peer "
+                                              "evaluation's (openpi's LIBERO client: 5), else 4")] = None
+    """actions executed per chunk H'"""
     device: str = "auto"
     """auto | cpu | cuda"""
-    video_dir: str | None = None
+    video_dir: Annotated[str | None, unset("no videos")] = None
     """write mp4s of the first --num-videos episodes here"""
     num_videos: int = 0
     """episodes to record"""
-    out: str | None = None
-    """JSON summary path (default <checkpoint>/eval_<env>_seed<seed>.json, or printed only)"""
+    out: Annotated[str | None, unset("<checkpoint>/eval_<env>_seed<seed>.json, or printed only")] = None
+    """JSON summary path"""
 
 
 def check_args(args: Args):

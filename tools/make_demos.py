@@ -14,6 +14,10 @@ from common import sft  # noqa: E402
 from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 def few_shot(key: str):
     """A flag that --help shows with its per-simulator default, never None on the command line (left out: the env's)."""
     return tyro.conf.arg(help_behavior_hint=lambda _: sft.few_shot_help(key))
@@ -31,8 +35,8 @@ class Args:
     """square render size in pixels"""
     num_envs: int = 1
     """parallel env workers"""
-    cache_dir: str | None = None
-    """cache root (default $PIRL_CACHE or runs/cache)"""
+    cache_dir: Annotated[Optional[str], unset("$PIRL_CACHE, else runs/cache")] = None
+    """cache root"""
     overwrite: bool = False
     """regenerate even if cached"""
 

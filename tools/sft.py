@@ -28,6 +28,10 @@ def few_shot(key: str):
     return tyro.conf.arg(help_behavior_hint=lambda _: sft.few_shot_help(key))
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
     env: str = sft.DEFAULT_ENV
@@ -40,12 +44,13 @@ class Args:
     """render size of the demonstrations (pixels)"""
     preset: str = "tiny"
     """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
-    init_from: str | None = None
-    """checkpoint to fine-tune instead of training from scratch: a local dir, or a Hugging Face Hub id org/name[@revision]
+    init_from: Annotated[str | None, unset("train from scratch (--preset)")] = None
+    """checkpoint to fine-tune: a local dir, or a Hugging Face Hub id org/name[@revision]
     (downloaded into the HF cache: HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply)"""
-    asset_id: str | None = None
+    asset_id: Annotated[str | None, unset("the only one")] = None
     """with --init-from: which norm stats of an openpi / RLinf checkpoint holding several (assets/<id>/)"""
-    data_config: str | None = None
+    data_config: Annotated[str | None, unset("what the checkpoint records, else a paper Hub id's own, else the one its "
+                                             "format and --env imply; an openpi / RLinf π0 on LIBERO must name it")] = None
     """with --init-from: the checkpoint's training data conventions where its files do not record them (common/conventions.py):
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
@@ -63,10 +68,10 @@ class Args:
     """model init and batch sampling seed"""
     device: str = "auto"
     """auto | cpu | cuda"""
-    out: str | None = None
-    """output checkpoint directory (default runs/cache/sft/<key>)"""
-    cache_dir: str | None = None
-    """cache root (default $PIRL_CACHE or runs/cache)"""
+    out: Annotated[str | None, unset("<cache root>/sft/<key>")] = None
+    """output checkpoint directory"""
+    cache_dir: Annotated[str | None, unset("$PIRL_CACHE, else runs/cache")] = None
+    """cache root"""
 
 
 def check_args(args: Args):

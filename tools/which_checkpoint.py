@@ -12,7 +12,7 @@ Weights are never read. A bad flag, or a checkpoint that cannot be had, ends in 
 import os
 import sys
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -21,14 +21,19 @@ from common import hub  # noqa: E402
 from common.errors import main_errors  # noqa: E402
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
     env: str = "libero-long"
     """simulator task, as the RL scripts take it (common.envs.ENV_NAMES)"""
-    model: Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]] = None
-    """as the RL scripts' --model (absent on an env without a scripted expert: pi0, the paper's default family)"""
-    checkpoint: Optional[str] = None
-    """as the RL scripts' --checkpoint: a local dir or a Hub id org/name[@revision]; absent: the default for --env"""
+    model: Annotated[Optional[Literal["tiny", "pi0", "pi05", "tiny-groot", "groot"]],
+                     unset("tiny, or pi0 (the paper's default family) on an env with no scripted expert")] = None
+    """as the RL scripts' --model"""
+    checkpoint: Annotated[Optional[str], unset("what the RL scripts start from on --env x --model")] = None
+    """as the RL scripts' --checkpoint: a local dir or a Hub id org/name[@revision]"""
     table: bool = False
     """print the paper checkpoint table (env, model, Hub id, data config) and stop"""
 
