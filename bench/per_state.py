@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -23,14 +24,18 @@ sys.path.insert(0, str(ROOT))
 from common.errors import UsageError, check_at_least, check_writable, main_errors  # noqa: E402
 
 
+def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
+    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
+
+
 @dataclass
 class Args:
-    checkpoint: str | None = None
-    """the SFT policy: a dir or a Hub id org/name[@revision]; none: the few-shot SFT policy of --env that the RL scripts
-    make or reuse (runs/cache)"""
-    data_config: str | None = None
-    """its data conventions, a common/conventions.py DATA_CONFIGS name (default: what its files record, or a paper
-    Hub id's own)"""
+    checkpoint: Annotated[str | None, unset("the few-shot SFT policy of --env that the RL scripts make or reuse "
+                                            "(runs/cache)")] = None
+    """the SFT policy: a dir or a Hub id org/name[@revision]"""
+    data_config: Annotated[str | None, unset("what the checkpoint records, else a paper Hub id's own, else the one its "
+                                             "format and --env imply")] = None
+    """its data conventions, a common/conventions.py DATA_CONFIGS name"""
     env: str = "metaworld-drawer-open-v3"
     """a metaworld-* task (the object position is read from MetaWorld's state)"""
     num_states: int = 32
@@ -43,8 +48,8 @@ class Args:
     """K of the ODE"""
     replan_steps: int = 4
     """H': actions executed per decision"""
-    max_episode_steps: int | None = None
-    """override the episode length (None: the benchmark's 100)"""
+    max_episode_steps: Annotated[int | None, unset("the benchmark's 100")] = None
+    """episode length"""
     out: str = "bench/results/per_state.json"
     """where the per-state results are written"""
 
@@ -90,7 +95,7 @@ def main(args: Args) -> None:
                 wave = [(0, i) for i in ids[start : start + args.num_envs]]
                 real = len(wave)
                 wave += [wave[-1]] * (args.num_envs - real)
-                results = run_wave(envs, act_fn, wave, real, [], {})
+                results = run_wave(envs, act_fn, wave, real, [], {}, episode_ids=[i for _, i in wave])   # noise by init id
                 success[start : start + real, seed] = [ok for _, ok, _ in results]
                 if seed == 0:  # the 39-D MetaWorld state keeps the object position at [4:7] until the end
                     envs.reset(wave)

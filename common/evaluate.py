@@ -6,8 +6,9 @@
 
 Episodes are (task_id, init_id) pairs from the env's eval_init_ids (LIBERO: all 50 init states;
 MetaWorld / ManiSkill: a held-out range never used by demos or training). The policy samples with
-the deterministic Euler ODE (no exploration noise); its initial noise comes from a generator seeded
-by `seed`, so a deterministic act_fn gives the same summary for the same (seed, num_envs, world size).
+the deterministic Euler ODE (no exploration noise); each episode's initial noise comes from a generator of its
+own, seeded by (`seed`, the episode's place in the list), so the summary is the same whatever --num-envs, the
+world size or the other episodes of its wave, and two policies evaluated with one seed meet the same noise.
 Under torchrun each rank runs a disjoint slice of the episode list and the results are gathered.
 """
 from __future__ import annotations
@@ -60,9 +61,10 @@ def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs:
                          "episode must stay finished, not restart on a train init state)")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     if hasattr(act_fn, "reset"):
-        act_fn.reset(seed + rank)
+        act_fn.reset(seed)
     all_eps = eval_episodes(envs.eval_init_ids, envs.num_tasks, num_episodes_per_task, seed)
     mine = all_eps[rank::world]                     # disjoint slices; together they cover all episodes
+    my_ids = list(range(len(all_eps)))[rank::world]  # each episode's place in the whole list: its noise's seed
     results, frames = [], {}
     n = envs.num_envs
     try:
@@ -71,11 +73,11 @@ def evaluate(act_fn, env_name: str, num_episodes_per_task: int | None, num_envs:
             from tqdm import tqdm
             waves = tqdm(waves, desc=f"eval {env_name}")
         for start in waves:
-            wave = mine[start:start + n]
+            wave, ids = mine[start:start + n], my_ids[start:start + n]
             real = len(wave)
-            wave = wave + [wave[-1]] * (n - real)   # pad the last wave; padded envs are ignored
+            wave, ids = wave + [wave[-1]] * (n - real), ids + [ids[-1]] * (n - real)   # pad the last wave; padded envs are ignored
             record = [start + i for i in range(real) if rank == 0 and start + i < num_videos]
-            results += run_wave(envs, act_fn, wave, real, record, frames)
+            results += run_wave(envs, act_fn, wave, real, record, frames, episode_ids=ids)
     finally:
         if own:
             envs.close()
@@ -148,8 +150,11 @@ def sampling_defaults(processor, env: str | None = None) -> dict:
     return out
 
 
-def run_wave(envs, act_fn, wave, real, record, frames) -> list:
-    """One episode per env until all are done (autoreset=False freezes finished envs)."""
+def run_wave(envs, act_fn, wave, real, record, frames, episode_ids=None) -> list:
+    """One episode per env until all are done (autoreset=False freezes finished envs). episode_ids: one int per env,
+    passed to act_fn.start_episodes (policy_act_fn: the seed of that env's noise) where act_fn has it."""
+    if episode_ids is not None and hasattr(act_fn, "start_episodes"):
+        act_fn.start_episodes(episode_ids)
     obs = envs.reset(wave)
     n = envs.num_envs
     done, success = np.zeros(n, bool), np.zeros(n, bool)
@@ -193,8 +198,9 @@ def _write_videos(frames: dict, video_dir: Path, env_name: str):
 class policy_act_fn:
     """act_fn for evaluate(): Euler-ODE sampling (policy.sample_actions), first `replan_steps` actions.
 
-    No exploration noise: the ODE is deterministic given its initial noise x_1, which is drawn from a
-    generator seeded by reset(seed) (evaluate() calls it), or is all zeros with zero_noise=True.
+    No exploration noise: the ODE is deterministic given its initial noise x_1, which each env draws from a
+    generator of its own seeded by (reset's seed, its episode id from start_episodes), or is all zeros with
+    zero_noise=True. Called without start_episodes, env i draws as episode i.
     """
 
     def __init__(self, policy, processor, num_steps: int = 10, replan_steps: int | None = None,
@@ -208,18 +214,29 @@ class policy_act_fn:
         # env action dim A: the length of the action stats (they were computed on env actions)
         self.action_dim = action_dim or len(processor.norm_stats["norm_stats"]["actions"]["mean"])
         self.device = next(policy.parameters()).device
-        self.generator = torch.Generator(device=self.device).manual_seed(0)
+        self.seed = 0
+        self.generators: list[torch.Generator] = []   # one per env of the current wave
 
     def reset(self, seed: int):
-        self.generator.manual_seed(seed)
+        self.seed, self.generators = seed, []
+
+    def start_episodes(self, episode_ids):
+        """A generator per env for the episodes now starting: the same episode gets the same noise in any wave."""
+        self.generators = [torch.Generator(device=self.device).manual_seed(
+            int(np.random.SeedSequence([self.seed, int(e)]).generate_state(1)[0])) for e in episode_ids]
 
     @torch.no_grad()
     def __call__(self, raw_obs: dict) -> np.ndarray:
         obs = self.processor.observation(raw_obs, self.device)
         c = self.policy.config
-        shape = (obs.state.shape[0], c.action_horizon, c.action_dim)
-        noise = (torch.zeros(shape, device=self.device) if self.zero_noise
-                 else torch.randn(shape, generator=self.generator, device=self.device))
+        N = obs.state.shape[0]
+        if len(self.generators) != N:
+            self.start_episodes(range(N))
+        if self.zero_noise:
+            noise = torch.zeros((N, c.action_horizon, c.action_dim), device=self.device)
+        else:                                                                              # (N, H, D) x_1
+            noise = torch.stack([torch.randn((c.action_horizon, c.action_dim), generator=g, device=self.device)
+                                 for g in self.generators])
         actions = self.policy.sample_actions(obs, noise=noise, num_steps=self.num_steps)   # (N, H, D)
         return self.processor.actions_to_env(actions[:, : self.replan_steps], self.action_dim, state=raw_obs["state"])  # (N, H', A)
 

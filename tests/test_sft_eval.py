@@ -161,3 +161,48 @@ def test_policy_eval_is_deterministic_under_a_seed(demos, cache, tmp_path):
             evaluate(act, ENV, 1, envs=auto)
     finally:
         auto.close()
+
+
+def test_each_eval_episode_draws_its_own_noise_whatever_the_wave(demos, cache):
+    """An episode's initial noise x_1 depends on (seed, its place in the episode list) only: the same in a wave of
+    2 envs or of 3 (so --num-envs and the world size do not change an eval), another for another episode or seed;
+    and evaluate() hands each (task, init id) the same episode id whatever --num-envs."""
+    policy, processor, _ = train_sft(demos, "tiny", steps=1, batch_size=4, progress=False, action_horizon=4,
+                                     cache_dir=cache, config_overrides={"max_token_len": 16})
+    envs = {n: make_envs(ENV, num_envs=n, seed=0, image_size=R, autoreset=False, asynchronous=False,
+                         max_episode_steps=8) for n in (2, 3)}
+    try:
+        act = policy_act_fn(policy, processor, num_steps=3, replan_steps=4)
+        act.reset(5)
+        act.start_episodes([7, 8])
+        pair = act(envs[2].reset([(0, 0), (0, 0)]))                       # (2, 4, 4): one scene, two episodes
+        act.start_episodes([9, 7, 8])
+        triple = act(envs[3].reset([(0, 0), (0, 0), (0, 0)]))
+        torch.testing.assert_close(triple[1:], pair, rtol=0, atol=1e-5)  # episodes 7, 8: the same actions
+        assert np.abs(pair[0] - pair[1]).max() > 1e-3 and np.abs(triple[0] - pair[0]).max() > 1e-3
+        act.reset(6)
+        act.start_episodes([7])
+        assert np.abs(act(envs[2].reset([(0, 0), (0, 0)]))[0] - pair[0]).max() > 1e-3   # another seed, other noise
+
+        class first_frames:   # each episode id's first image (it tells the scene, i.e. the (task, init id))
+            def __init__(self):
+                self.seen, self.ids = {}, []
+
+            def start_episodes(self, ids):
+                self.ids = list(ids)
+
+            def __call__(self, raw_obs):
+                for i, e in enumerate(self.ids):
+                    self.seen.setdefault(e, raw_obs["images"][i].tobytes())
+                self.ids = []
+                return np.zeros((len(raw_obs["state"]), 1, 4), np.float32)
+
+        seen = {}
+        for n, e in envs.items():
+            rec = first_frames()
+            evaluate(rec, ENV, 5, seed=5, envs=e)
+            seen[n] = rec.seen
+        assert seen[2] == seen[3] and sorted(seen[2]) == [0, 1, 2, 3, 4] and len(set(seen[2].values())) == 5
+    finally:
+        for e in envs.values():
+            e.close()
