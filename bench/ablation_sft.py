@@ -34,13 +34,10 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.cli import unset  # noqa: E402
 from common.errors import check_at_least, check_writable, main_errors  # noqa: E402
 from flow_sde_ppo import Args as PPOArgs  # noqa: E402  (module import has no side effects)
 from flow_sde_ppo import sample_hybrid  # noqa: E402
-
-
-def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
-    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
 
 
 @dataclass

@@ -16,13 +16,10 @@ import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import sft  # noqa: E402
+from common.cli import unset  # noqa: E402
 from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 POLICIES = ("checkpoint", "expert", "random")
-
-
-def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
-    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
 
 
 @dataclass

@@ -20,16 +20,8 @@ import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import sft  # noqa: E402
+from common.cli import few_shot, unset  # noqa: E402
 from common.errors import UsageError, check_writable, main_errors  # noqa: E402
-
-
-def few_shot(key: str):
-    """A flag that --help shows with its per-simulator default, never None on the command line (left out: the env's)."""
-    return tyro.conf.arg(help_behavior_hint=lambda _: sft.few_shot_help(key))
-
-
-def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
-    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
 
 
 @dataclass

@@ -18,11 +18,8 @@ import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import hub  # noqa: E402
+from common.cli import unset  # noqa: E402
 from common.errors import main_errors  # noqa: E402
-
-
-def unset(meaning: str):   # --help says what leaving the flag out does, not "(default: None)"
-    return tyro.conf.arg(help_behavior_hint=f"(default: {meaning})")
 
 
 @dataclass
