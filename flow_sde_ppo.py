@@ -83,7 +83,8 @@ class Args:
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
-    rlinf_maniskill, rlinf_metaworld, pirl"""
+    rlinf_maniskill, rlinf_metaworld, isaac_gr00t (the default for an Isaac-GR00T N1.5: its 95% center crop),
+    isaac_gr00t_no_crop, pirl"""
     embodiment: Annotated[Optional[str], unset("the checkpoint's own")] = None
     """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id"""
     resume: Annotated[Optional[str], unset("a new run")] = None
@@ -98,7 +99,7 @@ class Args:
     """auto | cpu | cuda"""
     run_root: str = "runs"
     """folder that holds the runs (TensorBoard logs, checkpoints, evals, plot)"""
-    cache_dir: str = "runs/cache"
+    cache_dir: Annotated[Optional[str], unset("$PIRL_CACHE, else the project's runs/cache")] = None
     """where the embedded default's demonstrations and SFT policy are cached"""
     eval_every: Annotated[Preset[int], tiny("eval_every")] = None
     """evaluate every this many iterations (0: only before and after training)"""

@@ -77,7 +77,9 @@ class hybrid_act_fn:
 
     Per decision: encode the prefix once, then K denoise steps from x_1 ~ N(0, I), one of which
     (j drawn uniformly per env) is the SDE step of eq. 9 with noise level a; the first H' actions are
-    executed. The value head is not needed here: a stub returns zeros.
+    executed. The value head is not needed here: a stub returns zeros. Its noise comes from one generator per
+    wave of envs, as in training, so (unlike policy_act_fn's per-episode noise) its reads depend on --num-envs:
+    compare SDE rows at one --num-envs.
     """
 
     def __init__(self, policy, processor, denoise_steps: int, noise_level: float, replan_steps: int, action_dim: int):

@@ -26,7 +26,7 @@ model/pi0.yaml + pi0_5.yaml, env/libero_*.yaml, rlinf/envs/libero/libero_env.py)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,10 @@ class DataConfig:
     """ManiSkill render, state, gripper and episode length: common/envs.py MANISKILL_CLIENTS (make_envs(maniskill_client))"""
     libero_client: str = "openpi"
     """LIBERO settle steps after reset and episode lengths: common/envs.py LIBERO_CLIENTS (make_envs(libero_client))"""
+    isaac_video_crop: float | None = None
+    """GR00T with Eagle inputs: Isaac-GR00T's evaluation video transforms with this VideoCrop scale (a center crop of
+    int(H s) x int(W s), a bilinear antialiased resize to the model's size, truncated to uint8: common/eagle.py
+    isaac_eval_video) before Eagle's processor; None: the render goes to Eagle's processor as it is (LeRobot's GR00T)"""
 
     def env_options(self, env: str, model_size: int) -> dict:
         """make_envs' keyword args for a policy of this config on `env`: the render size and MetaWorld view its
@@ -178,6 +182,21 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
                gripper="WidowX (SIMPLER): 2 * (g > 0.5) - 1; Panda: as the model outputs it (rlinf/envs/action_utils.py "
                        "prepare_actions_for_maniskill)", state="agent.robot.get_qpos() (ManiskillEnv._wrap_obs)",
                episode_steps={"simpler": 80}, maniskill_client="rlinf"),
+    # Isaac-GR00T N1.5's data configs evaluate each camera as VideoToTensor -> VideoCrop(scale=0.95) (eval: a center
+    # crop) -> VideoResize(224, 224, "linear") -> VideoToNumpy, then Eagle's processor (gr00t/experiment/data_config.py
+    # at 091e495: So100, So100DualCam, UnitreeG1, ...; RLinf's GR00T LIBERO and ManiSkill configs alike, rlinf/models/
+    # embodiment/gr00t/gr00t_n1d5/modality_config.py), and VideoToTensor takes only the dataset's resolution
+    # (metadata.json modalities.video.<key>.resolution: the render size, filled in by resolve_data_config). A few
+    # configs have the crop commented out (FourierGr1ArmsOnlyDataConfig at 091e495): isaac_gr00t_no_crop.
+    # (tests/test_peer_isaac_video.py runs Isaac-GR00T's own video.py: tools/peers/isaac_gr00t_video.py)
+    DataConfig("isaac_gr00t", "Isaac-GR00T / RLinf GR00T N1.5", "any", isaac_video_crop=0.95,
+               resize="render at metadata.json's video resolution; center crop 95%, bilinear antialiased resize to "
+                      "224, truncated to uint8 (VideoCrop + VideoResize); then Eagle's processor",
+               prompt="the env's instruction", gripper="as the env takes it", state="metadata.json's state keys"),
+    DataConfig("isaac_gr00t_no_crop", "Isaac-GR00T N1.5", "any", isaac_video_crop=1.0,
+               resize="render at metadata.json's video resolution; bilinear antialiased resize to 224, truncated to "
+                      "uint8 (VideoResize); then Eagle's processor",
+               prompt="the env's instruction", gripper="as the env takes it", state="metadata.json's state keys"),
     DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_sizes={"metaworld": 480},
                resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals; 16 zero actions after each reset",
                prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
@@ -202,7 +221,31 @@ def recorded_data_config(checkpoint) -> str | None:
 
 def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) -> DataConfig:
     """The data config of a loaded checkpoint (its processor, the run's --env), in this order: what its files
-    record, the user's --data-config, an unambiguous default; otherwise one UsageError listing the choices."""
+    record, the user's --data-config, an unambiguous default; otherwise one UsageError listing the choices. An
+    Isaac-GR00T row renders at the resolution the checkpoint's metadata.json records (isaac_render_size)."""
+    row = _pick_data_config(flag, processor, env, checkpoint)
+    if row.isaac_video_crop is None:
+        return row
+    size = isaac_render_size(processor)
+    return row if size is None else replace(row, render_sizes={sim: size for sim in ("libero", "metaworld", "maniskill")})
+
+
+def isaac_render_size(processor) -> int | None:
+    """The one square resolution of a GR00T checkpoint's metadata.json cameras (modalities.video.<key>.resolution,
+    [width, height]): what Isaac-GR00T's VideoToTensor accepts. None where none is recorded; a UsageError where the
+    cameras differ (its VideoCrop refuses that too) or the image is not square (pirl's envs render square ones)."""
+    videos = (getattr(processor, "entry", None) or {}).get("modalities", {}).get("video") or {}
+    sizes = {tuple(v["resolution"]) for v in videos.values() if isinstance(v, dict) and v.get("resolution")}
+    if not sizes:
+        return None
+    if len(sizes) > 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
+        raise UsageError(f"the checkpoint's metadata.json records its cameras at {sorted(sizes)} (width, height): "
+                         "pirl renders one square size for every camera; Isaac-GR00T's video transforms take only "
+                         "that resolution (--data-config pirl feeds the model's size without them)")
+    return next(iter(sizes))[0]
+
+
+def _pick_data_config(flag: str | None, processor, env: str, checkpoint=None) -> DataConfig:
     if flag is not None and flag not in DATA_CONFIGS:
         raise UsageError(f"--data-config {flag}: unknown; known: {', '.join(DATA_CONFIGS)}")
     if flag is not None and DATA_CONFIGS[flag].simulator not in ("any", env.split("-")[0]):
@@ -218,6 +261,15 @@ def resolve_data_config(flag: str | None, processor, env: str, checkpoint=None) 
         return DATA_CONFIGS[recorded]
     source, variant = processor.provenance.source_format, processor.config.variant
     groot = variant == "groot"
+    eagle_inputs = groot and source in ("isaac-gr00t", "lerobot")   # a real GR00T N1.5 (pirl's tiny has its own tokenizer)
+    if flag is not None and DATA_CONFIGS[flag].isaac_video_crop is not None and not eagle_inputs:
+        raise UsageError(f"--data-config {flag}: Isaac-GR00T's video transforms are for a GR00T N1.5 checkpoint with "
+                         "Eagle inputs (Isaac-GR00T's or LeRobot's layout); leave the flag out")
+    if groot and source == "isaac-gr00t" and flag is None:   # its data config (a Python class) is not on file
+        print("data config: isaac_gr00t (Isaac-GR00T's and RLinf's GR00T data configs: each camera center-cropped to "
+              "95%, then resized to 224); pass --data-config isaac_gr00t_no_crop if yours was trained without "
+              "VideoCrop, or --data-config pirl to feed the render as it is")
+        return DATA_CONFIGS["isaac_gr00t"]
     if source in ("lerobot", "pirl") or groot:   # absolute: LeRobot's config.json says use_relative_actions false
         name = flag or ("lerobot" if source == "lerobot" else "pirl")   # (true is refused at load); ours trained so
         if DATA_CONFIGS[name].delta:

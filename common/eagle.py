@@ -12,7 +12,8 @@ tests/test_eagle.py (fixtures by tools/peers/groot_eagle_fixtures.py).
              "<image k><img>" + <IMG_CONTEXT> x tokens_per_tile + "</img>" (Eagle25VLProcessor, one tile per image:
              LeRobot's min_dynamic_tiles = max_dynamic_tiles = 1, use_thumbnail False), tokenised by the Qwen
              tokenizer of vocab.json / merges.txt (transformers' Qwen2Tokenizer), left-padded with its pad token.
-    images   uint8 -> resized to the tile (preprocessor_config size) by bicubic with antialiasing (torchvision's
+    images   uint8 (an Isaac-GR00T data config's: first its own video transforms, isaac_eval_video, as the
+             checkpoint's data config says: conventions.py isaac_gr00t) -> resized to the tile (preprocessor_config size) by bicubic with antialiasing (torchvision's
              resize as the fast image processor calls it; no aspect-preserving pad), then (x - mean / rescale) /
              (std / rescale) in fp32 (transformers' fused rescale-and-normalise): [-1, 1] for mean = std = 0.5.
     state /  split into the keys of experiment_cfg/metadata.json's modalities (their order: the concat order;
@@ -205,6 +206,20 @@ class EagleImages:
             # torchvision's resize of a uint8 image on the CPU: torch's native uint8 kernel, antialiased
             x = F.interpolate(x, size=(self.size, self.size), mode=self.mode, antialias=True, align_corners=False)
         return (x.float() - self.mean) / self.std
+
+
+def isaac_eval_video(images, crop_scale: float, size: int) -> np.ndarray:
+    """Isaac-GR00T N1.5's evaluation video transforms (gr00t/data/transform/video.py), before Eagle's processor:
+    (N, H, W, 3) uint8 -> fp32 in [0, 1] (VideoToTensor) -> a center crop of int(H s) x int(W s) at torchvision's
+    offsets round((H - h) / 2) (VideoCrop in eval mode) -> a bilinear antialiased resize to size x size (VideoResize
+    "linear") -> x 255, truncated to uint8 (VideoToNumpy) -> (N, size, size, 3) uint8."""
+    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).to(torch.float32) / 255.0       # (N, 3, H, W)
+    H, W = x.shape[-2:]
+    h, w = int(H * crop_scale), int(W * crop_scale)
+    top, left = int(round((H - h) / 2.0)), int(round((W - w) / 2.0))
+    x = F.interpolate(x[..., top:top + h, left:left + w], size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    return (x.permute(0, 2, 3, 1) * 255).to(torch.uint8).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- norm stats
@@ -436,7 +451,10 @@ class EagleProcessor:
         N, n_cam = images.shape[:2]
         if n_cam > c.num_cameras:
             raise ValueError(f"raw_obs has {n_cam} cameras > config.num_cameras={c.num_cameras}")
-        pixels = self.images(images.reshape(N * n_cam, *images.shape[2:]))
+        images = images.reshape(N * n_cam, *images.shape[2:])                  # (N n_cam, H, W, 3)
+        if self.data_config.isaac_video_crop is not None:   # Isaac-GR00T's data config's transforms (conventions.py)
+            images = isaac_eval_video(images, self.data_config.isaac_video_crop, c.image_size)
+        pixels = self.images(images)
         toks = [self.tokenizer.tokenize(p, n_cam, c.max_token_len) for p in raw_obs["instruction"]]
         state = self.state_norm.normalize(torch.as_tensor(np.asarray(raw_obs["state"], dtype=np.float32)))
         return Observation(

@@ -311,7 +311,7 @@ def _write_isaac(tmp: Path, policy: GrootPolicy, processor, extra: dict | None):
                                           "final_dropout": c.final_dropout, "num_attention_heads": c.vl_heads,
                                           "num_layers": c.vl_layers, "positional_embeddings": None}},
             "pirl_model": "groot", "source_format": processor.provenance.source_format,
-            "pirl": asdict(c), **(extra or {})}
+            "data_config": processor.data_config.name, "pirl": asdict(c), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     eagle_cfg = {"model_type": "eagle_2_5_vl", "downsample_ratio": c.downsample_ratio, "force_image_size": c.image_size,
              "image_token_index": policy.image_token_index, "mlp_connector_layers": c.mlp_connector_layers,

@@ -305,7 +305,7 @@ def check_flags(args) -> None:
     import importlib.util
 
     from common.envs import check_env_name
-    from common.sft import check_checkpoint_or_expert
+    from common.sft import check_checkpoint_or_expert, default_cache_dir
 
     check_env_name(args.env)
     check_flag_ranges(args)
@@ -314,7 +314,7 @@ def check_flags(args) -> None:
     embedded_default = args.model in (None, "tiny", "tiny-groot") and paper is None
     if args.resume is None and args.checkpoint is None and embedded_default:
         check_checkpoint_or_expert(None, args.env)   # the embedded default needs a scripted expert
-        check_writable(args.cache_dir, "--cache-dir")   # where its demonstrations and SFT policy are cached
+        check_writable(args.cache_dir or default_cache_dir(), "--cache-dir")   # where its demos and SFT policy are cached
     check_writable(args.run_root, "--run-root")
     if args.track and importlib.util.find_spec("wandb") is None:
         raise UsageError("--track logs to Weights & Biases, which is not installed: pip install wandb")

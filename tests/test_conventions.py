@@ -100,6 +100,25 @@ def _proc(source_format, variant="pi0"):
     return SimpleNamespace(provenance=SimpleNamespace(source_format=source_format), config=SimpleNamespace(variant=variant))
 
 
+def _isaac_proc(*resolutions):
+    videos = {f"cam{i}": {"resolution": list(r), "channels": 3, "fps": 20.0} for i, r in enumerate(resolutions)}
+    return SimpleNamespace(provenance=SimpleNamespace(source_format="isaac-gr00t"), config=SimpleNamespace(variant="groot"),
+                           entry={"modalities": {"video": videos}})
+
+
+def test_an_isaac_gr00t_checkpoint_renders_at_its_metadata_resolution(capsys):
+    """Isaac-GR00T's VideoToTensor takes only the dataset's resolution (metadata.json): the envs render at it."""
+    row = resolve_data_config(None, _isaac_proc((256, 256), (256, 256)), "libero-goal")
+    assert row.name == "isaac_gr00t" and row.env_options("libero-goal", 224)["image_size"] == 256
+    assert row.env_options("metaworld-drawer-open-v3", 224)["image_size"] == 256
+    assert resolve_data_config(None, _isaac_proc(), "libero-goal").env_options("libero-goal", 224)["image_size"] == 224
+    for bad in ([(640, 480)], [(256, 256), (128, 128)]):   # not square; two sizes
+        with pytest.raises(UsageError, match="metadata.json") as err:
+            resolve_data_config(None, _isaac_proc(*bad), "libero-goal")
+        assert "\n" not in str(err.value)
+    assert resolve_data_config("pirl", _isaac_proc((640, 480)), "libero-goal").name == "pirl"   # no transforms: any size
+
+
 def test_openpi_pi0_on_libero_needs_its_config_named():
     """The delta choice lives in the training config only: one error line listing the choices."""
     with pytest.raises(UsageError) as err:
@@ -119,7 +138,13 @@ def test_resolution_defaults(tmp_path, capsys):
     assert resolve_data_config(None, _proc("lerobot"), "libero-spatial").name == "lerobot"
     assert resolve_data_config(None, _proc("rlinf"), "metaworld-mt50").name == "rlinf_metaworld"
     groot = _proc("isaac-gr00t", "groot")
-    assert resolve_data_config(None, groot, "libero-spatial").name == "pirl"
+    assert resolve_data_config(None, groot, "libero-spatial").name == "isaac_gr00t"   # Isaac's data configs' crop
+    assert "--data-config isaac_gr00t_no_crop" in capsys.readouterr().out   # said, with the other choices
+    assert resolve_data_config("isaac_gr00t_no_crop", groot, "libero-spatial").isaac_video_crop == 1.0
+    assert resolve_data_config("pirl", groot, "libero-spatial").isaac_video_crop is None
+    assert resolve_data_config(None, _proc("lerobot", "groot"), "libero-spatial").name == "lerobot"   # LeRobot: no crop
+    with pytest.raises(UsageError, match="Eagle inputs"):   # pirl's tiny GR00T has no Isaac video pipeline
+        resolve_data_config("isaac_gr00t", _proc("pirl", "groot"), "libero-spatial")
     with pytest.raises(UsageError, match="GR00T"):
         resolve_data_config("pi0_libero", groot, "libero-spatial")
     with pytest.raises(UsageError, match="for libero envs"):

@@ -508,6 +508,47 @@ def test_an_isaac_groot_in_the_envs_order_sees_both_cameras_in_it(fake, monkeypa
     assert torch.equal(ours.images, processor.observation(raw, "cpu").images)
 
 
+def test_an_isaac_groot_sees_its_data_configs_crop_renders_at_its_resolution_and_keeps_both(fake, monkeypatch, tmp_path,
+                                                                                              capsys):
+    """An Isaac-GR00T checkpoint with no data config named: Isaac's data configs' 95% center crop and bilinear resize
+    before Eagle's processor (said in one line), the env rendered at metadata.json's resolution; a pirl save records
+    the choice and loads back with it; --data-config pirl feeds the render as it is."""
+    from common.checkpoint import save_policy
+    from common.run import load_for_env
+    ckpt, proc = fake
+    monkeypatch.setenv(eagle.EAGLE_DIR_ENV, str(proc))
+    env = "metaworld-drawer-open-v3"
+    policy, processor, _ = load_for_env(str(ckpt), env)
+    assert processor.data_config.name == "isaac_gr00t" and "isaac_gr00t_no_crop" in capsys.readouterr().out
+    assert processor.data_config.env_options(env, policy.config.image_size)["image_size"] == 224   # metadata.json's
+    raw = raw_obs(size=224)
+    cropped = processor.observation(raw, "cpu").images
+    size = policy.config.image_size   # the tile: VideoResize's 224 at N1.5's size
+    expect = processor.images(eagle.isaac_eval_video(raw["images"][:, 0], 0.95, size))
+    assert torch.equal(cropped[:, 0], expect)
+    assert not torch.equal(cropped[:, 0], processor.images(raw["images"][:, 0]))   # the crop changed the input
+    save_policy(tmp_path / "saved", policy, processor)
+    _, again, _ = load_for_env(str(tmp_path / "saved"), env)
+    assert again.data_config.name == "isaac_gr00t" and torch.equal(again.observation(raw, "cpu").images, cropped)
+    _, plain, _ = load_for_env(str(ckpt), env, "pirl")
+    assert torch.equal(plain.observation(raw, "cpu").images[:, 0], processor.images(raw["images"][:, 0]))
+
+
+def test_isaac_eval_video_is_a_center_crop_then_a_bilinear_resize():
+    """Closed forms: a scale-1 crop to the same size is the identity; a constant image stays constant (up to the
+    truncation); the 95% crop of 256 px keeps rows / columns 6..248 (torchvision's round((256 - 243) / 2) = 6)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    assert np.array_equal(eagle.isaac_eval_video(img, 1.0, 224), img)
+    flat = eagle.isaac_eval_video(np.full((1, 256, 256, 3), 200, np.uint8), 0.95, 224)
+    assert set(np.unique(flat)) <= {199, 200}   # VideoToNumpy truncates x * 255
+    marked = np.zeros((1, 256, 256, 3), np.uint8)
+    marked[:, 6:249, 6:249] = 255   # exactly the crop window: all white after the crop
+    assert (eagle.isaac_eval_video(marked, 0.95, 224) >= 254).all()
+    marked[:, 6, :] = 0   # a black row inside the window shows
+    assert eagle.isaac_eval_video(marked, 0.95, 224)[:, 0].max() < 200
+
+
 def test_an_isaac_groot_named_wrist_first_stops_the_run_in_one_line_instead_of_a_guess(fake, monkeypatch, tmp_path):
     """A two-camera Isaac-GR00T checkpoint whose metadata.json lists the wrist camera first: its model took its
     cameras in its data config's order, which the checkpoint does not record, so neither the env's order (a silent

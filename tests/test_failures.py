@@ -82,10 +82,19 @@ def test_bad_flag_is_one_error_line_and_writes_nothing(case, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def run_script_raw(script: str, args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_script_raw(script: str, args: list[str], **env_vars) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_vars}
     return subprocess.run([sys.executable, str(ROOT / f"{script}.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_without_cache_dir_the_scripts_cache_under_pirl_cache(script, tmp_path):
+    """--cache-dir left out: $PIRL_CACHE, as tools/ and bench/ read it (an unwritable one is named)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = run_script_raw(script, ["--run-root", str(tmp_path / "runs")], PIRL_CACHE=str(blocker / "cache"))
+    assert_one_error_line(proc, "--cache-dir", str(blocker / "cache"))
 
 
 def test_unwritable_run_root_is_one_error_line(tmp_path, ckpt):

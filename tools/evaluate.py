@@ -35,7 +35,8 @@ class Args:
     pi0_libero (openpi / RLinf π0 on LIBERO: actions relative to the state), pi05_libero (absolute; the default for
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
-    rlinf_maniskill, rlinf_metaworld, pirl"""
+    rlinf_maniskill, rlinf_metaworld, isaac_gr00t (the default for an Isaac-GR00T N1.5: its 95% center crop),
+    isaac_gr00t_no_crop, pirl"""
     policy: str = "checkpoint"
     """checkpoint | expert (scripted, upper bound) | random (lower bound)"""
     env: str = sft.DEFAULT_ENV
@@ -49,7 +50,8 @@ class Args:
     image_size: Annotated[int | None, unset("the checkpoint's image size; 64 for expert / random")] = None
     """render size (pixels)"""
     num_steps: Annotated[int | None, unset("a LeRobot checkpoint's num_inference_steps, else 10")] = None
-    """Euler ODE steps"""
+    """Euler ODE steps (the RL scripts' held-out evals run their --denoise-steps, 4 in the tiny preset: pass
+    --num-steps 4 to repeat one of theirs)"""
     replan_steps: Annotated[int | None, unset("a LeRobot checkpoint's n_action_steps, else its data config's peer "
                                               "evaluation's (openpi's LIBERO client: 5), else 4")] = None
     """actions executed per chunk H'"""
