@@ -76,7 +76,9 @@ class Args:
     π0: RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT (libero-spatial, -object, -goal), RLinf/RLinf-Pi0-LIBERO-Long-SFT;
     π0.5: RLinf/RLinf-Pi05-LIBERO-SFT (the four LIBERO suites);
     RLinf/RLinf-Pi0-ManiSkill-25Main-SFT, RLinf/RLinf-Pi05-ManiSkill-25Main-SFT (maniskill-put-on-plate);
-    RLinf/RLinf-Pi0-MetaWorld-SFT, RLinf/RLinf-Pi05-MetaWorld-SFT (metaworld-*)"""
+    RLinf/RLinf-Pi0-MetaWorld-SFT, RLinf/RLinf-Pi05-MetaWorld-SFT (metaworld-*);
+    GR00T N1.5 (--model groot): RLinf/RLinf-Gr00t-SFT-Spatial, RLinf/RLinf-Gr00t-SFT-Object, RLinf/RLinf-Gr00t-SFT-Goal,
+    RLinf/RLinf-Gr00t-SFT-10 (libero-long)"""
     asset_id: Annotated[Optional[str], unset("the only one")] = None
     """openpi / RLinf checkpoints with several norm stats (assets/<id>/): which one"""
     data_config: Annotated[Optional[str], unset("what the checkpoint records, else a paper Hub id's own, else the one its "
@@ -86,7 +88,7 @@ class Args:
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
     rlinf_maniskill, rlinf_metaworld, isaac_gr00t (the default for an Isaac-GR00T N1.5: its 95% center crop),
-    isaac_gr00t_no_crop, pirl"""
+    isaac_gr00t_no_crop, rlinf_gr00t_libero (RLinf's GR00T N1.5 on LIBERO: the paper's), pirl"""
     embodiment: Annotated[Optional[str], unset("the checkpoint's own")] = None
     """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id"""
     resume: Annotated[Optional[str], unset("a new run")] = None

@@ -73,6 +73,9 @@ class DataConfig:
     """ManiSkill render, state, gripper and episode length: common/envs.py MANISKILL_CLIENTS (make_envs(maniskill_client))"""
     libero_client: str = "openpi"
     """LIBERO settle steps after reset and episode lengths: common/envs.py LIBERO_CLIENTS (make_envs(libero_client))"""
+    gripper_from_unit: bool = False
+    """the model's gripper action is in [0, 1] (1: open); the env takes sign(1 - 2 g) (RLinf's GR00T N1.5 LIBERO:
+    simulation_io.py normalize_gripper_action(binarize=True)); SFT targets map the env's +-1 back to (1 - a) / 2"""
     isaac_video_crop: float | None = None
     """GR00T with Eagle inputs: Isaac-GR00T's evaluation video transforms with this VideoCrop scale (a center crop of
     int(H s) x int(W s), a bilinear antialiased resize to the model's size, truncated to uint8: common/eagle.py
@@ -115,6 +118,22 @@ class DataConfig:
         n = len(self.delta_mask)
         out = np.array(actions, dtype=np.float32, copy=True)
         out[..., :n] += self._state_on_mask(state, out)
+        return out
+
+    def gripper_to_env(self, actions: np.ndarray) -> np.ndarray:
+        """(..., A) env-space actions, the gripper (last dim) as the env takes it (gripper_from_unit)."""
+        if not self.gripper_from_unit:
+            return actions
+        out = np.array(actions, dtype=np.float32, copy=True)
+        out[..., -1] = np.sign(1.0 - 2.0 * out[..., -1])
+        return out
+
+    def gripper_to_model(self, actions: np.ndarray) -> np.ndarray:
+        """gripper_to_env's inverse on the env's +-1 gripper (demonstrations -> SFT targets)."""
+        if not self.gripper_from_unit:
+            return actions
+        out = np.array(actions, dtype=np.float32, copy=True)
+        out[..., -1] = (1.0 - out[..., -1]) / 2.0
         return out
 
     def to_delta(self, actions: np.ndarray, state) -> np.ndarray:
@@ -197,6 +216,20 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
                resize="render at metadata.json's video resolution; bilinear antialiased resize to 224, truncated to "
                       "uint8 (VideoResize); then Eagle's processor",
                prompt="the env's instruction", gripper="as the env takes it", state="metadata.json's state keys"),
+    # RLinf's GR00T N1.5 LIBERO checkpoints (the paper's appendix C start, common/hub.py): its LiberoFrankaDataConfig
+    # (modality_config.py: video.image, video.wrist_image through Isaac's transforms above; x, y, z, roll, pitch, yaw,
+    # gripper state and action keys), fed by RLinf's own LIBERO env (libero_client "rlinf"; examples/embodiment/config/
+    # libero_*_ppo_gr00t.yaml: 240 / 240 / 320 / 480 steps, 5 actions per chunk, 10 on libero_10), and its action
+    # output: simulation_io.py convert_to_libero_action_n1d5, the gripper's [0, 1] sent as sign(1 - 2 g)
+    DataConfig("rlinf_gr00t_libero", "RLinf GR00T N1.5", "libero", isaac_video_crop=0.95, gripper_from_unit=True,
+               cameras=("agentview_image", "robot0_eye_in_hand_image"), render_sizes={"libero": 256},
+               libero_client="rlinf",
+               resize="RLinf's LIBERO renders (256, flipped on both axes, 15 settle steps); center crop 95%, bilinear "
+                      "resize to 224 (Isaac-GR00T's VideoCrop + VideoResize); then Eagle's processor",
+               prompt="LIBERO task.language", gripper="model [0, 1] (1: open) -> env sign(1 - 2 g)",
+               state="eef pos (3) + axis-angle (3) + gripper qpos (2), metadata.json's keys x ... gripper",
+               episode_steps={"libero-spatial": 240, "libero-object": 240, "libero-goal": 320, "libero-long": 480},
+               replan_steps=5, replan_steps_by_env={"libero-long": 10}),
     DataConfig("rlinf_metaworld", "RLinf π0 / π0.5", "metaworld", cameras=("corner2",), render_sizes={"metaworld": 480},
                resize="corner2 moved to (0.75, 0.075, 0.7), MuJoCo's default visuals; 16 zero actions after each reset",
                prompt="LeRobot's metaworld_config.json description", gripper="as the env takes it",
@@ -265,6 +298,11 @@ def _pick_data_config(flag: str | None, processor, env: str, checkpoint=None) ->
     if flag is not None and DATA_CONFIGS[flag].isaac_video_crop is not None and not eagle_inputs:
         raise UsageError(f"--data-config {flag}: Isaac-GR00T's video transforms are for a GR00T N1.5 checkpoint with "
                          "Eagle inputs (Isaac-GR00T's or LeRobot's layout); leave the flag out")
+    if groot and source == "isaac-gr00t" and flag is None and env.startswith("libero") and \
+            getattr(processor, "tag", None) == "libero_franka":   # RLinf's own embodiment tag (common/groot.py)
+        print("data config: rlinf_gr00t_libero (metadata.json's embodiment libero_franka: RLinf's GR00T N1.5 LIBERO "
+              "checkpoints, the paper's); pass --data-config isaac_gr00t if yours takes the gripper as LIBERO does")
+        return DATA_CONFIGS["rlinf_gr00t_libero"]
     if groot and source == "isaac-gr00t" and flag is None:   # its data config (a Python class) is not on file
         print("data config: isaac_gr00t (Isaac-GR00T's and RLinf's GR00T data configs: each camera center-cropped to "
               "95%, then resized to 224); pass --data-config isaac_gr00t_no_crop if yours was trained without "

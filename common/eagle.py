@@ -465,15 +465,17 @@ class EagleProcessor:
             state=self._pad(state, c.state_dim, "state").to(device))
 
     def actions_to_env(self, actions: torch.Tensor, env_action_dim: int, state=None) -> np.ndarray:   # state: no delta configs for GR00T (conventions.py)
-        """(..., D) model actions -> (..., A) env actions: crop to metadata.json's dims, un-normalise per key."""
+        """(..., D) model actions -> (..., A) env actions: crop to metadata.json's dims, un-normalise per key, then
+        the gripper as the env takes it where the data config says (conventions.py gripper_from_unit)."""
         if env_action_dim != self.action_norm.dim:
             raise ValueError(f"env actions have {env_action_dim} dims but GR00T's metadata.json describes "
                              f"{self.action_norm.dim} ({dict(zip(self.action_norm.keys, self.action_norm.dims))})")
         x = actions.detach().float().cpu()[..., :env_action_dim]
-        return self.action_norm.unnormalize(x).numpy().astype(np.float32)
+        return self.data_config.gripper_to_env(self.action_norm.unnormalize(x).numpy().astype(np.float32))
 
     def actions_to_model(self, env_actions: np.ndarray, state=None) -> torch.Tensor:
-        x = self.action_norm.normalize(torch.as_tensor(np.asarray(env_actions, dtype=np.float32)))
+        env_actions = self.data_config.gripper_to_model(np.asarray(env_actions, dtype=np.float32))
+        x = self.action_norm.normalize(torch.as_tensor(env_actions))
         return self._pad(x, self.config.action_dim, "action")
 
     def save(self, directory: Path) -> None:

@@ -43,8 +43,12 @@ from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
 
 from common.policy import Observation
 
-# LeRobot's GrootPackInputsStep mapping (Isaac-GR00T's EMBODIMENT_TAG_MAPPING)
-EMBODIMENTS = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 26, "gr1": 24, "so100": 2, "unitree_g1": 3}
+# LeRobot's GrootPackInputsStep mapping (Isaac-GR00T's EMBODIMENT_TAG_MAPPING), and the tags RLinf's GR00T N1.5
+# checkpoints carry (RLinf a3816b5 rlinf/models/embodiment/gr00t/embodiment_tags.py: libero_franka, the paper's LIBERO
+# SFT checkpoints, and isaaclab_franka on N1.5's new_embodiment projector 31; maniskill_widowx 30). RLinf maps
+# new_embodiment itself to 10: an RLinf checkpoint tagged so needs --embodiment 10.
+EMBODIMENTS = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 26, "gr1": 24, "so100": 2, "unitree_g1": 3,
+               "libero_franka": 31, "isaaclab_franka": 31, "maniskill_widowx": 30}
 
 
 @dataclass

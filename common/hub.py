@@ -47,9 +47,16 @@ PAPER_CHECKPOINTS: dict[tuple[str, str], tuple[str, str]] = {
     # trained on all 50 MetaWorld tasks (lerobot/metaworld_mt50, 5.2.3): every metaworld-* env maps here
     ("metaworld-mt50", "pi0"): ("RLinf/RLinf-Pi0-MetaWorld-SFT", "rlinf_metaworld"),
     ("metaworld-mt50", "pi05"): ("RLinf/RLinf-Pi05-MetaWorld-SFT", "rlinf_metaworld"),
+    # GR00T N1.5, appendix C's few-shot LIBERO start (Table 10: 41.4 / 58.6 / 48.2 / 61.9), one per suite: RLinf's
+    # docs (docs/source-en/rst_source/examples/embodied/gr00t.rst) and examples/embodiment/config/
+    # libero_*_ppo_gr00t.yaml model_path comments; Eagle's processor files come from $PIRL_EAGLE_DIR (common/eagle.py)
+    ("libero-spatial", "groot"): ("RLinf/RLinf-Gr00t-SFT-Spatial", "rlinf_gr00t_libero"),
+    ("libero-object", "groot"): ("RLinf/RLinf-Gr00t-SFT-Object", "rlinf_gr00t_libero"),
+    ("libero-goal", "groot"): ("RLinf/RLinf-Gr00t-SFT-Goal", "rlinf_gr00t_libero"),
+    ("libero-long", "groot"): ("RLinf/RLinf-Gr00t-SFT-10", "rlinf_gr00t_libero"),
 }
 PAPER_DEFAULT_MODEL = "pi0"   # --model absent on an env without a scripted expert: the paper's first family
-MODEL_NAMES = {"pi0": "π0", "pi05": "π0.5"}
+MODEL_NAMES = {"pi0": "π0", "pi05": "π0.5", "groot": "GR00T N1.5"}
 
 # org/name (Hub's repo id rules: letters, digits, - _ . ; no leading/trailing - or .) and an optional @revision
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})(?:@(?P<rev>[^\s@]+))?$")
@@ -61,9 +68,10 @@ def paper_checkpoint(env: str, model: str) -> tuple[str, str] | None:
     return PAPER_CHECKPOINTS.get((key, model))
 
 
-def paper_envs() -> list[str]:
-    """The --env names that have a paper SFT checkpoint (metaworld-* standing for every MetaWorld env)."""
-    envs = dict.fromkeys(env for env, _ in PAPER_CHECKPOINTS)
+def paper_envs(model: str | None = None) -> list[str]:
+    """The --env names that have a paper SFT checkpoint (of `model`, else of any family; metaworld-* standing for
+    every MetaWorld env)."""
+    envs = dict.fromkeys(env for env, family in PAPER_CHECKPOINTS if model in (None, family))
     return ["metaworld-*" if env == "metaworld-mt50" else env for env in envs]
 
 
@@ -78,9 +86,9 @@ def default_checkpoint(env: str, model: str | None) -> str | None:
     family = model or PAPER_DEFAULT_MODEL
     found = paper_checkpoint(env, family)
     if found is None:
-        have = ", ".join(paper_envs())
+        have = "; ".join(f"{MODEL_NAMES[m]}: {', '.join(paper_envs(m))}" for m in MODEL_NAMES)
         raise UsageError(f"--env {env}" + (f" --model {model}" if model else "") + ": the paper published no SFT "
-                         f"checkpoint for it (it has π0 and π0.5 ones for {have}); pass --checkpoint DIR or "
+                         f"checkpoint for it (it has {have}); pass --checkpoint DIR or "
                          "org/name (a Hugging Face Hub id) with an SFT checkpoint of that env")
     return found[0]
 

@@ -243,11 +243,11 @@ class Processor:
         add the raw env state (..., S) of that decision back on its mask (openpi's Unnormalize, AbsoluteActions)."""
         x = actions.detach().float().cpu().numpy()[..., :env_action_dim]
         x = self._unnormalize(x, "actions").astype(np.float32)
-        return self.data_config.to_absolute(x, state)   # absolute configs: x as it is
+        return self.data_config.gripper_to_env(self.data_config.to_absolute(x, state))   # absolute configs: x as it is
 
     def actions_to_model(self, env_actions: np.ndarray, state=None) -> torch.Tensor:
         """(..., H, A) env actions -> (..., H, D) normalised, zero-padded model actions (fp32, CPU); a delta data
         config first subtracts the raw state (..., S) of the chunk's first step on its mask (openpi's DeltaActions)."""
-        x = np.asarray(env_actions, dtype=np.float32)
+        x = self.data_config.gripper_to_model(np.asarray(env_actions, dtype=np.float32))
         x = self._normalize(self.data_config.to_delta(x, state), "actions")   # absolute configs: x as it is
         return torch.as_tensor(self._pad(x, "actions").astype(np.float32))

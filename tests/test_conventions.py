@@ -197,7 +197,8 @@ def test_every_config_names_a_view_the_envs_know():
     assert all(c.metaworld_view in METAWORLD_VIEWS for c in DATA_CONFIGS.values())
     assert DATA_CONFIGS["rlinf_metaworld"].metaworld_view == "rlinf" and DATA_CONFIGS["pirl"].metaworld_view == "fast"
     assert all(c.libero_client in LIBERO_CLIENTS for c in DATA_CONFIGS.values())
-    assert {n for n, c in DATA_CONFIGS.items() if c.libero_client == "rlinf"} == {"rlinf_pi0_libero", "rlinf_pi05_libero"}
+    assert {n for n, c in DATA_CONFIGS.items() if c.libero_client == "rlinf"} == {"rlinf_pi0_libero", "rlinf_pi05_libero",
+                                                                                 "rlinf_gr00t_libero"}
 
 
 def test_rlinf_libero_configs_are_openpis_training_configs_in_rlinfs_env():

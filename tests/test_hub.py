@@ -353,6 +353,10 @@ def test_dry_run_prints_what_would_be_loaded_without_loading_it(tmp_path, fake_h
     for line in ("hub id: RLinf/RLinf-Pi0-LIBERO-Long-SFT", "revision: main", "data config: rlinf_pi0_libero",
                  "--model pi0", "not in the cache, and HF_HUB_OFFLINE=1"):
         assert line in paper.stdout, paper.stdout
+    groot = run("--env", "libero-goal", "--model", "groot", HF_HUB_OFFLINE="1")   # appendix C's GR00T N1.5 start
+    assert groot.returncode == 0, groot.stderr
+    for line in ("hub id: RLinf/RLinf-Gr00t-SFT-Goal", "data config: rlinf_gr00t_libero", "--model groot"):
+        assert line in groot.stdout, groot.stdout
     one_error_line(run("--env", "libero-90"), "--env libero-90", "pass --checkpoint")
 
 
@@ -380,9 +384,14 @@ def test_default_checkpoint_per_env_and_model():
     assert hub.known_data_config("RLinf/RLinf-Pi0-LIBERO-Long-SFT@main") == "rlinf_pi0_libero"   # RLinf's LIBERO env
     assert hub.known_data_config("RLinf/RLinf-Pi05-LIBERO-SFT") == "rlinf_pi05_libero"
     for (env, model), (repo, config) in hub.PAPER_CHECKPOINTS.items():
-        assert env in ENV_NAMES and repo.startswith("RLinf/RLinf-Pi0") and config
-        assert ("Pi05" in repo) == (model == "pi05")
-        assert config in ("rlinf_pi0_libero", "rlinf_pi05_libero", "rlinf_maniskill", "rlinf_metaworld")
+        assert env in ENV_NAMES and repo.startswith(("RLinf/RLinf-Pi0", "RLinf/RLinf-Gr00t-SFT-")) and config
+        assert ("Pi05" in repo) == (model == "pi05") and ("Gr00t" in repo) == (model == "groot")
+        assert config in ("rlinf_pi0_libero", "rlinf_pi05_libero", "rlinf_maniskill", "rlinf_metaworld",
+                          "rlinf_gr00t_libero")
+        assert (config == "rlinf_gr00t_libero") == (model == "groot")
+    for env, model in (("metaworld-reach-v3", "groot"), ("maniskill-put-on-plate", "groot")):   # GR00T: LIBERO only
+        with pytest.raises(UsageError, match=r"no SFT checkpoint.*GR00T N1.5: libero-spatial"):
+            hub.default_checkpoint(env, model)
     for env in ("libero-90", "maniskill-carrot"):   # no paper checkpoint: one line listing those that have one
         for model in (None, "pi0", "groot"):
             with pytest.raises(UsageError, match=r"no SFT checkpoint.*libero-long.*metaworld-\*.*pass --checkpoint"):

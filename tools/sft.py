@@ -48,7 +48,7 @@ class Args:
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
     rlinf_maniskill, rlinf_metaworld, isaac_gr00t (the default for an Isaac-GR00T N1.5: its 95% center crop),
-    isaac_gr00t_no_crop, pirl"""
+    isaac_gr00t_no_crop, rlinf_gr00t_libero (RLinf's GR00T N1.5 on LIBERO: the paper's), pirl"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
     steps: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("sft_steps")] = None
