@@ -1,5 +1,6 @@
 """Helpers shared by the tests: import a top-level script as a module (importing must not start a run), build a
-random model Observation, and ask whether LIBERO and its assets, or ManiSkill's software Vulkan, are installed."""
+random model Observation, unpack the committed Eagle processor files, and ask whether LIBERO and its assets, or
+ManiSkill's software Vulkan, are installed."""
 
 import importlib.util
 import os
@@ -29,6 +30,20 @@ def random_observation(config, batch: int, seed: int = 0):
         token_masks=torch.arange(L)[None].expand(batch, L) < 10,
         state=torch.randn(batch, config.action_dim, generator=gen),
     )
+
+
+def unpack_eagle_files(directory: Path) -> Path:
+    """The committed Isaac-GR00T Eagle files (tests/fixtures/peers/groot_eagle/eagle), vocab.json / merges.txt
+    decompressed, into `directory`."""
+    import lzma
+    import shutil
+
+    for f in (ROOT / "tests" / "fixtures" / "peers" / "groot_eagle" / "eagle").iterdir():
+        if f.suffix == ".xz":
+            (directory / f.stem).write_bytes(lzma.decompress(f.read_bytes()))
+        else:
+            shutil.copy(f, directory / f.name)
+    return directory
 
 
 def libero_ready() -> bool:

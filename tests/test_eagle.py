@@ -14,7 +14,6 @@ naming it; its cameras feed its images by name (LeRobot's sorted order), an env 
 An Isaac-GR00T dir's cameras are matched by metadata.json's names too; one listed in another order than the env's
 stops the run (its model's order, the data config's video_keys, is not on file)."""
 import json
-import lzma
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from common import eagle
 from common.errors import UsageError
+from helpers import unpack_eagle_files
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +43,7 @@ def ref():
 @pytest.fixture(scope="module")
 def eagle_dir(tmp_path_factory):
     """The committed Isaac-GR00T Eagle files, vocab.json / merges.txt decompressed."""
-    d = tmp_path_factory.mktemp("eagle")
-    for f in (FIX / "eagle").iterdir():
-        if f.suffix == ".xz":
-            (d / f.stem).write_bytes(lzma.decompress(f.read_bytes()))
-        else:
-            shutil.copy(f, d / f.name)
-    return d
+    return unpack_eagle_files(tmp_path_factory.mktemp("eagle"))
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import torch
 
 from common import eagle
 from common.conventions import DATA_CONFIGS, resolve_data_config
+from helpers import unpack_eagle_files
 
 FIX = Path(__file__).parent / "fixtures" / "peers" / "isaac_video"
-EAGLE_FIX = Path(__file__).parent / "fixtures" / "peers" / "groot_eagle" / "eagle"
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,8 @@ def ref():
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
     """An EagleProcessor with the real Eagle files, LIBERO's two cameras at N1.5's 224 px tile."""
-    import lzma
-    import shutil
-
     from common.groot import make_config
-    d = tmp_path_factory.mktemp("eagle")
-    for f in EAGLE_FIX.iterdir():
-        if f.suffix == ".xz":
-            (d / f.stem).write_bytes(lzma.decompress(f.read_bytes()))
-        else:
-            shutil.copy(f, d / f.name)
+    d = unpack_eagle_files(tmp_path_factory.mktemp("eagle"))
     config = make_config("tiny-groot", state_dim=8, action_dim=7, num_cameras=2, max_token_len=600, image_size=224)
     entry = {"statistics": {"state": {"s": {"min": [-1.0] * 8, "max": [1.0] * 8}},
                             "action": {"a": {"min": [-1.0] * 7, "max": [1.0] * 7}}},

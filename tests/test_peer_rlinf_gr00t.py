@@ -11,9 +11,9 @@ import torch
 from common import eagle, hub
 from common.conventions import DATA_CONFIGS, camera_order, resolve_data_config
 from common.groot import EMBODIMENTS
+from helpers import unpack_eagle_files
 
 FIX = Path(__file__).parent / "fixtures" / "peers" / "rlinf_gr00t"
-EAGLE_FIX = Path(__file__).parent / "fixtures" / "peers" / "groot_eagle" / "eagle"
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,9 @@ def ref():
 def processor(tmp_path_factory, ref):
     """An EagleProcessor whose metadata.json entry lists RLinf's keys, in its order, with min / max stats of
     -1 / 1 (min_max un-normalises them to themselves), LIBERO's cameras at 256 px."""
-    import lzma
-    import shutil
-
     from common.groot import make_config
     _, meta = ref
-    d = tmp_path_factory.mktemp("eagle")
-    for f in EAGLE_FIX.iterdir():
-        if f.suffix == ".xz":
-            (d / f.stem).write_bytes(lzma.decompress(f.read_bytes()))
-        else:
-            shutil.copy(f, d / f.name)
+    d = unpack_eagle_files(tmp_path_factory.mktemp("eagle"))
     strip = lambda k: k.split(".", 1)[1]
     state = {strip(k): n for k, n in zip(meta["state_keys"], meta["state_dims"])}
     action = {strip(k): 1 for k in meta["action_keys"]}
