@@ -13,7 +13,10 @@ scripts, their held-out evals and tools/evaluate.py; `maniskill_client="rlinf"` 
 fields: its render and resize, prompt, gripper, state and episode length; `libero_client="rlinf"` RLinf's 15 settle
 steps and its episode lengths, rlinf_pi0_libero / rlinf_pi05_libero's `episode_steps`), and `replan_steps` as
 tools/evaluate.py's default (common/evaluate.py sampling_defaults). A LeRobot or Isaac-GR00T model's cameras are
-matched to its image slots by name (camera_order, below). The other fields record what the peer's client does (resize,
+matched to its image slots by name (camera_order, below). A GR00T N1.5 with Eagle inputs gets Isaac-GR00T's video
+transforms (`isaac_video_crop`: common/eagle.py EagleProcessor.observation, the render at its metadata.json
+resolution) and, for RLinf's LIBERO checkpoints, its gripper mapping (`gripper_from_unit`: both processors'
+actions_to_env / actions_to_model). The other fields record what the peer's client does (resize,
 prompt, gripper, state, episode lengths) as the reference for the envs; pirl's LIBERO envs do not switch on the
 openpi / LeRobot episode lengths (they run the paper's, common/envs.py LIBERO_SUITES).
 
