@@ -12,10 +12,11 @@ tests/test_eagle.py (fixtures by tools/peers/groot_eagle_fixtures.py).
              "<image k><img>" + <IMG_CONTEXT> x tokens_per_tile + "</img>" (Eagle25VLProcessor, one tile per image:
              LeRobot's min_dynamic_tiles = max_dynamic_tiles = 1, use_thumbnail False), tokenised by the Qwen
              tokenizer of vocab.json / merges.txt (transformers' Qwen2Tokenizer), left-padded with its pad token.
-    images   uint8 (an Isaac-GR00T data config's: first its own video transforms, isaac_eval_video, as the
-             checkpoint's data config says: conventions.py isaac_gr00t) -> resized to the tile (preprocessor_config size) by bicubic with antialiasing (torchvision's
-             resize as the fast image processor calls it; no aspect-preserving pad), then (x - mean / rescale) /
-             (std / rescale) in fp32 (transformers' fused rescale-and-normalise): [-1, 1] for mean = std = 0.5.
+    images   uint8 (under an Isaac-GR00T data config, conventions.py isaac_gr00t, first its own video transforms:
+             isaac_eval_video) -> resized to the tile (preprocessor_config size) by bicubic with antialiasing
+             (torchvision's resize as the fast image processor calls it; no aspect-preserving pad), then
+             (x - mean / rescale) / (std / rescale) in fp32 (transformers' fused rescale-and-normalise): [-1, 1] for
+             mean = std = 0.5.
     state /  split into the keys of experiment_cfg/metadata.json's modalities (their order: the concat order;
              a LeRobot 0.5.1 dir: one key each, the min / max of its pre / post processor steps' state files),
     actions  each normalised with its mode (Isaac-GR00T's Normalizer: min_max, q99, mean_std, binary; the data
