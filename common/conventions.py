@@ -274,11 +274,12 @@ def isaac_render_size(processor) -> int | None:
     sizes = {tuple(v["resolution"]) for v in videos.values() if isinstance(v, dict) and v.get("resolution")}
     if not sizes:
         return None
-    if len(sizes) > 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
+    (width, height), *others = sorted(sizes)
+    if others or width != height:
         raise UsageError(f"the checkpoint's metadata.json records its cameras at {sorted(sizes)} (width, height): "
                          "pirl renders one square size for every camera; Isaac-GR00T's video transforms take only "
                          "that resolution (--data-config pirl feeds the model's size without them)")
-    return next(iter(sizes))[0]
+    return width
 
 
 def _pick_data_config(flag: str | None, processor, env: str, checkpoint=None) -> DataConfig:
@@ -301,12 +302,12 @@ def _pick_data_config(flag: str | None, processor, env: str, checkpoint=None) ->
     if flag is not None and DATA_CONFIGS[flag].isaac_video_crop is not None and not eagle_inputs:
         raise UsageError(f"--data-config {flag}: Isaac-GR00T's video transforms are for a GR00T N1.5 checkpoint with "
                          "Eagle inputs (Isaac-GR00T's or LeRobot's layout); leave the flag out")
-    if groot and source == "isaac-gr00t" and flag is None and env.startswith("libero") and \
-            getattr(processor, "tag", None) == "libero_franka":   # RLinf's own embodiment tag (common/groot.py)
-        print("data config: rlinf_gr00t_libero (metadata.json's embodiment libero_franka: RLinf's GR00T N1.5 LIBERO "
-              "checkpoints, the paper's); pass --data-config isaac_gr00t if yours takes the gripper as LIBERO does")
-        return DATA_CONFIGS["rlinf_gr00t_libero"]
     if groot and source == "isaac-gr00t" and flag is None:   # its data config (a Python class) is not on file
+        if env.startswith("libero") and getattr(processor, "tag", None) == "libero_franka":   # RLinf's own tag (groot.py)
+            print("data config: rlinf_gr00t_libero (metadata.json's embodiment libero_franka: RLinf's GR00T N1.5 "
+                  "LIBERO checkpoints, the paper's); pass --data-config isaac_gr00t if yours takes the gripper as "
+                  "LIBERO does")
+            return DATA_CONFIGS["rlinf_gr00t_libero"]
         print("data config: isaac_gr00t (Isaac-GR00T's and RLinf's GR00T data configs: each camera center-cropped to "
               "95%, then resized to 224); pass --data-config isaac_gr00t_no_crop if yours was trained without "
               "VideoCrop, or --data-config pirl to feed the render as it is")
