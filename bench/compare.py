@@ -15,7 +15,8 @@ success of every run is read back from its metrics.jsonl and written as
 and a Markdown table is printed for the README. The SFT row is the eval before RL (iteration 0),
 which every run repeats on the same held-out episodes. A second table gives, per task, algorithm and seed,
 start (iteration 0), peak (best eval), final and final − peak, then per task the mean ± std over seeds of the
-gain (final − start) and of final − peak: does a run keep what it learnt (issue 28)?
+gain (final − start) and of final − peak: does a run keep what it learnt (issue 28)? With several tasks a third
+table gives, per algorithm, the mean of the task means and the lowest task mean.
 With --envs (several tasks) the JSON holds {"tasks": {env: {algo: summary}}, "report": ...} and one PNG per
 task is written as <out>_<env>.png; with one task the files are as they always were, the report added.
 """
@@ -168,8 +169,24 @@ def task_report(curves: dict) -> dict:
     return report
 
 
+def set_report(report: dict) -> dict:
+    """Over a task set, per algorithm: the mean of the per-task mean gains, the lowest of them (a set of defaults
+    works on every task only if it is high enough), and the runs that ended below their start or > 10 below their peak."""
+    by_algo = {}
+    for by_task in report.values():
+        for algo, r in by_task.items():
+            by_algo.setdefault(algo, []).append(r)
+    return {algo: {"tasks": len(rs), "runs": sum(r["seeds"] for r in rs),
+                   "task_gain_mean": float(np.mean([r["gain_mean"] for r in rs])),
+                   "lowest_task_gain": float(min(r["gain_mean"] for r in rs)),
+                   "runs_below_start": sum(r["runs_below_start"] for r in rs),
+                   "runs_gave_back_over_10": sum(r["runs_gave_back_over_10"] for r in rs)}
+            for algo, rs in by_algo.items()}
+
+
 def format_report(report: dict) -> str:
-    """The report as two Markdown tables (percent points): per run, then per task and algorithm over seeds."""
+    """The report as Markdown tables (percent points): per run, per task and algorithm over seeds, and (several
+    tasks) per algorithm over the set."""
     lines = ["| task | algorithm | seed | start % | peak % | final % | final − peak |", "|---|---|---|---|---|---|---|"]
     for env, by_algo in report.items():
         for algo, r in by_algo.items():
@@ -185,6 +202,12 @@ def format_report(report: dict) -> str:
                          f"| {r['gain_mean'] * 100:+.1f} ± {r['gain_std'] * 100:.1f} "
                          f"| {r['final_minus_peak_mean'] * 100:+.1f} ± {r['final_minus_peak_std'] * 100:.1f} "
                          f"| {r['runs_below_start']} | {r['runs_gave_back_over_10']} |")
+    if len(report) > 1:
+        lines += ["", "| algorithm | tasks | runs | gain, mean of the task means | lowest task mean gain "
+                      "| runs ending below start | runs > 10 below their peak |", "|---|---|---|---|---|---|---|"]
+        for algo, r in set_report(report).items():
+            lines.append(f"| {algo} | {r['tasks']} | {r['runs']} | {r['task_gain_mean'] * 100:+.1f} "
+                         f"| {r['lowest_task_gain'] * 100:+.1f} | {r['runs_below_start']} | {r['runs_gave_back_over_10']} |")
     return "\n".join(lines)
 
 
@@ -270,7 +293,8 @@ def main(args: Args) -> None:
         plot(single, out.with_suffix(".png"))
         pngs = [out.with_suffix(".png")]
     else:
-        out.with_suffix(".json").write_text(json.dumps({"tasks": results, "report": report}, indent=2))
+        out.with_suffix(".json").write_text(json.dumps({"tasks": results, "report": report,
+                                                        "set": set_report(report)}, indent=2))
         pngs = [out.parent / f"{out.name}_{env}.png" for env in results]
         for env, png in zip(results, pngs):
             plot(results[env], png)

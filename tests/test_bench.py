@@ -93,6 +93,11 @@ def test_compare_reports_start_peak_final_per_task_and_seed(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"| {A} | flow_sde_ppo | 1 | 40 | 70 | 50 | -20 |" in printed
     assert f"| {A} | flow_sde_ppo | 2 | 35.0 | +20.0 ± 10.0 | -10.0 ± 10.0 | 0 | 1 |" in printed
+    # over the set: task means +20 (A) and -10 (B) -> mean +5, lowest -10; 3 runs, one below start, one gave back 20
+    assert doc["set"]["flow_sde_ppo"] == pytest.approx({"tasks": 2, "runs": 3, "task_gain_mean": 0.05,
+                                                        "lowest_task_gain": -0.10, "runs_below_start": 1,
+                                                        "runs_gave_back_over_10": 1})
+    assert "| flow_sde_ppo | 2 | 3 | +5.0 | -10.0 | 1 | 1 |" in printed
 
 
 def test_compare_single_env_keeps_its_files(tmp_path):
