@@ -3,6 +3,8 @@ noise seeds of the deterministic ODE, next to the object's position.
 
     python bench/per_state.py                           # the embedded default's SFT policy, 32 states x 4 seeds
     python bench/per_state.py --max-episode-steps 250   # do the failures just need more time?
+    python bench/per_state.py --checkpoint RUN/checkpoints/iter_000100/policy --before bench/results/per_state.json
+                                                        # after RL: where did each group of states go?
 
 A state that succeeds with some seeds and fails with others is where RL finds signal (a success to
 reinforce next to a failure); a state that fails with every seed gives PPO nothing unless its
@@ -49,6 +51,9 @@ class Args:
     """episode length"""
     out: str = "bench/results/per_state.json"
     """where the per-state results are written"""
+    before: Annotated[str | None, unset("no comparison")] = None
+    """an earlier per-state JSON of the same --env, --num-states and --seeds (e.g. the SFT policy's): also print how
+    its always / mixed / never states fared under this policy"""
 
 
 def check_args(args: Args) -> None:
@@ -65,6 +70,45 @@ def check_args(args: Args) -> None:
     if args.num_states > METAWORLD_EVAL_INITS:
         raise UsageError(f"--num-states {args.num_states}: there are {METAWORLD_EVAL_INITS} held-out init ids")
     check_writable(args.out, "--out")
+    if args.before is not None:
+        try:
+            before = json.loads(Path(args.before).read_text())
+            same = [before["args"][k] == getattr(args, k) for k in ("env", "num_states", "seeds")]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"--before {args.before}: not a per_state.py JSON ({e})") from None
+        if not all(same):
+            raise UsageError(f"--before {args.before} was run with --env {before['args']['env']} --num-states "
+                             f"{before['args']['num_states']} --seeds {before['args']['seeds']}: run this one with the same")
+
+
+def groups(success: np.ndarray) -> np.ndarray:
+    """Per state: "always" (every seed succeeds), "never" or "mixed". success: (states, seeds) bool."""
+    rate = success.mean(1)
+    return np.where(rate == 1, "always", np.where(rate == 0, "never", "mixed"))
+
+
+def transitions(before: np.ndarray, after: np.ndarray) -> dict:
+    """For each group of states under `before` (always / mixed / never): how many, their success before and after,
+    and which group each is in after. before, after: (states, seeds) bool on the same states and seeds."""
+    g0, g1 = groups(before), groups(after)
+    out = {}
+    for g in ("always", "mixed", "never"):
+        idx = g0 == g
+        out[g] = {"states": int(idx.sum()),
+                  "success_before": float(before[idx].mean()) if idx.any() else None,
+                  "success_after": float(after[idx].mean()) if idx.any() else None,
+                  "now": {h: int((g1[idx] == h).sum()) for h in ("always", "mixed", "never")}}
+    return out
+
+
+def format_transitions(moves: dict) -> str:
+    lines = ["| states under --before | how many | success before → after | now always / mixed / never |",
+             "|---|---|---|---|"]
+    for g, m in moves.items():
+        if m["states"]:
+            lines.append(f"| {g} | {m['states']} | {m['success_before']:.0%} → {m['success_after']:.0%} "
+                         f"| {m['now']['always']} / {m['now']['mixed']} / {m['now']['never']} |")
+    return "\n".join(lines)
 
 
 def main(args: Args) -> None:
@@ -106,9 +150,14 @@ def main(args: Args) -> None:
     always, never = int((rate == 1).sum()), int((rate == 0).sum())
     print(f"{len(ids)} states x {args.seeds} seeds: success {rate.mean():.1%}; always {always}, never {never}, "
           f"mixed {len(ids) - always - never}")
+    result = {"args": vars(args), "init_ids": ids, "position": position.tolist(), "success": success.tolist(),
+              "always": always, "never": never}
+    if args.before is not None:
+        before = np.array(json.loads(Path(args.before).read_text())["success"], bool)
+        result["transitions"] = transitions(before, success)
+        print(format_transitions(result["transitions"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "init_ids": ids, "position": position.tolist(),
-                                          "success": success.tolist(), "always": always, "never": never}, indent=2))
+    Path(args.out).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,31 @@ def test_compare_single_env_keeps_its_files(tmp_path):
     assert out.with_suffix(".png").is_file()
 
 
+def test_per_state_transitions_follow_each_group_of_states():
+    """--before: states grouped by the earlier policy (always / mixed / never), each group's success before and after,
+    and where its states are now; a --before of another task or size is one error line."""
+    import per_state
+
+    before = np.array([[1, 1], [1, 1], [1, 0], [0, 1], [0, 0], [0, 0]], bool)   # 2 always, 2 mixed, 2 never
+    after = np.array([[1, 1], [0, 0], [1, 1], [1, 1], [1, 0], [0, 0]], bool)
+    moves = per_state.transitions(before, after)
+    assert moves["always"] == {"states": 2, "success_before": 1.0, "success_after": 0.5,
+                               "now": {"always": 1, "mixed": 0, "never": 1}}
+    assert moves["mixed"]["success_before"] == 0.5 and moves["mixed"]["now"] == {"always": 2, "mixed": 0, "never": 0}
+    assert moves["never"]["success_after"] == 0.25 and moves["never"]["now"] == {"always": 0, "mixed": 1, "never": 1}
+    assert "| mixed | 2 | 50% → 100% | 2 / 0 / 0 |" in per_state.format_transitions(moves)
+
+
+def test_per_state_before_must_match_the_run(tmp_path):
+    import per_state
+    from common.errors import UsageError
+
+    before = tmp_path / "sft.json"
+    before.write_text(json.dumps({"args": {"env": "metaworld-window-open-v3", "num_states": 32, "seeds": 4}}))
+    with pytest.raises(UsageError, match="--before .* --env metaworld-window-open-v3"):
+        per_state.check_args(per_state.Args(before=str(before), out=str(tmp_path / "p.json")))   # drawer-open
+
+
 def test_compare_rejects_a_bad_task_set():
     import compare
     from common.errors import UsageError

@@ -109,6 +109,7 @@ CASES = {
     "ablation_sft: missing checkpoint": ("bench/ablation_sft.py", ["--checkpoint", "{w}/nope", "--out", "{w}/a.json"], ["--checkpoint", "nope"]),
     "exploration: --samples 0": ("bench/exploration.py", ["--samples", "0", "--out", "{w}/e.json"], ["--samples"]),
     "per_state: multi-task env": ("bench/per_state.py", ["--env", "metaworld-mt10", "--out", "{w}/p.json"], ["--env", "single metaworld"]),
+    "per_state: --before not its JSON": ("bench/per_state.py", ["--before", "{file}", "--out", "{w}/p.json"], ["--before", "not a per_state.py JSON"]),
     "scaling: --total-iterations 1": ("bench/scaling.py", ["--total-iterations", "1", "--run-root", "{w}/runs", "--out", "{w}/s.json"], ["--total-iterations", ">= 2"]),
     "speed: unknown --parts": ("bench/speed.py", ["--parts", "4", "--json-path", "{w}/s.json"], ["--parts"]),
     "memory: --world-size 0": ("bench/memory.py", ["--world-size", "0", "--out", "{w}/m.json"], ["--world-size"]),
