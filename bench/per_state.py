@@ -143,12 +143,12 @@ def main(args: Args) -> None:
                     position[start : start + real] = np.stack(envs.call("expert_obs"))[:real, 4:7]
     finally:
         envs.close()
-    rate = success.mean(1)
     print("| init id | object x, y (m) | successes |\n|---|---|---|")
     for i, init in enumerate(ids):
         print(f"| {init} | {position[i, 0]:+.3f}, {position[i, 1]:.3f} | {''.join('1' if s else '0' for s in success[i])} |")
-    always, never = int((rate == 1).sum()), int((rate == 0).sum())
-    print(f"{len(ids)} states x {args.seeds} seeds: success {rate.mean():.1%}; always {always}, never {never}, "
+    group = groups(success)
+    always, never = int((group == "always").sum()), int((group == "never").sum())
+    print(f"{len(ids)} states x {args.seeds} seeds: success {success.mean():.1%}; always {always}, never {never}, "
           f"mixed {len(ids) - always - never}")
     result = {"args": vars(args), "init_ids": ids, "position": position.tolist(), "success": success.tolist(),
               "always": always, "never": never}
