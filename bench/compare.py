@@ -285,15 +285,16 @@ def main(args: Args) -> None:
     report = task_report(curves)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    out_json = out.parent / f"{out.name}.json"   # --out is a prefix: one with a dot (compare_lr1.5e-5) keeps it
     if args.envs is None:   # one task: the files as they always were (the per-seed report added to each algorithm)
         single = results[args.env]
         for algo, r in single.items():
             r["report"] = report[args.env][algo]
-        out.with_suffix(".json").write_text(json.dumps(single, indent=2))
-        plot(single, out.with_suffix(".png"))
-        pngs = [out.with_suffix(".png")]
+        out_json.write_text(json.dumps(single, indent=2))
+        pngs = [out.parent / f"{out.name}.png"]
+        plot(single, pngs[0])
     else:
-        out.with_suffix(".json").write_text(json.dumps({"tasks": results, "report": report,
+        out_json.write_text(json.dumps({"tasks": results, "report": report,
                                                         "set": set_report(report)}, indent=2))
         pngs = [out.parent / f"{out.name}_{env}.png" for env in results]
         for env, png in zip(results, pngs):
@@ -310,7 +311,7 @@ def main(args: Args) -> None:
             print(f"| {algo} | {r['seeds']} | {sft.mean():.1f} ± {sft.std():.1f} | {curve} "
                   f"| {delta.mean():+.1f} ± {delta.std():.1f} ({', '.join(f'{d:+.0f}' for d in delta)}) |")
     print("\n" + format_report(report))
-    print(f"wrote {out.with_suffix('.json')} and {', '.join(map(str, pngs))}")
+    print(f"wrote {out_json} and {', '.join(map(str, pngs))}")
 
 
 if __name__ == "__main__":

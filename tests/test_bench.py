@@ -106,13 +106,13 @@ def test_compare_single_env_keeps_its_files(tmp_path):
 
     env, runs = "metaworld-drawer-open-v3", tmp_path / "runs"
     fake_finished_run(runs, env, "flow_sde_ppo", 1, [(0, 0.5), (1000, 0.8), (2000, 0.7)])
-    out = tmp_path / "compare"
+    out = tmp_path / "compare_lr1.5e-5"     # --out is a prefix, dots and all
     compare.main(compare.Args(env=env, algos=("flow_sde_ppo",), seeds=(1,), launch=False, total_iterations=20,
                               run_root=str(runs), out=str(out)))
-    doc = json.loads(out.with_suffix(".json").read_text())
+    doc = json.loads((tmp_path / "compare_lr1.5e-5.json").read_text())
     assert list(doc) == ["flow_sde_ppo"] and doc["flow_sde_ppo"]["sft"] == [0.5] and doc["flow_sde_ppo"]["final"] == [0.7]
     assert doc["flow_sde_ppo"]["report"]["per_seed"]["1"]["final_minus_peak"] == pytest.approx(-0.1)
-    assert out.with_suffix(".png").is_file()
+    assert (tmp_path / "compare_lr1.5e-5.png").is_file() and not (tmp_path / "compare_lr1.json").exists()
 
 
 def test_per_state_transitions_follow_each_group_of_states():
