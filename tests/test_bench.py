@@ -117,7 +117,7 @@ def test_compare_single_env_keeps_its_files(tmp_path):
 
 def test_per_state_transitions_follow_each_group_of_states():
     """--before: states grouped by the earlier policy (always / mixed / never), each group's success before and after,
-    and where its states are now; a --before of another task or size is one error line."""
+    and where its states are now."""
     import per_state
 
     before = np.array([[1, 1], [1, 1], [1, 0], [0, 1], [0, 0], [0, 0]], bool)   # 2 always, 2 mixed, 2 never
@@ -131,6 +131,7 @@ def test_per_state_transitions_follow_each_group_of_states():
 
 
 def test_per_state_before_must_match_the_run(tmp_path):
+    """A --before of another task (or number of states / seeds) is one error line naming what it was run with."""
     import per_state
     from common.errors import UsageError
 
