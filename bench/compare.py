@@ -294,8 +294,7 @@ def main(args: Args) -> None:
         pngs = [out.parent / f"{out.name}.png"]
         plot(single, pngs[0])
     else:
-        out_json.write_text(json.dumps({"tasks": results, "report": report,
-                                                        "set": set_report(report)}, indent=2))
+        out_json.write_text(json.dumps({"tasks": results, "report": report, "set": set_report(report)}, indent=2))
         pngs = [out.parent / f"{out.name}_{env}.png" for env in results]
         for env, png in zip(results, pngs):
             plot(results[env], png)

@@ -74,11 +74,16 @@ def check_args(args: Args) -> None:
         try:
             before = json.loads(Path(args.before).read_text())
             same = [before["args"][k] == getattr(args, k) for k in ("env", "num_states", "seeds")]
+            if len(before["success"]) != before["args"]["num_states"]:   # main reads it after the long eval
+                raise ValueError("its success rows do not match its --num-states")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UsageError(f"--before {args.before}: not a per_state.py JSON ({e})") from None
         if not all(same):
             raise UsageError(f"--before {args.before} was run with --env {before['args']['env']} --num-states "
                              f"{before['args']['num_states']} --seeds {before['args']['seeds']}: run this one with the same")
+
+
+GROUPS = ("always", "mixed", "never")
 
 
 def groups(success: np.ndarray) -> np.ndarray:
@@ -92,12 +97,12 @@ def transitions(before: np.ndarray, after: np.ndarray) -> dict:
     and which group each is in after. before, after: (states, seeds) bool on the same states and seeds."""
     g0, g1 = groups(before), groups(after)
     out = {}
-    for g in ("always", "mixed", "never"):
+    for g in GROUPS:
         idx = g0 == g
         out[g] = {"states": int(idx.sum()),
                   "success_before": float(before[idx].mean()) if idx.any() else None,
                   "success_after": float(after[idx].mean()) if idx.any() else None,
-                  "now": {h: int((g1[idx] == h).sum()) for h in ("always", "mixed", "never")}}
+                  "now": {h: int((g1[idx] == h).sum()) for h in GROUPS}}
     return out
 
 

@@ -136,9 +136,14 @@ def test_per_state_before_must_match_the_run(tmp_path):
     from common.errors import UsageError
 
     before = tmp_path / "sft.json"
-    before.write_text(json.dumps({"args": {"env": "metaworld-window-open-v3", "num_states": 32, "seeds": 4}}))
+    before.write_text(json.dumps({"args": {"env": "metaworld-window-open-v3", "num_states": 32, "seeds": 4},
+                                  "success": [[True] * 4] * 32}))
     with pytest.raises(UsageError, match="--before .* --env metaworld-window-open-v3"):
         per_state.check_args(per_state.Args(before=str(before), out=str(tmp_path / "p.json")))   # drawer-open
+    # the right task and sizes but no per-state successes: refused before the eval, not after it
+    before.write_text(json.dumps({"args": {"env": "metaworld-drawer-open-v3", "num_states": 32, "seeds": 4}}))
+    with pytest.raises(UsageError, match="not a per_state.py JSON"):
+        per_state.check_args(per_state.Args(before=str(before), out=str(tmp_path / "p.json")))
 
 
 def test_compare_rejects_a_bad_task_set():
