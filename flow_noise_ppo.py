@@ -83,7 +83,9 @@ class Args:
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
     rlinf_maniskill, rlinf_metaworld, isaac_gr00t (the default for an Isaac-GR00T N1.5: its 95% center crop),
-    isaac_gr00t_no_crop, rlinf_gr00t_libero (RLinf's GR00T N1.5 on LIBERO: the paper's), pirl"""
+    isaac_gr00t_no_crop, rlinf_gr00t_libero (RLinf's GR00T N1.5 on LIBERO: the paper's), pirl (pirl's own: the
+    embedded default's), pirl_lerobot_view (the same in LeRobot's MetaWorld camera view and prompts; without
+    --checkpoint the embedded default is made, and runs, in that view)"""
     embodiment: Annotated[Optional[str], unset("the checkpoint's own")] = None
     """GR00T: which per-embodiment state / action heads, by tag (new_embodiment, gr1, so100, ...) or id"""
     resume: Annotated[Optional[str], unset("a new run")] = None

@@ -47,7 +47,8 @@ class Args:
     """the SFT policy: a dir or a Hub id org/name[@revision]"""
     data_config: Annotated[str | None, unset("what the checkpoint records, else a paper Hub id's own, else the one its "
                                              "format and --env imply")] = None
-    """its data conventions, a common/conventions.py DATA_CONFIGS name"""
+    """its data conventions, a common/conventions.py DATA_CONFIGS name; without --checkpoint, the embedded default's:
+    pirl, or pirl_lerobot_view (made and run in LeRobot's MetaWorld camera view)"""
     env: str = "metaworld-drawer-open-v3"
     """simulator task (common.envs.ENV_NAMES)"""
     episodes: int = 50
@@ -107,10 +108,13 @@ class hybrid_act_fn:
 def check_args(args: Args):
     """Every flag checked before anything is built (UsageError: one `error:` line)."""
     from common.envs import check_env_name
+    from common.conventions import check_embedded_data_config
     from common.sft import check_checkpoint_or_expert
 
     check_env_name(args.env)
     check_checkpoint_or_expert(args.checkpoint, args.env)
+    if args.checkpoint is None:   # the embedded default: made under one of pirl's data configs
+        check_embedded_data_config(args.data_config)
     check_at_least(1, episodes=args.episodes, num_envs=args.num_envs, replan_steps=args.replan_steps,
                    noise_sweep_steps=args.noise_sweep_steps, denoise_steps=args.denoise_steps, threads=args.threads)
     check_at_least(0, noise_levels=args.noise_levels, step_sweep_noise=args.step_sweep_noise)
@@ -125,7 +129,8 @@ def main(args: Args):
 
     check_args(args)
     torch.set_num_threads(args.threads)
-    policy, processor, _ = load_for_env(args.checkpoint or str(make_default_sft_policy(args.env)), args.env, args.data_config)
+    checkpoint = args.checkpoint or str(make_default_sft_policy(args.env, data_config=args.data_config))
+    policy, processor, _ = load_for_env(checkpoint, args.env, args.data_config)
     env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # its render size and MetaWorld view
     policy.eval()
     envs = make_envs(args.env, args.num_envs, seed=args.seed, **env_opts, autoreset=False)

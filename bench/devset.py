@@ -49,6 +49,9 @@ class Args:
     """dev-set range of the start, high end"""
     threads: int = 1
     """torch threads"""
+    data_config: str = "pirl"
+    """the embedded default's data config: pirl (pirl's MetaWorld view) or pirl_lerobot_view (LeRobot's camera view
+    and prompts); the SFT policy is made, cached and evaluated in its view, as the RL scripts' --data-config does"""
     out: str = "bench/results/devset_starts.json"
     """JSON written (merged per task)"""
     table: bool = False
@@ -58,18 +61,21 @@ class Args:
 def measure(task: str, args: Args) -> dict:
     from common import sft
     from common.checkpoint import load_policy
+    from common.conventions import check_embedded_data_config
     from common.envs import make_envs
     from common.evaluate import evaluate, expert_act_fn, policy_act_fn
 
     env = f"metaworld-{task}"
+    view = check_embedded_data_config(args.data_config).metaworld_view
     t0 = time.time()
-    envs = make_envs(env, args.num_envs, seed=args.eval_seed, image_size=sft.DEFAULT_IMAGE_SIZE, autoreset=False)
+    envs = make_envs(env, args.num_envs, seed=args.eval_seed, image_size=sft.DEFAULT_IMAGE_SIZE, autoreset=False,
+                     metaworld_view=view)
     try:
         expert = evaluate(expert_act_fn(env, envs), env, args.expert_episodes, seed=args.eval_seed, envs=envs)
         t1 = time.time()
         row = {"task": task, "env": env, "expert_success": expert["success_rate"], "expert_seconds": round(t1 - t0, 1)}
         try:
-            ckpt = sft.make_default_sft_policy(env, progress=False)   # 10 demos, seed 0, 64 px, 400 steps, tiny
+            ckpt = sft.make_default_sft_policy(env, progress=False, data_config=args.data_config)   # 10 demos, 400 steps
         except RuntimeError as e:   # the expert failed too often on the train scenes to give 10 demos
             return {**row, "error": str(e)}
         t2 = time.time()
@@ -111,10 +117,12 @@ def main(args: Args):
         print(table(json.loads(Path(args.out).read_text())))
         return
 
+    from common.conventions import check_embedded_data_config
     from common.envs import check_env_name
 
-    for task in args.tasks:   # every name and the output checked before the first SFT
+    for task in args.tasks:   # every name, the data config and the output checked before the first SFT
         check_env_name(f"metaworld-{task}")
+    check_embedded_data_config(args.data_config)
     check_writable(args.out, "--out")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -126,8 +134,9 @@ def main(args: Args):
         doc["protocol"] = {"demos": 10, "demo_seed": 0, "image_size": 64, "sft_steps": 400, "preset": "tiny",
                            "eval": f"deterministic ODE K=4, H'=4, held-out scenes, {args.eval_episodes} episodes, "
                                    f"{args.num_envs} envs, eval seed {args.eval_seed}",
-                           "range": [args.low, args.high], "threads": args.threads,
-                           "command": "OMP_NUM_THREADS=1 python bench/devset.py --tasks " + " ".join(args.tasks)}
+                           "range": [args.low, args.high], "threads": args.threads, "data_config": args.data_config,
+                           "command": "OMP_NUM_THREADS=1 python bench/devset.py --tasks " + " ".join(args.tasks)
+                                      + (f" --data-config {args.data_config}" if args.data_config != "pirl" else "")}
         doc.setdefault("tasks", {})[task] = row
         out.write_text(json.dumps(doc, indent=2))
 

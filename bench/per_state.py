@@ -34,7 +34,8 @@ class Args:
     """the SFT policy: a dir or a Hub id org/name[@revision]"""
     data_config: Annotated[str | None, unset("what the checkpoint records, else a paper Hub id's own, else the one its "
                                              "format and --env imply")] = None
-    """its data conventions, a common/conventions.py DATA_CONFIGS name"""
+    """its data conventions, a common/conventions.py DATA_CONFIGS name; without --checkpoint, the embedded default's:
+    pirl, or pirl_lerobot_view (made and run in LeRobot's MetaWorld camera view)"""
     env: str = "metaworld-drawer-open-v3"
     """a metaworld-* task (the object position is read from MetaWorld's state)"""
     num_states: int = 32
@@ -58,6 +59,7 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Every flag checked before anything is built (UsageError: one `error:` line)."""
+    from common.conventions import check_embedded_data_config
     from common.envs import METAWORLD_EVAL_INITS, check_env_name
     from common.sft import check_checkpoint_or_expert
 
@@ -65,6 +67,8 @@ def check_args(args: Args) -> None:
     if not args.env.startswith("metaworld-") or args.env in ("metaworld-mt10", "metaworld-mt50"):
         raise UsageError(f"--env must be a single metaworld-* task, e.g. metaworld-drawer-open-v3 (got {args.env})")
     check_checkpoint_or_expert(args.checkpoint, args.env)
+    if args.checkpoint is None:   # the embedded default: made under one of pirl's data configs
+        check_embedded_data_config(args.data_config)
     check_at_least(1, num_states=args.num_states, seeds=args.seeds, num_envs=args.num_envs,
                    denoise_steps=args.denoise_steps, replan_steps=args.replan_steps, max_episode_steps=args.max_episode_steps)
     if args.num_states > METAWORLD_EVAL_INITS:
@@ -124,7 +128,8 @@ def main(args: Args) -> None:
 
     check_args(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    policy, processor, _ = load_for_env(args.checkpoint or str(make_default_sft_policy(args.env)), args.env, args.data_config)
+    checkpoint = args.checkpoint or str(make_default_sft_policy(args.env, data_config=args.data_config))
+    policy, processor, _ = load_for_env(checkpoint, args.env, args.data_config)
     env_opts = processor.data_config.env_options(args.env, policy.config.image_size)   # its render size and MetaWorld view
     envs = make_envs(args.env, args.num_envs, seed=0, **env_opts, autoreset=False,
                      max_episode_steps=args.max_episode_steps)

@@ -169,12 +169,19 @@ _RLINF_LIBERO = dict(
                    "libero-90": 512},   # = common/envs.py RLINF_LIBERO_MAX_STEPS
     replan_steps_by_env={"libero-long": 10})   # actor.model.num_action_chunks: 5, libero_10_*_openpi*.yaml: 10
 
+# pirl's own pipeline: the embedded default's demos, SFT and RL
+_PIRL = dict(
+    source="pirl", simulator="any", resize="resize_with_pad to the model's image size", prompt="the env's instruction",
+    gripper="as the env takes it", state="the env's state vector",
+    episode_steps={"libero-spatial": 240, "libero-object": 320, "libero-goal": 320, "libero-long": 480,
+                   "libero-90": 400})   # the paper's Table 7 (common/envs.py LIBERO_SUITES)
+
 DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
-    DataConfig("pirl", "pirl", "any",
-               resize="resize_with_pad to the model's image size", prompt="the env's instruction",
-               gripper="as the env takes it", state="the env's state vector",
-               episode_steps={"libero-spatial": 240, "libero-object": 320, "libero-goal": 320, "libero-long": 480,
-                              "libero-90": 400}),   # the paper's Table 7 (common/envs.py LIBERO_SUITES)
+    DataConfig("pirl", **_PIRL),   # MetaWorld in pirl's "fast" view: corner2 at its default pose, "drawer open"
+    # the same, with MetaWorld seen as LeRobot and RLinf see it (their corner2 pose, skybox and task descriptions) but
+    # rendered fast (no shadows, reflections or multisampling): common/envs.py's "lerobot-fast" view. For the embedded
+    # default, `--data-config pirl_lerobot_view` renders its demos, SFT and RL in that view (make_default_sft_policy)
+    DataConfig("pirl_lerobot_view", **_PIRL, metaworld_view="lerobot-fast"),
     # openpi config.py: pi0_libero (and RLinf dataconfig/__init__.py's pi0_libero, pi0_libero_horizon10):
     # LeRobotLiberoDataConfig(extra_delta_transform=True) -> DeltaActions / AbsoluteActions(make_bool_mask(6, -1))
     DataConfig("pi0_libero", "openpi / RLinf π0", delta_mask=make_bool_mask(6, -1), **_LIBERO),
@@ -239,6 +246,18 @@ DATA_CONFIGS: dict[str, DataConfig] = {c.name: c for c in (
                metaworld_view="rlinf"),
 )}
 assert all(DATA_CONFIGS[n].delta for n in ("pi0_libero", "pi0_libero_horizon10", "rlinf_pi0_libero"))
+# the rows the embedded default can be trained under (make_default_sft_policy): pirl's own pipeline, one per view
+EMBEDDED_DEFAULT_CONFIGS = tuple(name for name, c in DATA_CONFIGS.items() if c.source == "pirl")
+
+
+def check_embedded_data_config(flag: str | None) -> DataConfig:
+    """The row the embedded default is trained under: --data-config left out -> pirl; one of EMBEDDED_DEFAULT_CONFIGS;
+    else a UsageError (the other rows describe checkpoints their owners trained, which pirl's demos and SFT are not)."""
+    name = flag or "pirl"
+    if name not in EMBEDDED_DEFAULT_CONFIGS:
+        raise UsageError(f"--data-config {name}: the embedded default (no --checkpoint) is trained by pirl, under "
+                         f"{' or '.join(EMBEDDED_DEFAULT_CONFIGS)}; the other rows are for a --checkpoint their owners trained")
+    return DATA_CONFIGS[name]
 
 
 def render_size(data_config: DataConfig, env: str, model_size: int) -> int:

@@ -300,10 +300,11 @@ def load_for_env(spec: str, env: str, data_config: str | None = None, flag: str 
 # ---- the start of a run: each script calls these in this order ----------------------------------
 def check_flags(args) -> None:
     """What the command line alone can get wrong, one `error:` line before torch.distributed, the model's code or a
-    simulator: --env, the range of every numeric flag, a scripted expert for the embedded default's demonstrations,
+    simulator: --env, the range of every numeric flag, a scripted expert and one of pirl's data configs for the embedded default,
     a writable --run-root (and --cache-dir, where the embedded default is made), and wandb for --track."""
     import importlib.util
 
+    from common.conventions import check_embedded_data_config
     from common.envs import check_env_name
     from common.sft import check_checkpoint_or_expert, default_cache_dir
 
@@ -314,6 +315,7 @@ def check_flags(args) -> None:
     embedded_default = args.model in (None, "tiny", "tiny-groot") and paper is None
     if args.resume is None and args.checkpoint is None and embedded_default:
         check_checkpoint_or_expert(None, args.env)   # the embedded default needs a scripted expert
+        check_embedded_data_config(args.data_config)   # and is trained under one of pirl's rows
         check_writable(args.cache_dir or default_cache_dir(), "--cache-dir")   # where its demos and SFT policy are cached
     check_writable(args.run_root, "--run-root")
     if args.track and importlib.util.find_spec("wandb") is None:
@@ -348,7 +350,8 @@ def start_policy(args, device: torch.device):
     paper = hub.default_checkpoint(args.env, args.model) if args.checkpoint is None else None
     if args.checkpoint is None and paper is None:   # the embedded default
         args.checkpoint = str(make_default_sft_policy(args.env, cache_dir=args.cache_dir, seed=0,
-                                                      preset="tiny-groot" if args.model == "tiny-groot" else "tiny"))
+                                                      preset="tiny-groot" if args.model == "tiny-groot" else "tiny",
+                                                      data_config=args.data_config))
     # else a local dir, or a Hub id (the paper's, without --checkpoint) downloaded by rank 0 into the HF cache
     policy, processor, args.checkpoint = load_for_env(
         args.checkpoint or paper, args.env, args.data_config, context=hub.paper_context(args.env, args.model) if paper else None,

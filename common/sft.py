@@ -137,37 +137,40 @@ def few_shot_help(key: str) -> str:
     return f"(default: MetaWorld {metaworld}, ManiSkill {maniskill}; common/sft.py few_shot_defaults)"
 
 
-def view_tag(env_name: str) -> str:
-    """The MetaWorld view the demos are rendered in, as part of a cache key ("" elsewhere): demos and SFT policies
-    cached under one default view are never reused under another."""
+def view_tag(env_name: str, view: str | None = None) -> str:
+    """The MetaWorld view the demos are rendered in (None: common/envs.py METAWORLD_DEFAULT_VIEW), as part of a cache
+    key ("" elsewhere): demos and SFT policies cached under one view are never reused under another."""
     from common.envs import METAWORLD_DEFAULT_VIEW
-    return f"__{METAWORLD_DEFAULT_VIEW}-view" if env_name.startswith("metaworld-") else ""
+    return f"__{view or METAWORLD_DEFAULT_VIEW}-view" if env_name.startswith("metaworld-") else ""
 
 
-def demo_cache_path(env_name: str, num_demos: int, seed: int, image_size: int, cache_dir=None) -> Path:
+def demo_cache_path(env_name: str, num_demos: int, seed: int, image_size: int, cache_dir=None,
+                    view: str | None = None) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / "demos" / f"{env_name}__n{num_demos}__seed{seed}__{image_size}px{view_tag(env_name)}.npz"
+    return cache_dir / "demos" / f"{env_name}__n{num_demos}__seed{seed}__{image_size}px{view_tag(env_name, view)}.npz"
 
 
 def collect_demos(env_name: str, num_demos: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
                   num_envs: int = 1, cache_dir=None, use_cache: bool = True, progress: bool = True,
-                  max_attempts: int | None = None) -> Demos:
+                  max_attempts: int | None = None, view: str | None = None) -> Demos:
     """Roll out the env's scripted expert on TRAIN initial states and keep `num_demos` successful episodes.
 
-    Cached by (env, num_demos, seed, image_size) under cache_dir/demos. Episodes use init ids drawn
-    with `seed` from env.train_init_ids, never the eval ids. Raises a ValueError naming the env
+    Cached by (env, num_demos, seed, image_size, MetaWorld view) under cache_dir/demos. Episodes use init ids drawn
+    with `seed` from env.train_init_ids, never the eval ids. `view`: the MetaWorld view they are rendered in
+    (common/envs.py METAWORLD_VIEWS; None: METAWORLD_DEFAULT_VIEW). Raises a ValueError naming the env
     (and the envs that have an expert) when it has no scripted expert: NoExpertError, a UsageError.
     """
-    from common.envs import make_envs
+    from common.envs import METAWORLD_DEFAULT_VIEW, make_envs
     from common.experts import make_expert
 
     if num_demos < 1:
         raise ValueError(f"num_demos must be >= 1, got {num_demos}")
-    path = demo_cache_path(env_name, num_demos, seed, image_size, cache_dir)
+    path = demo_cache_path(env_name, num_demos, seed, image_size, cache_dir, view)
     if use_cache and path.is_file():
         return Demos.load(path)
     expert = make_expert(env_name)  # fails early, with the env's name, when there is no expert
-    envs = make_envs(env_name, num_envs=num_envs, seed=seed, image_size=image_size, autoreset=False)
+    envs = make_envs(env_name, num_envs=num_envs, seed=seed, image_size=image_size, autoreset=False,
+                     metaworld_view=view or METAWORLD_DEFAULT_VIEW)
     max_attempts = max_attempts or 3 * num_demos + 10
     rng = np.random.default_rng(seed)
     train_ids = envs.train_init_ids
@@ -380,10 +383,11 @@ def train_sft(demos: Demos, preset: str = "tiny", steps: int = DEFAULT_SFT_STEPS
     return policy, processor, losses
 
 
-def sft_checkpoint_dir(env_name, num_demos, seed, preset, steps, image_size, action_horizon, cache_dir=None) -> Path:
+def sft_checkpoint_dir(env_name, num_demos, seed, preset, steps, image_size, action_horizon, cache_dir=None,
+                       view: str | None = None) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return cache_dir / "sft" / (f"{env_name}__n{num_demos}__seed{seed}__{preset}__{steps}steps__{image_size}px"
-                                f"__H{action_horizon}{view_tag(env_name)}")
+                                f"__H{action_horizon}{view_tag(env_name, view)}")
 
 
 def check_checkpoint_or_expert(checkpoint, env_name: str, flag: str = "--checkpoint"):
@@ -400,25 +404,31 @@ def check_checkpoint_or_expert(checkpoint, env_name: str, flag: str = "--checkpo
 def make_default_sft_policy(env_name: str = DEFAULT_ENV, num_demos: int | None = None, seed: int = 0,
                             sft_steps: int | None = None, cache_dir=None, preset: str = "tiny",
                             image_size: int | None = None, action_horizon: int = DEFAULT_ACTION_HORIZON,
-                            device: str = "cpu", progress: bool = True) -> Path:
+                            device: str = "cpu", progress: bool = True, data_config: str | None = None) -> Path:
     """demos -> SFT -> checkpoint dir (openpi layout, load with common.checkpoint.load_policy); cached by
-    (env, num_demos, seed, preset, steps, image size, horizon). num_demos / sft_steps / image_size left at None:
-    the env's few-shot default (few_shot_defaults). Under torchrun rank 0 builds it while the other ranks wait at a
-    barrier, then every rank gets the same path."""
+    (env, num_demos, seed, preset, steps, image size, horizon, MetaWorld view). num_demos / sft_steps / image_size
+    left at None: the env's few-shot default (few_shot_defaults). data_config: the --data-config it is trained under
+    (common/conventions.py EMBEDDED_DEFAULT_CONFIGS; None: pirl): its MetaWorld view renders the demos, and the
+    checkpoint records it, so that RL and evals render that view too. Under torchrun rank 0 builds it while the other
+    ranks wait at a barrier, then every rank gets the same path."""
     from common.checkpoint import save_policy
+    from common.conventions import check_embedded_data_config
 
+    conventions = check_embedded_data_config(data_config)
+    view = conventions.metaworld_view
     num_demos, sft_steps, image_size = few_shot_setting(env_name, num_demos, sft_steps, image_size)
     check_checkpoint_or_expert(None, env_name)
-    out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir)
+    out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir, view)
     if _is_main() and not (out / "model.safetensors").is_file():
         t0 = time.time()
-        demos = collect_demos(env_name, num_demos, seed, image_size, cache_dir=cache_dir, progress=progress)
+        demos = collect_demos(env_name, num_demos, seed, image_size, cache_dir=cache_dir, progress=progress, view=view)
         t1 = time.time()
         # rank 0 alone: no gradient all-reduce (the other ranks are waiting at the barrier below)
         policy, processor, losses = train_sft(demos, preset, sft_steps, seed=seed, device=device,
                                               action_horizon=action_horizon, progress=progress, distributed=False,
                                               cache_dir=cache_dir,
                                               config_overrides=DEFAULT_CONFIG_OVERRIDES if preset.startswith("tiny") else None)
+        processor.data_config = conventions   # recorded in config.json "data_config": the view it was trained in
         save_policy(out, policy, processor, extra={"sft": {
             "env_name": env_name, "num_demos": num_demos, "demo_steps": len(demos.actions), "seed": seed,
             "steps": sft_steps, "final_loss": losses[-1][1], "demo_seconds": round(t1 - t0, 1),

@@ -201,6 +201,20 @@ def test_every_config_names_a_view_the_envs_know():
                                                                                  "rlinf_gr00t_libero"}
 
 
+def test_the_embedded_default_is_trained_under_pirls_rows_only():
+    """No --checkpoint: pirl's demos and SFT, under pirl (its fast MetaWorld view) or pirl_lerobot_view (LeRobot's
+    camera pose, skybox and prompts), which differ in the view alone; any other row is one error line naming both."""
+    from common.conventions import EMBEDDED_DEFAULT_CONFIGS, check_embedded_data_config
+    assert EMBEDDED_DEFAULT_CONFIGS == ("pirl", "pirl_lerobot_view")
+    assert check_embedded_data_config(None) is DATA_CONFIGS["pirl"]
+    lerobot_view = check_embedded_data_config("pirl_lerobot_view")
+    assert lerobot_view.env_options("metaworld-drawer-open-v3", 64) == {"image_size": 64, "metaworld_view": "lerobot-fast"}
+    assert dataclasses.replace(lerobot_view, name="pirl", metaworld_view="fast") == DATA_CONFIGS["pirl"]
+    for other in ("lerobot", "rlinf_metaworld", "pi0_libero", "no_such_row"):
+        with pytest.raises(UsageError, match=f"--data-config {other}: the embedded default .* pirl or pirl_lerobot_view"):
+            check_embedded_data_config(other)
+
+
 def test_rlinf_libero_configs_are_openpis_training_configs_in_rlinfs_env():
     """rlinf_pi0_libero / rlinf_pi05_libero: the actions, cameras, render size and prompt of pi0_libero / pi05_libero
     (RLinf runs openpi's two LIBERO training configs), RLinf's LIBERO client (15 settle steps, its episode lengths)

@@ -45,6 +45,43 @@ def test_default_path_demos_sft_rl_runs_on_every_family_with_an_expert(env_name,
     assert len([r for r in rows if "eval/success_rate" in r]) == 2  # before and after RL
 
 
+@pytest.mark.slow  # ~60 s beside other jobs: two 1-demo collections, 2 SFT steps, one RL iteration
+def test_data_config_pirl_lerobot_view_makes_and_runs_the_default_in_lerobots_view(tmp_path):
+    """--data-config pirl_lerobot_view without --checkpoint: the demos are rendered in LeRobot's camera view with its
+    prompt, the SFT checkpoint records the row (and is cached under the view), and the script picks that checkpoint up
+    and runs on it; the plain default's cache entry is another one."""
+    import shutil
+
+    import numpy as np
+
+    from common import sft
+    from common.conventions import recorded_data_config
+    from common.run import load_for_env
+
+    env_name, cache = "metaworld-drawer-open-v3", tmp_path / "cache"
+    demos = {view: sft.collect_demos(env_name, 1, cache_dir=cache, progress=False, view=view)
+             for view in ("fast", "lerobot-fast")}
+    assert demos["fast"].task_descriptions == ["drawer open"] and demos["lerobot-fast"].task_descriptions == ["Open a drawer"]
+    np.testing.assert_array_equal(demos["fast"].state, demos["lerobot-fast"].state)   # the same scene and expert
+    assert np.abs(demos["fast"].images.astype(int) - demos["lerobot-fast"].images).mean() > 20   # seen from elsewhere
+    made = make_default_sft_policy(env_name, num_demos=1, sft_steps=2, cache_dir=cache, progress=False,
+                                   data_config="pirl_lerobot_view")
+    assert recorded_data_config(made) == "pirl_lerobot_view" and made.name.endswith("__lerobot-fast-view")
+    _, processor, _ = load_for_env(str(made), env_name)
+    assert processor.data_config.env_options(env_name, 64)["metaworld_view"] == "lerobot-fast"
+    # the script's own lookup: the default few-shot key (10 demos, 400 steps) under the view
+    num_demos, sft_steps, image_size = sft.few_shot_setting(env_name)
+    key = sft.sft_checkpoint_dir(env_name, num_demos, 0, "tiny", sft_steps,
+                                 image_size, sft.DEFAULT_ACTION_HORIZON, cache, view="lerobot-fast")
+    shutil.copytree(made, key)
+    shutil.rmtree(made)
+    run_script("flow_sde_ppo", ["--env", env_name, "--data-config", "pirl_lerobot_view", "--cache-dir", str(cache),
+                                "--total-iterations", "1", "--run-root", str(tmp_path / "runs"), *FLAGS])
+    args = json.loads((only_run(tmp_path / "runs") / "args.json").read_text())
+    assert args["data_config"] == "pirl_lerobot_view" and args["checkpoint"] == str(key)
+    assert [p.name for p in (cache / "sft").iterdir()] == [key.name]   # found, not made again (nor the plain one)
+
+
 def test_default_path_without_an_expert_says_pass_a_checkpoint(tmp_path):
     with pytest.raises(NoExpertError, match=r"no scripted expert.*--checkpoint DIR"):
         make_default_sft_policy("libero-spatial", cache_dir=tmp_path)

@@ -68,6 +68,7 @@ BAD_FLAGS = [
     (["--checkpoint", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
     (["--resume", "/nonexistent/run"], "--resume"),
     (["--cache-dir", "/etc/passwd/cache"], "--cache-dir"),   # the embedded default's cache: refused before the demos
+    (["--data-config", "lerobot"], "pirl_lerobot_view"),   # the embedded default is trained under pirl's rows only
 ]
 
 

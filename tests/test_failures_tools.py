@@ -95,6 +95,7 @@ CASES = {
     "sft: unwritable --cache-dir": ("tools/sft.py", ["--cache-dir", "{file}/cache", "--out", "{w}/ckpt"], ["--cache-dir", "not a folder"]),
     "sft: missing --init-from": ("tools/sft.py", ["--init-from", "{w}/nope", "--cache-dir", "{w}/cache"], ["--init-from", "no such directory"]),
     "sft: full-size preset from scratch": ("tools/sft.py", ["--preset", "pi0", "--cache-dir", "{w}/cache"], ["--preset pi0", "--init-from"]),
+    "sft: another owner's data config from scratch": ("tools/sft.py", ["--data-config", "rlinf_metaworld", "--cache-dir", "{w}/cache"], ["--data-config rlinf_metaworld", "pirl_lerobot_view"]),
     "make_demos: --num-demos 0": ("tools/make_demos.py", ["--num-demos", "0", "--cache-dir", "{w}/cache"], ["--num-demos"]),
     "make_demos: no expert for the env": ("tools/make_demos.py", ["--env", "libero-goal", "--cache-dir", "{w}/cache"], ["--env libero-goal", "no scripted expert"]),
     "bench_envs: --num-envs 0": ("tools/bench_envs.py", ["--num-envs", "0"], ["--num-envs"]),

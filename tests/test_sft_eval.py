@@ -48,17 +48,17 @@ def test_no_scripted_expert_is_a_clear_error(cache):
         collect_demos("metaworld-nope-v3", 1, cache_dir=cache)
 
 
-def test_metaworld_caches_are_keyed_by_the_default_view(monkeypatch, tmp_path):
+def test_metaworld_caches_are_keyed_by_the_view(tmp_path):
     """Demos and SFT policies cached under one MetaWorld view are never reused under another (common/sft.py
-    view_tag); other simulators' keys carry no view."""
+    view_tag: the default view, or the one a data config names); other simulators' keys carry no view."""
     import common.envs as E
     from common.sft import sft_checkpoint_dir
     fast = demo_cache_path(ENV, 10, 0, 64, tmp_path), sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path)
     assert all(f"__{E.METAWORLD_DEFAULT_VIEW}-view" in p.name for p in fast)
-    monkeypatch.setattr(E, "METAWORLD_DEFAULT_VIEW", "lerobot-fast")
-    other = demo_cache_path(ENV, 10, 0, 64, tmp_path), sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path)
-    assert all(a != b for a, b in zip(fast, other))
-    assert "view" not in demo_cache_path("libero-spatial", 10, 0, 64, tmp_path).name
+    other = (demo_cache_path(ENV, 10, 0, 64, tmp_path, view="lerobot-fast"),
+             sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path, view="lerobot-fast"))
+    assert all("__lerobot-fast-view" in p.name for p in other) and all(a != b for a, b in zip(fast, other))
+    assert "view" not in demo_cache_path("libero-spatial", 10, 0, 64, tmp_path, view="lerobot-fast").name
 
 
 def test_action_chunks_repeat_last_action_past_episode_end():

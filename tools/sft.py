@@ -48,7 +48,9 @@ class Args:
     an openpi π0.5 on LIBERO), both in openpi's LIBERO client; rlinf_pi0_libero, rlinf_pi05_libero (the same in
     RLinf's LIBERO env: the paper's checkpoints; the default for an RLinf-saved π0.5), pi0_libero_horizon10, lerobot,
     rlinf_maniskill, rlinf_metaworld, isaac_gr00t (the default for an Isaac-GR00T N1.5: its 95% center crop),
-    isaac_gr00t_no_crop, rlinf_gr00t_libero (RLinf's GR00T N1.5 on LIBERO: the paper's), pirl"""
+    isaac_gr00t_no_crop, rlinf_gr00t_libero (RLinf's GR00T N1.5 on LIBERO: the paper's), pirl. From scratch:
+    pirl (the default) or pirl_lerobot_view (demos rendered in LeRobot's MetaWorld camera view and prompts); the
+    checkpoint records it, so that RL and evals of it render that view"""
     action_horizon: int = sft.DEFAULT_ACTION_HORIZON
     """model action horizon H (from scratch only)"""
     steps: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("sft_steps")] = None
@@ -90,6 +92,9 @@ def check_args(args: Args):
     if args.init_from is not None:   # a local dir or a Hub id; downloaded (rank 0) when loaded
         from common.hub import check_checkpoint_spec
         check_checkpoint_spec(args.init_from, "--init-from")
+    else:   # from scratch: pirl's own pipeline, in one of its views
+        from common.conventions import check_embedded_data_config
+        check_embedded_data_config(args.data_config)
     check_writable(args.cache_dir or sft.default_cache_dir(), "--cache-dir")
     if args.out is not None:
         check_writable(args.out, "--out")
@@ -103,6 +108,7 @@ def check_args(args: Args):
 
 def main(args: Args):
     from common.checkpoint import save_policy
+    from common.conventions import check_embedded_data_config
     from common.distributed import barrier, setup_distributed
 
     check_args(args)
@@ -113,11 +119,14 @@ def main(args: Args):
         init_policy, init_processor, args.init_from = load_for_env(args.init_from, args.env, args.data_config,
                                                                    flag="--init-from", device=d.device, asset_id=args.asset_id)
         init_from = (init_policy, init_processor)
+    conventions = init_from[1].data_config if init_from else check_embedded_data_config(args.data_config)
+    view = conventions.metaworld_view   # the MetaWorld view the demos are rendered in: the one the policy sees
     demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
-                              progress=d.is_main) if d.is_main else None
+                              progress=d.is_main, view=view) if d.is_main else None
     barrier()  # rank 0 wrote the cache; the others read it
     if demos is None:
-        demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir)
+        demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
+                                  view=view)
     t0 = time.time()
     overrides = dict(sft.DEFAULT_CONFIG_OVERRIDES) if args.init_from is None and args.preset.startswith("tiny") else {}
     policy, processor, losses = sft.train_sft(
@@ -125,7 +134,8 @@ def main(args: Args):
         init_from=init_from, action_horizon=None if args.init_from else args.action_horizon,
         progress=d.is_main, config_overrides=overrides, cache_dir=args.cache_dir)
     out = args.out or sft.sft_checkpoint_dir(args.env, args.num_demos, args.demo_seed, args.preset, args.steps,
-                                             args.image_size, args.action_horizon, args.cache_dir)
+                                             args.image_size, args.action_horizon, args.cache_dir, view)
+    processor.data_config = conventions   # recorded in config.json "data_config"
     if d.is_main:
         save_policy(out, policy, processor, extra={"sft": {
             "env_name": args.env, "num_demos": args.num_demos, "steps": args.steps, "losses": losses,
