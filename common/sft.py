@@ -137,27 +137,50 @@ def few_shot_help(key: str) -> str:
     return f"(default: MetaWorld {metaworld}, ManiSkill {maniskill}; common/sft.py few_shot_defaults)"
 
 
-def view_tag(env_name: str, view: str | None = None) -> str:
-    """The MetaWorld view the demos are rendered in (None: common/envs.py METAWORLD_DEFAULT_VIEW), as part of a cache
-    key ("" elsewhere): demos and SFT policies cached under one view are never reused under another."""
+def render_tag(env_name: str, view: str | None = None, maniskill_client: str = "pirl") -> str:
+    """How the demos are rendered, as part of a cache key: the MetaWorld view (None: common/envs.py
+    METAWORLD_DEFAULT_VIEW), a ManiSkill client other than pirl's; "" otherwise. Demos and SFT policies cached under one
+    rendering are never reused under another."""
     from common.envs import METAWORLD_DEFAULT_VIEW
-    return f"__{view or METAWORLD_DEFAULT_VIEW}-view" if env_name.startswith("metaworld-") else ""
+    if env_name.startswith("metaworld-"):
+        return f"__{view or METAWORLD_DEFAULT_VIEW}-view"
+    if env_name.startswith("maniskill-") and maniskill_client != "pirl":
+        return f"__{maniskill_client}-client"
+    return ""
 
 
 def demo_cache_path(env_name: str, num_demos: int, seed: int, image_size: int, cache_dir=None,
-                    view: str | None = None) -> Path:
+                    view: str | None = None, maniskill_client: str = "pirl") -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / "demos" / f"{env_name}__n{num_demos}__seed{seed}__{image_size}px{view_tag(env_name, view)}.npz"
+    tag = render_tag(env_name, view, maniskill_client)
+    return cache_dir / "demos" / f"{env_name}__n{num_demos}__seed{seed}__{image_size}px{tag}.npz"
+
+
+def demo_rendering(data_config, env_name: str, model_size: int, image_size: int | None = None) -> dict:
+    """How to render a checkpoint's demonstrations: as RL and evals render `env_name` for it (DataConfig.env_options:
+    its peer's render size, MetaWorld view and ManiSkill client), so that SFT and RL feed the model the same images.
+    Returns collect_demos' keyword args (image_size, view, maniskill_client). `image_size` (a user's --image-size)
+    must agree: else one UsageError naming the size that would."""
+    from common.errors import UsageError
+
+    options = data_config.env_options(env_name, model_size)
+    if image_size is not None and image_size != options["image_size"]:
+        raise UsageError(f"--image-size {image_size}: RL and evals of this checkpoint render {env_name} at "
+                         f"{options['image_size']} px (data config {data_config.name}), and its demonstrations are "
+                         f"rendered the same way: drop --image-size (or pass {options['image_size']})")
+    return {"image_size": options["image_size"], "view": options["metaworld_view"],
+            "maniskill_client": options.get("maniskill_client", "pirl")}
 
 
 def collect_demos(env_name: str, num_demos: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
                   num_envs: int = 1, cache_dir=None, use_cache: bool = True, progress: bool = True,
-                  max_attempts: int | None = None, view: str | None = None) -> Demos:
+                  max_attempts: int | None = None, view: str | None = None, maniskill_client: str = "pirl") -> Demos:
     """Roll out the env's scripted expert on TRAIN initial states and keep `num_demos` successful episodes.
 
-    Cached by (env, num_demos, seed, image_size, MetaWorld view) under cache_dir/demos. Episodes use init ids drawn
+    Cached by (env, num_demos, seed, image_size, rendering) under cache_dir/demos. Episodes use init ids drawn
     with `seed` from env.train_init_ids, never the eval ids. `view`: the MetaWorld view they are rendered in
-    (common/envs.py METAWORLD_VIEWS; None: METAWORLD_DEFAULT_VIEW). Raises a ValueError naming the env
+    (common/envs.py METAWORLD_VIEWS; None: METAWORLD_DEFAULT_VIEW); `maniskill_client`: whose ManiSkill client
+    renders them (common/envs.py MANISKILL_CLIENTS). Raises a ValueError naming the env
     (and the envs that have an expert) when it has no scripted expert: NoExpertError, a UsageError.
     """
     from common.envs import METAWORLD_DEFAULT_VIEW, make_envs
@@ -165,12 +188,12 @@ def collect_demos(env_name: str, num_demos: int, seed: int = 0, image_size: int 
 
     if num_demos < 1:
         raise ValueError(f"num_demos must be >= 1, got {num_demos}")
-    path = demo_cache_path(env_name, num_demos, seed, image_size, cache_dir, view)
+    path = demo_cache_path(env_name, num_demos, seed, image_size, cache_dir, view, maniskill_client)
     if use_cache and path.is_file():
         return Demos.load(path)
     expert = make_expert(env_name)  # fails early, with the env's name, when there is no expert
     envs = make_envs(env_name, num_envs=num_envs, seed=seed, image_size=image_size, autoreset=False,
-                     metaworld_view=view or METAWORLD_DEFAULT_VIEW)
+                     metaworld_view=view or METAWORLD_DEFAULT_VIEW, maniskill_client=maniskill_client)
     max_attempts = max_attempts or 3 * num_demos + 10
     rng = np.random.default_rng(seed)
     train_ids = envs.train_init_ids
@@ -387,7 +410,7 @@ def sft_checkpoint_dir(env_name, num_demos, seed, preset, steps, image_size, act
                        view: str | None = None) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return cache_dir / "sft" / (f"{env_name}__n{num_demos}__seed{seed}__{preset}__{steps}steps__{image_size}px"
-                                f"__H{action_horizon}{view_tag(env_name, view)}")
+                                f"__H{action_horizon}{render_tag(env_name, view)}")
 
 
 def check_checkpoint_or_expert(checkpoint, env_name: str, flag: str = "--checkpoint"):

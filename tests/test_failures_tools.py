@@ -97,6 +97,7 @@ CASES = {
     "sft: full-size preset from scratch": ("tools/sft.py", ["--preset", "pi0", "--cache-dir", "{w}/cache"], ["--preset pi0", "--init-from"]),
     "sft: another owner's data config from scratch": ("tools/sft.py", ["--data-config", "rlinf_metaworld", "--cache-dir", "{w}/cache"], ["--data-config rlinf_metaworld", "pirl_lerobot_view"]),
     "make_demos: --num-demos 0": ("tools/make_demos.py", ["--num-demos", "0", "--cache-dir", "{w}/cache"], ["--num-demos"]),
+    "make_demos: a data config with no pirl rendering": ("tools/make_demos.py", ["--data-config", "lerobot", "--cache-dir", "{w}/cache"], ["--data-config lerobot", "pirl_lerobot_view"]),
     "make_demos: no expert for the env": ("tools/make_demos.py", ["--env", "libero-goal", "--cache-dir", "{w}/cache"], ["--env libero-goal", "no scripted expert"]),
     "bench_envs: --num-envs 0": ("tools/bench_envs.py", ["--num-envs", "0"], ["--num-envs"]),
     "bench_envs: unknown env": ("tools/bench_envs.py", ["--names", "nope"], ["--names", "unknown env"]),
@@ -174,16 +175,17 @@ def test_checkpoint_that_does_not_fit_is_one_error_line(case, checkpoints, place
 
 
 SFT_INIT_CASES = {  # tools/sft.py --init-from: a broken dir fails before the demonstrations, a misfit one before training
-    "truncated --init-from": ("truncated", ["truncated", "not safetensors"]),
-    "--init-from whose cameras differ from the demos'": ("two_cams", ["1 camera(s) in the env but 2 in the model", ENV]),
+    "truncated --init-from": ("truncated", "32", ["truncated", "not safetensors"]),
+    "--init-from whose cameras differ from the demos'": ("two_cams", "32", ["1 camera(s) in the env but 2 in the model", ENV]),
+    "--image-size other than what RL renders for --init-from": ("one_cam", "64", ["--image-size 64", "at 32 px", "pirl"]),
 }
 
 
 @pytest.mark.parametrize("case", list(SFT_INIT_CASES))
 def test_sft_init_from_that_does_not_fit_is_one_error_line(case, checkpoints, places, capsys):
-    ckpt, names = SFT_INIT_CASES[case]
+    ckpt, size, names = SFT_INIT_CASES[case]
     w, file = places
-    argv = ["--init-from", str(checkpoints[ckpt]), "--env", ENV, "--num-demos", "1", "--image-size", "32", "--steps", "1",
+    argv = ["--init-from", str(checkpoints[ckpt]), "--env", ENV, "--num-demos", "1", "--image-size", size, "--steps", "1",
             "--cache-dir", str(w.parent / "cache"), "--out", str(w / "ckpt")]
     code, err = run_in_process("tools/sft.py", argv, capsys)
     assert_one_error_line(code, err, *names)

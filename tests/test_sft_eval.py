@@ -48,9 +48,10 @@ def test_no_scripted_expert_is_a_clear_error(cache):
         collect_demos("metaworld-nope-v3", 1, cache_dir=cache)
 
 
-def test_metaworld_caches_are_keyed_by_the_view(tmp_path):
+def test_caches_are_keyed_by_how_the_demos_are_rendered(tmp_path):
     """Demos and SFT policies cached under one MetaWorld view are never reused under another (common/sft.py
-    view_tag: the default view, or the one a data config names); other simulators' keys carry no view."""
+    render_tag: the default view, or the one a data config names), nor ManiSkill demos of RLinf's client under
+    pirl's; other simulators' keys carry no view."""
     import common.envs as E
     from common.sft import sft_checkpoint_dir
     fast = demo_cache_path(ENV, 10, 0, 64, tmp_path), sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path)
@@ -59,6 +60,55 @@ def test_metaworld_caches_are_keyed_by_the_view(tmp_path):
              sft_checkpoint_dir(ENV, 10, 0, "tiny", 400, 64, 8, tmp_path, view="lerobot-fast"))
     assert all("__lerobot-fast-view" in p.name for p in other) and all(a != b for a, b in zip(fast, other))
     assert "view" not in demo_cache_path("libero-spatial", 10, 0, 64, tmp_path, view="lerobot-fast").name
+    pirl, rlinf = (demo_cache_path("maniskill-PushCube-v1", 10, 0, 64, tmp_path, maniskill_client=c) for c in ("pirl", "rlinf"))
+    assert pirl != rlinf and "__rlinf-client" in rlinf.name and "client" not in pirl.name
+
+
+def test_a_checkpoints_demos_are_rendered_as_rl_renders_for_it():
+    """common/sft.py demo_rendering: tools/sft.py --init-from renders the demos with the checkpoint's data config's
+    render size, MetaWorld view and ManiSkill client, those of DataConfig.env_options (what the RL scripts and
+    tools/evaluate.py render); a --image-size that disagrees is one UsageError naming the size that would work."""
+    from common.conventions import DATA_CONFIGS
+    from common.errors import UsageError
+    from common.sft import demo_rendering
+
+    assert demo_rendering(DATA_CONFIGS["rlinf_metaworld"], ENV, 224) == {
+        "image_size": 480, "view": "rlinf", "maniskill_client": "pirl"}                # RLinf's 480 px corner2, resized
+    assert demo_rendering(DATA_CONFIGS["lerobot"], ENV, 224)["view"] == "lerobot"
+    assert demo_rendering(DATA_CONFIGS["rlinf_maniskill"], "maniskill-PushCube-v1", 224)["maniskill_client"] == "rlinf"
+    assert demo_rendering(DATA_CONFIGS["pirl"], ENV, 224, 224) == {                      # pirl's: the model's own size
+        "image_size": 224, "view": DATA_CONFIGS["pirl"].metaworld_view, "maniskill_client": "pirl"}
+    assert demo_rendering(DATA_CONFIGS["pirl_lerobot_view"], ENV, 64)["view"] == "lerobot-fast"
+    with pytest.raises(UsageError, match="--image-size 64: .* at 480 px .*rlinf_metaworld"):
+        demo_rendering(DATA_CONFIGS["rlinf_metaworld"], ENV, 224, 64)
+
+
+def test_tools_sft_init_from_renders_demos_in_the_checkpoints_view(demos, cache, tmp_path):
+    """tools/sft.py --init-from a checkpoint that records pirl_lerobot_view: its demos are rendered in that view at
+    its size (no --image-size given), the result records the same data config, and its default folder names the
+    source checkpoint, so that the RL scripts' embedded default (the key without it) is never replaced by it."""
+    import importlib.util
+    from pathlib import Path
+
+    import tyro
+
+    from common.conventions import DATA_CONFIGS
+
+    policy, processor, _ = train_sft(demos, "tiny", steps=1, batch_size=4, progress=False, cache_dir=cache,
+                                     action_horizon=4, config_overrides={"max_token_len": 16})
+    processor.data_config = DATA_CONFIGS["pirl_lerobot_view"]
+    save_policy(tmp_path / "mine", policy, processor)
+    spec = importlib.util.spec_from_file_location("entry_tools_sft", Path(__file__).resolve().parents[1] / "tools/sft.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tyro.cli(tool.Args, args=["--init-from", str(tmp_path / "mine"), "--env", ENV, "--num-demos", "1",
+                                     "--steps", "1", "--batch-size", "4", "--cache-dir", str(tmp_path / "c")])
+    tool.main(args)
+    outs = list((tmp_path / "c" / "sft").iterdir())
+    assert len(outs) == 1 and "__from-mine__" in outs[0].name and outs[0].name.endswith("__lerobot-fast-view")
+    assert json.loads((outs[0] / "config.json").read_text())["data_config"] == "pirl_lerobot_view"
+    made = [p.name for p in (tmp_path / "c" / "demos").iterdir()]
+    assert made == [f"{ENV}__n1__seed0__{R}px__lerobot-fast-view.npz"], made
 
 
 def test_action_chunks_repeat_last_action_past_episode_end():

@@ -1,6 +1,7 @@
 """Scripted-expert demonstrations for few-shot SFT (cached; see common/sft.py for the format).
 
     python tools/make_demos.py --env metaworld-button-press-topdown-v3 --num-demos 8 --image-size 64
+    python tools/make_demos.py --data-config pirl_lerobot_view     # rendered in LeRobot's MetaWorld camera view
 """
 import os
 import sys
@@ -12,6 +13,7 @@ import tyro
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import sft  # noqa: E402
 from common.cli import few_shot, unset  # noqa: E402
+from common.conventions import check_embedded_data_config  # noqa: E402
 from common.errors import UsageError, check_writable, main_errors  # noqa: E402
 
 
@@ -27,6 +29,9 @@ class Args:
     """square render size in pixels"""
     num_envs: int = 1
     """parallel env workers"""
+    data_config: Annotated[Optional[str], unset("pirl")] = None
+    """whose rendering: pirl (pirl's MetaWorld view) or pirl_lerobot_view (LeRobot's MetaWorld camera view and
+    prompts): the embedded default's rows (common/conventions.py EMBEDDED_DEFAULT_CONFIGS)"""
     cache_dir: Annotated[Optional[str], unset("$PIRL_CACHE, else runs/cache")] = None
     """cache root"""
     overwrite: bool = False
@@ -41,18 +46,21 @@ def check_args(args: Args):
     for flag, value in (("--num-demos", args.num_demos), ("--image-size", args.image_size), ("--num-envs", args.num_envs)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1 (got {value})")
+    check_embedded_data_config(args.data_config)
     check_writable(args.cache_dir or sft.default_cache_dir(), "--cache-dir")
 
 
 def main(args: Args):
     check_args(args)
+    view = check_embedded_data_config(args.data_config).metaworld_view
     demos = sft.collect_demos(args.env, args.num_demos, args.seed, args.image_size, args.num_envs,
-                              args.cache_dir, use_cache=not args.overwrite)
+                              args.cache_dir, use_cache=not args.overwrite, view=view)
+    path = sft.demo_cache_path(args.env, args.num_demos, args.seed, args.image_size, args.cache_dir, view)
     if args.overwrite:
-        demos.save(sft.demo_cache_path(args.env, args.num_demos, args.seed, args.image_size, args.cache_dir))
+        demos.save(path)
     lengths = [int((demos.episode == e).sum()) for e in range(demos.num_episodes)]
     print(f"{demos.num_episodes} episodes, {len(demos.actions)} steps (mean length {sum(lengths) / len(lengths):.1f}) -> "
-          f"{sft.demo_cache_path(args.env, args.num_demos, args.seed, args.image_size, args.cache_dir)}")
+          f"{path}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
     python tools/sft.py --init-from /ckpt/pi0_base --device cuda --out runs/sft_pi0   # from a checkpoint
     torchrun --standalone --nproc_per_node=2 tools/sft.py ...   # gradient all-reduce, rank 0 saves
 
+From a checkpoint, the demonstrations are rendered as the RL scripts and tools/evaluate.py render the env for it (its
+data config's render size, MetaWorld view and ManiSkill client: common/sft.py demo_rendering), and the checkpoint
+written records the same data config.
+
 A bad flag, an env without a scripted expert or an unwritable --out ends in one `error: ...` line, exit 2,
 before any demonstration is collected; the checkpoint is written atomically, only after training.
 """
@@ -33,7 +37,8 @@ class Args:
     demo_seed: int = 0
     """seed of the demonstrations' init states"""
     image_size: Annotated[Optional[int], tyro.conf.DisallowNone, few_shot("image_size")] = None
-    """render size of the demonstrations (pixels)"""
+    """render size of the demonstrations (pixels); with --init-from the checkpoint's own: what RL and evals render
+    for it (its data config's render size, else the model's)"""
     preset: str = "tiny"
     """model preset for training from scratch: tiny | tiny-pi05 (pi0 / pi05 need --init-from)"""
     init_from: Annotated[str | None, unset("train from scratch (--preset)")] = None
@@ -63,7 +68,7 @@ class Args:
     """model init and batch sampling seed"""
     device: str = "auto"
     """auto | cpu | cuda"""
-    out: Annotated[str | None, unset("<cache root>/sft/<key>")] = None
+    out: Annotated[str | None, unset("<cache root>/sft/<key>, which names the --init-from checkpoint")] = None
     """output checkpoint directory"""
     cache_dir: Annotated[str | None, unset("$PIRL_CACHE, else runs/cache")] = None
     """cache root"""
@@ -74,12 +79,13 @@ def check_args(args: Args):
     from common.policy import PRESETS
 
     sft.check_expert(args.env)
-    # flags left out: the embedded default's setting for this env
-    args.num_demos, args.steps, args.image_size = sft.few_shot_setting(args.env, args.num_demos, args.steps,
-                                                                       args.image_size)
+    # flags left out: the embedded default's setting for this env (a checkpoint's render size: once it is loaded)
+    args.num_demos, args.steps, image_size = sft.few_shot_setting(args.env, args.num_demos, args.steps, args.image_size)
+    if args.init_from is None:
+        args.image_size = image_size
     for flag, value in (("--num-demos", args.num_demos), ("--steps", args.steps), ("--batch-size", args.batch_size),
                         ("--image-size", args.image_size), ("--action-horizon", args.action_horizon)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1 (got {value})")
     if not args.lr > 0:
         raise UsageError(f"--lr must be > 0 (got {args.lr})")
@@ -106,6 +112,16 @@ def check_args(args: Args):
                              "be replaced whole: pick a new or empty folder")
 
 
+def default_out(args: Args, view: str | None, init_spec: str | None) -> Path:
+    """<cache root>/sft/<key> (common/sft.py sft_checkpoint_dir: the embedded default's key from scratch); from a
+    checkpoint the key names it in the preset's place, so that the RL scripts never take it for their embedded default."""
+    source = args.preset
+    if init_spec is not None:   # a local dir by its name, a Hub id whole
+        source = "from-" + (Path(init_spec).name if Path(init_spec).is_dir() else init_spec.replace("/", "--").replace("@", "--"))
+    return sft.sft_checkpoint_dir(args.env, args.num_demos, args.demo_seed, source, args.steps, args.image_size,
+                                  args.action_horizon, args.cache_dir, view)
+
+
 def main(args: Args):
     from common.checkpoint import save_policy
     from common.conventions import check_embedded_data_config
@@ -113,28 +129,31 @@ def main(args: Args):
 
     check_args(args)
     d = setup_distributed(args.device)
-    init_from = None
+    init_from, init_spec = None, args.init_from
     if args.init_from is not None:   # loaded before any demonstration: a broken dir is one line, now
         from common.run import load_for_env   # its data conventions and cameras; a broken dir is one line naming it
         init_policy, init_processor, args.init_from = load_for_env(args.init_from, args.env, args.data_config,
                                                                    flag="--init-from", device=d.device, asset_id=args.asset_id)
         init_from = (init_policy, init_processor)
-    conventions = init_from[1].data_config if init_from else check_embedded_data_config(args.data_config)
-    view = conventions.metaworld_view   # the MetaWorld view the demos are rendered in: the one the policy sees
-    demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
-                              progress=d.is_main, view=view) if d.is_main else None
+    if init_from:   # the demos rendered as RL and evals will render the env for this checkpoint
+        conventions = init_processor.data_config
+        rendering = sft.demo_rendering(conventions, args.env, init_policy.config.image_size, args.image_size)
+        args.image_size = rendering["image_size"]
+    else:   # from scratch: pirl's pipeline, in the row's MetaWorld view
+        conventions = check_embedded_data_config(args.data_config)
+        rendering = sft.demo_rendering(conventions, args.env, args.image_size)
+    demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, cache_dir=args.cache_dir, progress=d.is_main,
+                              **rendering) if d.is_main else None
     barrier()  # rank 0 wrote the cache; the others read it
     if demos is None:
-        demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, args.image_size, cache_dir=args.cache_dir,
-                                  view=view)
+        demos = sft.collect_demos(args.env, args.num_demos, args.demo_seed, cache_dir=args.cache_dir, **rendering)
     t0 = time.time()
     overrides = dict(sft.DEFAULT_CONFIG_OVERRIDES) if args.init_from is None and args.preset.startswith("tiny") else {}
     policy, processor, losses = sft.train_sft(
         demos, args.preset, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=d.device,
         init_from=init_from, action_horizon=None if args.init_from else args.action_horizon,
         progress=d.is_main, config_overrides=overrides, cache_dir=args.cache_dir)
-    out = args.out or sft.sft_checkpoint_dir(args.env, args.num_demos, args.demo_seed, args.preset, args.steps,
-                                             args.image_size, args.action_horizon, args.cache_dir, view)
+    out = args.out or default_out(args, rendering["view"], init_spec)
     processor.data_config = conventions   # recorded in config.json "data_config"
     if d.is_main:
         save_policy(out, policy, processor, extra={"sft": {
