@@ -15,7 +15,8 @@ success of every run is read back from its metrics.jsonl and written as
 and a Markdown table is printed for the README. The SFT row is the eval before RL (iteration 0),
 which every run repeats on the same held-out episodes. A second table gives, per task, algorithm and seed,
 start (iteration 0), peak (best eval), final and final − peak, then per task the mean ± std over seeds of the
-gain (final − start) and of final − peak: does a run keep what it learnt (issue 28)? With several tasks a third
+gain (final − start) and of final − peak: does a run keep what it learnt (issue 28)? Beside the mean gain, the part
+of it that is the evals' own sampling noise (binomial, from each eval's episode count). With several tasks a third
 table gives, per algorithm, the mean of the task means and the lowest task mean.
 With --envs (several tasks) the JSON holds {"tasks": {env: {algo: summary}}, "report": ...} and one PNG per
 task is written as <out>_<env>.png; with one task the files are as they always were, the report added.
@@ -115,7 +116,8 @@ def launch_missing(args: Args) -> None:
 
 
 def read_curve(path: Path) -> dict:
-    """Eval success against env steps and against cumulative training seconds (evals excluded)."""
+    """Eval success against env steps and against cumulative training seconds (evals excluded), and each eval's
+    episode count (eval/iter_*.json num_episodes; None where those files do not match the evals one to one)."""
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     seconds, clock = 0.0, {}
     for r in rows:
@@ -123,7 +125,11 @@ def read_curve(path: Path) -> dict:
         clock[r["global_step"]] = seconds
     evals = [(r["global_step"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
     steps = [s for s, _ in evals]
-    return {"env_steps": steps, "train_seconds": [clock[s] for s in steps], "success": [v for _, v in evals]}
+    episodes = [json.loads(f.read_text()).get("num_episodes") for f in sorted((path / "eval").glob("iter_*.json"))]
+    if len(episodes) != len(evals) or None in episodes:
+        episodes = None
+    return {"env_steps": steps, "train_seconds": [clock[s] for s in steps], "success": [v for _, v in evals],
+            "episodes": episodes}
 
 
 def summarise(curves: list[dict]) -> dict:
@@ -138,30 +144,36 @@ def summarise(curves: list[dict]) -> dict:
             "seeds": len(curves)}
 
 
-def drift(success: list[float], env_steps: list[int]) -> dict:
-    """One run's held-out curve in four numbers: start (iteration 0), peak (best eval), final, and what it gave back."""
+def drift(success: list[float], env_steps: list[int], episodes: list[int] | None = None) -> dict:
+    """One run's held-out curve in four numbers: start (iteration 0), peak (best eval), final, and what it gave back;
+    with the evals' episode counts, the gain's standard error from their binomial sampling alone,
+    sqrt(p0 (1 - p0) / n0 + p1 (1 - p1) / n1): what the same two policies would show on other eval draws."""
     best = int(np.argmax(success))            # the first eval that reached the best value
     start, peak, final = success[0], success[best], success[-1]
+    gain_se = None if not episodes else float(np.sqrt(start * (1 - start) / episodes[0] + final * (1 - final) / episodes[-1]))
     return {"start": start, "peak": peak, "peak_step": env_steps[best], "final": final,
-            "gain": final - start, "final_minus_peak": final - peak,
+            "gain": final - start, "gain_se": gain_se, "final_minus_peak": final - peak,
             "ends_below_start": final < start, "gave_back_over_10": final - peak < -0.10 - 1e-9}
 
 
 def task_report(curves: dict) -> dict:
     """curves[env][algo][seed] = read_curve(...) -> report[env][algo] = per seed drift() and, over seeds, mean ± std
-    (population std, as summarise) of the gain and of final − peak."""
+    (population std, as summarise) of the gain and of final − peak, and the mean gain's standard error from the evals'
+    sampling alone (sqrt of the summed per-run variances / seeds; None where a run's episode counts are unknown)."""
     report = {}
     for env, by_algo in curves.items():
         for algo, by_seed in by_algo.items():
             if not by_seed:
                 continue
-            per_seed = {seed: drift(c["success"], c["env_steps"]) for seed, c in sorted(by_seed.items())}
+            per_seed = {seed: drift(c["success"], c["env_steps"], c.get("episodes")) for seed, c in sorted(by_seed.items())}
+            ses = [d["gain_se"] for d in per_seed.values()]
             gain = np.array([d["gain"] for d in per_seed.values()])
             back = np.array([d["final_minus_peak"] for d in per_seed.values()])
             report.setdefault(env, {})[algo] = {
                 "per_seed": per_seed, "seeds": len(per_seed),
                 "start_mean": float(np.mean([d["start"] for d in per_seed.values()])),
                 "gain_mean": float(gain.mean()), "gain_std": float(gain.std()),
+                "gain_se": None if None in ses else float(np.sqrt(np.sum(np.square(ses))) / len(ses)),
                 "final_minus_peak_mean": float(back.mean()), "final_minus_peak_std": float(back.std()),
                 "worst_final_minus_peak": float(back.min()),
                 "runs_below_start": int(sum(d["ends_below_start"] for d in per_seed.values())),
@@ -194,12 +206,14 @@ def format_report(report: dict) -> str:
                 lines.append(f"| {env} | {algo} | {seed} | {d['start'] * 100:.0f} | {d['peak'] * 100:.0f} "
                              f"| {d['final'] * 100:.0f} | {d['final_minus_peak'] * 100:+.0f} |")
     lines += ["", "| task | algorithm | seeds | start % (mean) | gain (final − start), mean ± std "
+                  "| the evals' noise on that mean (1 s.e.) "
                   "| final − peak, mean ± std | runs ending below start | runs > 10 below their peak |",
-              "|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|"]
     for env, by_algo in report.items():
         for algo, r in by_algo.items():
+            noise = "–" if r["gain_se"] is None else f"±{r['gain_se'] * 100:.1f}"
             lines.append(f"| {env} | {algo} | {r['seeds']} | {r['start_mean'] * 100:.1f} "
-                         f"| {r['gain_mean'] * 100:+.1f} ± {r['gain_std'] * 100:.1f} "
+                         f"| {r['gain_mean'] * 100:+.1f} ± {r['gain_std'] * 100:.1f} | {noise} "
                          f"| {r['final_minus_peak_mean'] * 100:+.1f} ± {r['final_minus_peak_std'] * 100:.1f} "
                          f"| {r['runs_below_start']} | {r['runs_gave_back_over_10']} |")
     if len(report) > 1:

@@ -30,7 +30,7 @@ def test_compare_reads_curves_and_averages_over_seeds(tmp_path):
     write_run(tmp_path / "a", [(0, 0.5), (200, 0.7)], seconds_per_iteration=2.0, steps_per_iteration=100)
     write_run(tmp_path / "b", [(0, 0.4), (200, 0.5)], seconds_per_iteration=4.0, steps_per_iteration=100)
     curves = [compare.read_curve(tmp_path / "a"), compare.read_curve(tmp_path / "b")]
-    assert curves[0] == {"env_steps": [0, 200], "train_seconds": [0.0, 4.0], "success": [0.5, 0.7]}
+    assert curves[0] == {"env_steps": [0, 200], "train_seconds": [0.0, 4.0], "success": [0.5, 0.7], "episodes": None}
     summary = compare.summarise(curves)
     assert summary["mean"] == pytest.approx([0.45, 0.6])
     assert summary["std"] == pytest.approx([0.05, 0.1])            # population std over the 2 seeds
@@ -55,9 +55,14 @@ def test_memory_counts_the_pi0_parameters_of_the_paper_model():
 
 def fake_finished_run(run_root: Path, env: str, algo: str, seed: int, evals: list[tuple[int, float]],
                       total_iterations: int = 20, eval_episodes: int = 100):
-    """A run folder as bench/compare.py finds it: metrics.jsonl, args.json, and the plot written at the very end."""
+    """A run folder as bench/compare.py finds it: metrics.jsonl, eval/iter_*.json, args.json, and the plot written at
+    the very end."""
     path = run_root / f"{env}__{algo}__{seed}__1700000000"
     write_run(path, evals, seconds_per_iteration=1.0, steps_per_iteration=100)
+    (path / "eval").mkdir()
+    for step, success in evals:
+        (path / "eval" / f"iter_{step // 100:06d}.json").write_text(json.dumps({"num_episodes": eval_episodes,
+                                                                               "success_rate": success}))
     (path / "args.json").write_text(json.dumps({"total_iterations": total_iterations,
                                                 "eval_episodes_per_task": eval_episodes}))
     (path / "learning_curve.png").write_bytes(b"")
@@ -86,13 +91,16 @@ def test_compare_reports_start_peak_final_per_task_and_seed(tmp_path, capsys):
     assert a["gain_mean"] == pytest.approx(0.20) and a["gain_std"] == pytest.approx(0.10)    # gains +10 and +30
     assert a["final_minus_peak_mean"] == pytest.approx(-0.10) and a["final_minus_peak_std"] == pytest.approx(0.10)
     assert a["runs_gave_back_over_10"] == 1 and a["runs_below_start"] == 0
+    # the evals' binomial noise: seed 1 sqrt(.4 .6 / 100 + .5 .5 / 100), seed 2 sqrt(.3 .7 / 100 + .6 .4 / 100); the mean's
+    assert s1["gain_se"] == pytest.approx(0.07) and a["per_seed"]["2"]["gain_se"] == pytest.approx(np.sqrt(0.0045))
+    assert a["gain_se"] == pytest.approx(np.sqrt(0.0049 + 0.0045) / 2)
     assert b["seeds"] == 1 and b["runs_below_start"] == 1                                # seed 2: 50 iterations
     assert b["per_seed"]["1"]["gain"] == pytest.approx(-0.10) and b["per_seed"]["1"]["final_minus_peak"] == pytest.approx(-0.10)
     assert set(doc["tasks"]) == {A, B} and doc["tasks"][A]["flow_sde_ppo"]["seeds"] == 2
     assert (out.parent / f"set_{A}.png").is_file() and (out.parent / f"set_{B}.png").is_file()
     printed = capsys.readouterr().out
     assert f"| {A} | flow_sde_ppo | 1 | 40 | 70 | 50 | -20 |" in printed
-    assert f"| {A} | flow_sde_ppo | 2 | 35.0 | +20.0 ± 10.0 | -10.0 ± 10.0 | 0 | 1 |" in printed
+    assert f"| {A} | flow_sde_ppo | 2 | 35.0 | +20.0 ± 10.0 | ±4.8 | -10.0 ± 10.0 | 0 | 1 |" in printed
     # over the set: task means +20 (A) and -10 (B) -> mean +5, lowest -10; 3 runs, one below start, one gave back 20
     assert doc["set"]["flow_sde_ppo"] == pytest.approx({"tasks": 2, "runs": 3, "task_gain_mean": 0.05,
                                                         "lowest_task_gain": -0.10, "runs_below_start": 1,
