@@ -135,7 +135,7 @@ def main(args: Args):
         init_policy, init_processor, args.init_from = load_for_env(args.init_from, args.env, args.data_config,
                                                                    flag="--init-from", device=d.device, asset_id=args.asset_id)
         init_from = (init_policy, init_processor)
-    if init_from:   # the demos rendered as RL and evals will render the env for this checkpoint
+        # the demos rendered as RL and evals will render the env for this checkpoint
         conventions = init_processor.data_config
         rendering = sft.demo_rendering(conventions, args.env, init_policy.config.image_size, args.image_size)
         args.image_size = rendering["image_size"]
