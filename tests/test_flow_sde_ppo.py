@@ -153,7 +153,8 @@ def test_presets_follow_the_paper_tables_and_flags_override():
     args = resolved(fsp.Args(env="maniskill-PutCarrotOnPlateInScene-v1", model="pi0"))
     assert (args.update_epochs, args.actor_lr, args.critic_lr, args.num_envs) == (4, 5.6e-6, 1.1e-4, 256)
     args = resolved(fsp.Args())   # the embedded default the README's 5-seed table measured
-    assert (args.model, args.total_iterations, args.anneal_lr, args.actor_lr, args.num_envs) == ("tiny", 200, True, 5e-5, 16)
+    assert (args.model, args.total_iterations, args.anneal_lr, args.actor_lr) == ("tiny", 100, True, 5e-5)
+    assert (args.num_envs, args.minibatch_size, args.eval_every) == (32, 400, 25)
 
 
 def test_bad_flag_combinations_give_clear_errors():
