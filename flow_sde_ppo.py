@@ -209,7 +209,7 @@ MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 
                         denoise_steps=4, noise_level=0.5, replan_steps=5)
 # The embedded default: a tiny π0 on 2 CPU cores. 32 episodes per update for 100 iterations (cosine schedule) keeps what
 # it learns where 16 episodes for 200 iterations drifted or collapsed: the same env steps and 4 Adam steps an iteration
-# (docs/results.md, "Flow-SDE PPO's default: 32 envs"). Its evals use 50 episodes per task (bench/compare.py: 100).
+# (docs/results.md, "The three defaults, 5 seeds each"). Its evals use 50 episodes per task (bench/compare.py: 100).
 TINY_CPU = dict(total_iterations=100, num_envs=32, interaction_steps=100, rollout_epochs=1, minibatch_size=400,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, critic_lr=1e-3, anneal_lr=True,
                 denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=25, eval_episodes_per_task=50)
