@@ -204,8 +204,10 @@ LIBERO_STEPS = {"spatial": 240, "object": 320, "goal": 320, "long": 480, "90": 4
 GPU_BASE = dict(total_iterations=400, num_envs=64, rollout_epochs=8, minibatch_size=2048, micro_batch_size=32,
                 update_epochs=2, actor_lr=5e-6, critic_lr=1e-4, anneal_lr=False, denoise_steps=4,
                 noise_level=0.5, replan_steps=5, eval_every=10, eval_episodes_per_task=50)
-MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=48 * 5, rollout_epochs=1,
-                        minibatch_size=2560 // 8, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
+# Table 8's global batch 2560 = 256 envs x one 50-step episode in chunks of 5 (its 5120 = 320 x 80 / 5, RLinf's
+# SIMPLER episodes): one rollout, one minibatch, 4 update epochs.
+MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=50, rollout_epochs=1,
+                        minibatch_size=2560, update_epochs=4, actor_lr=5.6e-6, critic_lr=1.1e-4,
                         denoise_steps=4, noise_level=0.5, replan_steps=5)
 # The embedded default: a tiny π0 on 2 CPU cores. 32 episodes per update for 100 iterations (cosine schedule) keeps what
 # it learns where 16 episodes for 200 iterations drifted or collapsed: the same env steps and 4 Adam steps an iteration
@@ -221,18 +223,29 @@ def preset(env: str, model: str) -> dict:
         model = "tiny" if model == "tiny-groot" else "pi0"
     if model == "tiny":
         values = dict(TINY_CPU)
-        if env.startswith("libero-"):
-            values.update(interaction_steps=LIBERO_STEPS[env.split("-", 1)[1]], replan_steps=5)
+        if env.startswith("libero-"):  # the suite's episodes in chunks of 5; 2 minibatches an epoch, as on MetaWorld
+            steps = LIBERO_STEPS[env.split("-", 1)[1]]
+            batch = values["num_envs"] * steps // 5   # decisions per rollout
+            values.update(interaction_steps=steps, replan_steps=5, minibatch_size=batch // 2, micro_batch_size=batch // 8)
         return values
     values = dict(GPU_BASE)
     if env.startswith("libero-"):
         suite = env.split("-", 1)[1]
         values.update(interaction_steps=LIBERO_STEPS[suite], replan_steps=10 if suite in ("long", "90") else 5)
         values.update(LIBERO_TABLE7.get(suite, LIBERO_TABLE7["long"])[model])
-    elif env.startswith("maniskill-"):
+    elif env.startswith("maniskill-"):  # Table 8: its global batch is one rollout of one episode per env (one minibatch)
+        from common.envs import SIMPLER_TASKS
+
         values.update(MANISKILL_TABLE8)
-        if "Generalization" in env or "PutOnPlateInScene" in env:
-            values.update(total_iterations=150, num_envs=320, actor_lr=7.91e-6, critic_lr=1.55e-4)
+        env_id = SIMPLER_TASKS.get(env.split("-", 1)[1], env.split("-", 1)[1])
+        if env_id in SIMPLER_TASKS.values():   # SIMPLER scenes: RLinf's episodes of 80 steps
+            values.update(interaction_steps=80)
+        if env_id == SIMPLER_TASKS["put-on-plate"]:   # the generalisation column: 320 envs x 16 chunks = its 5120
+            values.update(total_iterations=150, num_envs=320, actor_lr=7.91e-6, critic_lr=1.55e-4,
+                          update_epochs=5 if model == "pi05" else 4)
+        if env_id == SIMPLER_TASKS["cube"]:   # its RL train steps
+            values.update(total_iterations=130 if model == "pi0" else 70)
+        values.update(minibatch_size=values["num_envs"] * values["interaction_steps"] // values["replan_steps"])
     else:  # metaworld: episodes of 100 steps
         values.update(interaction_steps=100, replan_steps=5)
     return values

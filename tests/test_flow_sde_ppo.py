@@ -157,6 +157,43 @@ def test_presets_follow_the_paper_tables_and_flags_override():
     assert (args.num_envs, args.minibatch_size, args.eval_every) == (32, 400, 25)
 
 
+@pytest.mark.parametrize("script", ["flow_sde_ppo", "flow_noise_ppo", "flow_sde_grpo"])
+def test_every_preset_passes_its_own_batch_checks(script):
+    """Each --env x --model preset resolves to flags its script accepts (a LIBERO tiny checkpoint and the ManiSkill
+    GPU presets once stopped on their own rollout / minibatch sizes); the ManiSkill batch is Table 8's."""
+    from common import groot, policy
+    from common.run import fill_from_preset
+
+    module = load_script(script)
+
+    def resolve(env, model):
+        args = module.Args(env=env, model=model)
+        if hasattr(module, "resolve_args"):   # GRPO also sizes its groups
+            return module.resolve_args(args, None)
+        fill_from_preset(args, None, module.preset)
+        return args
+
+    horizons = {"tiny": policy.make_config("tiny").action_horizon, "pi0": policy.make_config("pi0").action_horizon,
+                "pi05": policy.make_config("pi05").action_horizon,
+                "tiny-groot": groot.make_config("tiny-groot").action_horizon, "groot": groot.make_config("groot").action_horizon}
+    envs = ["libero-spatial", "libero-object", "libero-goal", "libero-long", "libero-90", "metaworld-drawer-open-v3",
+            "metaworld-mt10", "maniskill-PickCube-v1", "maniskill-carrot", "maniskill-put-on-plate",
+            "maniskill-PutOnPlateInScene25Main-v3"]
+    # 256 envs x 10 chunks of 5 (a 50-step episode); SIMPLER's 80-step episodes; the generalisation set's 320 x 16
+    maniskill_batch = {"maniskill-PickCube-v1": 2560, "maniskill-carrot": 4096, "maniskill-put-on-plate": 5120,
+                       "maniskill-PutOnPlateInScene25Main-v3": 5120}
+    for env in envs:
+        for model, horizon in horizons.items():
+            args = resolve(env, model)
+            module.check_args(args, world_size=8 if model in ("pi0", "pi05", "groot") else 1, action_horizon=horizon)
+            if env.startswith("maniskill-") and model == "pi0":   # Table 8: one rollout is the global batch
+                batch = args.num_envs * args.interaction_steps // args.replan_steps
+                assert args.minibatch_size == batch == maniskill_batch[env], (env, batch)
+    args = resolve("maniskill-put-on-plate", "pi05")
+    assert (args.total_iterations, args.update_epochs, args.num_envs) == (150, 5, 320)   # Table 8, π0.5 generalisation
+    assert resolve("maniskill-cube", "pi0").total_iterations == 130
+
+
 def test_bad_flag_combinations_give_clear_errors():
     args = resolved(fsp.Args(model="tiny"))
     args.replan_steps = 20
