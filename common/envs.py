@@ -5,7 +5,7 @@
     obs, reward, terminated, truncated, info = envs.step_chunk(actions)   # (N, H', A)
 
 Every simulator is wrapped as a single-env `_Sim` with reset(task_id, init_id) / step(action) /
-observe(); `ChunkVecEnv` runs N of them in-process (sync) or one per worker process (async) and
+observe(); `ChunkVecEnv` runs N of them in-process (sync) or in worker processes, one per CPU (async), and
 executes a whole action chunk inside the worker, so one chunk costs one round trip and one render.
 The environment variables the simulators read at import time are set here, before any import.
 """
@@ -618,25 +618,25 @@ def _run_chunk(sim, actions, steps_left, next_episode):
     return obs, reward, success, n, final
 
 
-def _worker(conn, make_sim):
+def _worker(conn, make_sim, count: int):
+    """A worker process: `count` sims, driven one command at a time ((cmd, slot, args) -> ("ok", out))."""
+    sims = []
     try:
-        sim = make_sim()
-        conn.send(("ok", (sim.state_dim, sim.action_dim, sim.num_cameras)))
+        sims = [make_sim() for _ in range(count)]
+        conn.send(("ok", (sims[0].state_dim, sims[0].action_dim, sims[0].num_cameras)))
         while True:
-            cmd, args = conn.recv()
+            cmd, slot, args = conn.recv()
             if cmd == "close":
-                sim.close()
                 break
-            if cmd == "run_chunk":
-                out = _run_chunk(sim, *args)
-            else:
-                out = getattr(sim, cmd)(*args)
+            out = _run_chunk(sims[slot], *args) if cmd == "run_chunk" else getattr(sims[slot], cmd)(*args)
             conn.send(("ok", out))
     except (KeyboardInterrupt, EOFError):
         pass
     except BaseException as e:  # report the failure to the parent instead of hanging it
         conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     finally:
+        for sim in sims:
+            sim.close()
         conn.close()
 
 
@@ -649,15 +649,16 @@ class EnvWorkerDied(UsageError, RuntimeError):
 
 
 class _Remote:
-    """A _Sim living in a worker process (forked for MuJoCo, forkserver for SAPIEN)."""
+    """A worker process holding `count` _Sims (forkserver: no inherited GL / Vulkan state). Most of its memory is the
+    process itself (imports, the GL context: ~190 MB with one MetaWorld sim); each further sim adds ~15 MB."""
 
-    def __init__(self, index: int, make_sim, context: str):
+    def __init__(self, index: int, make_sim, context: str, count: int = 1):
         ctx = mp.get_context(context)
         if context == "forkserver":  # workers fork from a clean server: no inherited GL/Vulkan state
             ctx.set_forkserver_preload(["common.envs"])
         self.index, self.conn = index, None
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, make_sim), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, make_sim, count), daemon=True)
         self.proc.start()
         child.close()
         self.conn = parent
@@ -676,9 +677,9 @@ class _Remote:
             raise RuntimeError(f"env worker {self.index} failed: {out}")
         return out
 
-    def send(self, cmd, *args):
+    def send(self, slot: int, cmd, *args):
         try:
-            self.conn.send((cmd, args))
+            self.conn.send((cmd, slot, args))
         except (BrokenPipeError, OSError):
             self.proc.join(timeout=5)
             raise EnvWorkerDied(self.index, self.proc) from None
@@ -686,12 +687,27 @@ class _Remote:
     def close(self):
         if self.proc.is_alive():
             try:
-                self.conn.send(("close", ()))
+                self.conn.send(("close", 0, ()))
             except (BrokenPipeError, OSError):
                 pass
             self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
+
+
+class _RemoteSim:
+    """One env's handle on its sim in a worker process; same call protocol as _Local. A worker answers its commands
+    in the order they were sent, so each env's reply is read after those of the envs sent before it."""
+
+    def __init__(self, worker: _Remote, slot: int):
+        self.worker, self.slot, self.proc = worker, slot, worker.proc
+        self.state_dim, self.action_dim, self.num_cameras = worker.state_dim, worker.action_dim, worker.num_cameras
+
+    def send(self, cmd, *args):
+        self.worker.send(self.slot, cmd, *args)
+
+    def _recv(self):
+        return self.worker._recv()
 
 
 class _Local:
@@ -712,21 +728,33 @@ class _Local:
         self.sim.close()
 
 
+def default_num_workers() -> int:
+    """Worker processes for CPU-simulated envs: one per CPU this process may run on (more only add memory)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class ChunkVecEnv:
-    """N single envs; step_chunk executes an action chunk per env with partial (per-env) reset."""
+    """N single envs; step_chunk executes an action chunk per env with partial (per-env) reset. asynchronous: the envs
+    live in num_workers worker processes (default: one per CPU, at most one per env), N / num_workers sims each."""
 
     def __init__(self, make_sim, num_envs: int, seed: int, max_episode_steps: int,
                  task_descriptions: list[str], train_init_ids, eval_init_ids, autoreset: bool = True,
-                 asynchronous: bool = False, context: str = "fork"):
+                 asynchronous: bool = False, context: str = "fork", num_workers: int | None = None):
         self.num_envs, self.max_episode_steps, self.autoreset = num_envs, max_episode_steps, autoreset
         self.task_descriptions, self.num_tasks = task_descriptions, len(task_descriptions)
         self.train_init_ids, self.eval_init_ids = train_init_ids, eval_init_ids
         # one RNG per env for its TRAIN episodes: same seed -> same episode sequence per env
         self._rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
-        self._workers = []
+        self._workers, self._processes = [], []   # one handle per env; the worker processes behind them
         try:
-            for i in range(num_envs):
-                self._workers.append(_Remote(i, make_sim, context) if asynchronous else _Local(i, make_sim))
+            if asynchronous:   # env i lives in process i // per_process, the processes as even as they can be
+                per_process = -(-num_envs // min(num_envs, num_workers or default_num_workers()))
+                for first in range(0, num_envs, per_process):
+                    count = min(per_process, num_envs - first)
+                    self._processes.append(_Remote(len(self._processes), make_sim, context, count))
+                    self._workers += [_RemoteSim(self._processes[-1], slot) for slot in range(count)]
+            else:
+                self._workers = [_Local(i, make_sim) for i in range(num_envs)]
         except BaseException:
             self.close()
             raise
@@ -816,9 +844,9 @@ class ChunkVecEnv:
         return [w._recv() for w in self._workers]
 
     def close(self):
-        for w in self._workers:
+        for w in self._processes or self._workers:
             w.close()
-        self._workers = []
+        self._workers, self._processes = [], []
 
     def __del__(self):
         try:
@@ -858,7 +886,7 @@ class ManiSkillBatchedEnv(ChunkVecEnv):
         self.task_descriptions, self.num_tasks = task_descriptions, len(task_descriptions)
         self.train_init_ids, self.eval_init_ids = train_init_ids, eval_init_ids
         self._rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
-        self._workers = []  # ChunkVecEnv.close / __del__ see no workers
+        self._workers, self._processes = [], []  # ChunkVecEnv.close / __del__ see no workers
         self.simpler = env_id in SIMPLER_TASKS.values()
         self.env = _make_maniskill_env(env_id, image_size, num_envs, sim_backend, render_backend, client=client)
         self.device = self.env.unwrapped.device
@@ -1006,13 +1034,15 @@ def camera_names(name: str) -> tuple[str, ...]:
 def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
               autoreset: bool = True, device: str = "cpu", max_episode_steps: int | None = None,
               asynchronous: bool | None = None, metaworld_view: str = METAWORLD_DEFAULT_VIEW,
-              maniskill_client: str = "pirl", libero_client: str = "openpi") -> ChunkVecEnv:
+              maniskill_client: str = "pirl", libero_client: str = "openpi",
+              num_workers: int | None = None) -> ChunkVecEnv:
     """Build the vectorised env `name` (one of ENV_NAMES).
 
     image_size: square render size (default 224). max_episode_steps overrides the benchmark's
-    limit (tests). asynchronous: one worker process per env; default True when num_envs > 1.
+    limit (tests). asynchronous: the envs run in worker processes (default True when num_envs > 1), num_workers of
+    them (default: one per CPU, at most one per env), each holding num_envs / num_workers sims.
     device: "cuda[:k]" runs ManiSkill tasks on ManiSkill's GPU simulation, all envs batched in this
-    process (ManiSkillBatchedEnv); "cpu": one env per worker process. Other simulators run on the CPU.
+    process (ManiSkillBatchedEnv); "cpu": in the worker processes. Other simulators run on the CPU.
     metaworld_view: "lerobot" (LeRobot's), "rlinf" (RLinf's: LeRobot's and 16 settle steps), "lerobot-fast" (their
     camera and prompts with fast render settings) or "fast" (the embedded default's): METAWORLD_VIEWS.
     maniskill_client: "pirl" or "rlinf" (RLinf's π0 / π0.5 checkpoints: 640x480 render resized with pad to
@@ -1028,7 +1058,7 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
     image_size = image_size or 224
     if asynchronous is None:
         asynchronous = num_envs > 1
-    common = dict(num_envs=num_envs, seed=seed, autoreset=autoreset, asynchronous=asynchronous)
+    common = dict(num_envs=num_envs, seed=seed, autoreset=autoreset, asynchronous=asynchronous, num_workers=num_workers)
     if name in LIBERO_SUITES:
         suite, steps = LIBERO_SUITES[name][0], libero_max_steps(name, libero_client)
         _require("libero", "hf-libero==0.1.4")

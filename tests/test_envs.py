@@ -242,8 +242,33 @@ def test_metaworld_autoreset_false_freezes_done_envs():
         env.close()
 
 
+def test_several_sims_per_worker_process_give_the_same_episodes():
+    # the sims of one process run one after another: each env's observations, rewards and resets are those it has
+    # in a process of its own (num_workers only trades processes, i.e. memory, for nothing else)
+    def rollout(num_workers):
+        env = make_envs(MW, 3, seed=4, image_size=32, asynchronous=True, max_episode_steps=6, num_workers=num_workers)
+        try:
+            assert len(env._processes) == num_workers
+            out = [env.reset()]
+            rng = np.random.default_rng(0)
+            for _ in range(4):   # 4 chunks of 4 steps: every episode ends once (6 steps) and is reset mid-rollout
+                obs, reward, term, trunc, info = env.step_chunk(rng.uniform(-1, 1, (3, 4, 4)).astype(np.float32))
+                out.append({**obs, "reward": reward, "done": term | trunc, "length": info["episode_length"]})
+            return out
+        finally:
+            env.close()
+
+    alone, shared = rollout(3), rollout(1)
+    assert rollout(2)[-1]["length"].tolist() == alone[-1]["length"].tolist()
+    assert any(step["done"].any() for step in alone[1:])
+    for a, b in zip(alone, shared):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
 def test_worker_death_is_reported_with_env_index():
-    env = make_envs(MW, 2, image_size=32, asynchronous=True)
+    env = make_envs(MW, 2, image_size=32, asynchronous=True, num_workers=2)
     try:
         env.reset([(0, 0), (0, 1)])
         env._workers[1].proc.kill()
