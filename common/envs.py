@@ -219,7 +219,7 @@ class _MetaWorldSim:
             self._built[task_id] = self._built.pop(task_id)
         else:
             if len(self._built) >= METAWORLD_MAX_CACHED_TASKS:
-                # one env + renderer per task costs ~120 MB per worker: bound it, or MT50 x 64 envs needs
+                # one env + renderer per task costs up to ~100 MB per sim: bound it, or MT50 x 64 envs needs
                 # hundreds of GB; a task evicted here is rebuilt (~1 s) the next time this worker draws it
                 old_env, old_renderer = self._built.pop(next(iter(self._built)))
                 old_renderer.close()
