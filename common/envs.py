@@ -643,22 +643,23 @@ def _worker(conn, make_sim, count: int):
 class EnvWorkerDied(UsageError, RuntimeError):
     """An env worker process is gone (killed, e.g. by the out-of-memory killer): one `error:` line."""
 
-    def __init__(self, index: int, proc):
-        super().__init__(f"env worker {index} (pid {proc.pid}) died with exit code {proc.exitcode}"
-                         f"{' (killed: out of memory? try fewer --num-envs)' if proc.exitcode == -9 else ''}")
+    def __init__(self, index: int, proc, envs: range):
+        super().__init__(f"env worker {index} (pid {proc.pid}, envs {envs.start}-{envs.stop - 1}) died with exit code "
+                         f"{proc.exitcode}{' (killed: out of memory? try fewer --num-envs)' if proc.exitcode == -9 else ''}")
 
 
 class _Remote:
-    """A worker process holding `count` _Sims (forkserver: no inherited GL / Vulkan state). Most of its memory is the
-    process itself (imports, the GL context: ~190 MB with one MetaWorld sim); each further sim adds ~15 MB."""
+    """A worker process holding the _Sims of the envs `envs` (a range of env indices; forkserver: no inherited GL / Vulkan
+    state). Most of its memory is the process itself (imports, the GL context: ~190 MB with one MetaWorld sim); a further
+    sim of the same task adds ~15 MB."""
 
-    def __init__(self, index: int, make_sim, context: str, count: int = 1):
+    def __init__(self, index: int, make_sim, context: str, envs: range):
         ctx = mp.get_context(context)
         if context == "forkserver":  # workers fork from a clean server: no inherited GL/Vulkan state
             ctx.set_forkserver_preload(["common.envs"])
-        self.index, self.conn = index, None
+        self.index, self.envs, self.conn = index, envs, None
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, make_sim, count), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, make_sim, len(envs)), daemon=True)
         self.proc.start()
         child.close()
         self.conn = parent
@@ -667,12 +668,12 @@ class _Remote:
     def _recv(self):
         while not self.conn.poll(1.0):
             if not self.proc.is_alive():
-                raise EnvWorkerDied(self.index, self.proc)
+                raise EnvWorkerDied(self.index, self.proc, self.envs)
         try:
             status, out = self.conn.recv()
         except EOFError:
             self.proc.join(timeout=5)
-            raise EnvWorkerDied(self.index, self.proc) from None
+            raise EnvWorkerDied(self.index, self.proc, self.envs) from None
         if status == "error":
             raise RuntimeError(f"env worker {self.index} failed: {out}")
         return out
@@ -682,7 +683,7 @@ class _Remote:
             self.conn.send((cmd, slot, args))
         except (BrokenPipeError, OSError):
             self.proc.join(timeout=5)
-            raise EnvWorkerDied(self.index, self.proc) from None
+            raise EnvWorkerDied(self.index, self.proc, self.envs) from None
 
     def close(self):
         if self.proc.is_alive():
@@ -750,9 +751,9 @@ class ChunkVecEnv:
             if asynchronous:   # env i lives in process i // per_process, the processes as even as they can be
                 per_process = -(-num_envs // min(num_envs, num_workers or default_num_workers()))
                 for first in range(0, num_envs, per_process):
-                    count = min(per_process, num_envs - first)
-                    self._processes.append(_Remote(len(self._processes), make_sim, context, count))
-                    self._workers += [_RemoteSim(self._processes[-1], slot) for slot in range(count)]
+                    envs = range(first, min(first + per_process, num_envs))
+                    self._processes.append(_Remote(len(self._processes), make_sim, context, envs))
+                    self._workers += [_RemoteSim(self._processes[-1], slot) for slot in range(len(envs))]
             else:
                 self._workers = [_Local(i, make_sim) for i in range(num_envs)]
         except BaseException:
