@@ -8,7 +8,7 @@ are those of flow_sde_ppo.py, written out again here on purpose (one algorithm, 
 model, simulators, evaluation, logging and torch.distributed plumbing come from common/. Options beside
 the defaults (RLinf's choices, defaults unchanged until measured): --loss-normalisation all (a mean over
 every row, dropped ones adding zeros), --episode-weighting, and --num-groups (initial conditions per
-rollout epoch; the tiny preset has 2 groups of 8 per iteration, RLinf's LIBERO runs 64).
+rollout epoch; the tiny preset has 4 groups of 8 per iteration, RLinf's LIBERO runs 64).
 
 Launch:
     python flow_sde_grpo.py                                  # embedded default: CPU, tiny π0, MetaWorld
@@ -138,7 +138,7 @@ class Args:
     """G: episodes per group, all started from the same initial condition (must divide the envs per rank)"""
     num_groups: Annotated[Optional[int], unset("--num-envs / --group-size")] = None
     """initial conditions (groups) per rollout epoch, summed over ranks: --num-envs = num_groups x group_size;
-    groups per iteration = num_groups x rollout_epochs (the tiny preset: 2; RLinf's LIBERO runs: 64)"""
+    groups per iteration = num_groups x rollout_epochs (the tiny preset: 4; RLinf's LIBERO runs: 64)"""
     minibatch_size: Annotated[Preset[int], tiny("minibatch_size")] = None
     """decisions (chunk steps) per gradient step, summed over ranks (the tables' "batch size")"""
     micro_batch_size: Annotated[Preset[int], tiny("micro_batch_size")] = None
