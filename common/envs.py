@@ -736,7 +736,8 @@ def default_num_workers() -> int:
 
 class ChunkVecEnv:
     """N single envs; step_chunk executes an action chunk per env with partial (per-env) reset. asynchronous: the envs
-    live in num_workers worker processes (default: one per CPU, at most one per env), N / num_workers sims each."""
+    live in at most num_workers worker processes (default: one per CPU; never more than N), ceil(N / num_workers) sims
+    in each but the last."""
 
     def __init__(self, make_sim, num_envs: int, seed: int, max_episode_steps: int,
                  task_descriptions: list[str], train_init_ids, eval_init_ids, autoreset: bool = True,
