@@ -214,7 +214,7 @@ MANISKILL_TABLE8 = dict(total_iterations=40, num_envs=256, interaction_steps=50,
 FILTER_RANGE = (0.1, 0.9)  # --filter-groups keeps groups whose mean success lies in this range
 # The embedded default: a tiny π0 on 2 CPU cores, Flow-SDE PPO's recipe: 4 groups of 8 per update for 100 iterations
 # (cosine schedule). 2 groups per update dipped 11-15 points below the start on 2 of 5 seeds before recovering, 4 never
-# fell below it (docs/results.md, "GRPO with 32 envs per update").
+# fell below it (docs/results.md, "The three defaults, 5 seeds each").
 TINY_CPU = dict(total_iterations=100, num_envs=32, interaction_steps=100, rollout_epochs=1, minibatch_size=400,
                 micro_batch_size=100, update_epochs=2, actor_lr=5e-5, anneal_lr=True, group_size=8,
                 denoise_steps=4, noise_level=0.5, replan_steps=4, eval_every=25, eval_episodes_per_task=50)
