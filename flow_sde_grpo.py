@@ -227,8 +227,10 @@ def preset(env: str, model: str) -> dict:
     if model == "tiny":
         values = dict(TINY_CPU)
         if env.startswith("libero-"):  # the suite's episodes in chunks of 5; 2 minibatches an epoch, as on MetaWorld
+            from common.run import rollout_decisions
+
             steps = LIBERO_STEPS[env.split("-", 1)[1]]
-            batch = values["num_envs"] * steps // 5   # decisions per rollout
+            batch = rollout_decisions(values["num_envs"], steps, replan_steps=5)
             values.update(interaction_steps=steps, replan_steps=5, minibatch_size=batch // 2, micro_batch_size=batch // 8)
         return values
     values = dict(GPU_BASE)
@@ -237,10 +239,11 @@ def preset(env: str, model: str) -> dict:
         values.update(interaction_steps=LIBERO_STEPS[suite], replan_steps=10 if suite in ("long", "90") else 5)
         values.update(LIBERO_TABLE7.get(suite, LIBERO_TABLE7["long"])[model])
     elif env.startswith("maniskill-"):  # Table 8: its global batch is one rollout of one episode per env (one minibatch)
-        from common.envs import SIMPLER_TASKS
+        from common.envs import SIMPLER_TASKS, maniskill_env_id
+        from common.run import rollout_decisions
 
         values.update(MANISKILL_TABLE8)
-        env_id = SIMPLER_TASKS.get(env.split("-", 1)[1], env.split("-", 1)[1])
+        env_id = maniskill_env_id(env)
         if env_id in SIMPLER_TASKS.values():   # SIMPLER scenes: RLinf's episodes of 80 steps
             values.update(interaction_steps=80)
         if env_id == SIMPLER_TASKS["put-on-plate"]:   # the generalisation column: 320 envs x 16 chunks = its 5120
@@ -248,7 +251,8 @@ def preset(env: str, model: str) -> dict:
                           update_epochs=5 if model == "pi05" else 4)
         if env_id == SIMPLER_TASKS["cube"]:   # its RL train steps
             values.update(total_iterations=130 if model == "pi0" else 70)
-        values.update(minibatch_size=values["num_envs"] * values["interaction_steps"] // values["replan_steps"])
+        steps, replan = values["interaction_steps"], values["replan_steps"]
+        values.update(minibatch_size=rollout_decisions(values["num_envs"], steps, replan))
     else:  # metaworld: episodes of 100 steps
         values.update(interaction_steps=100, replan_steps=5)
     return values

@@ -118,6 +118,13 @@ SIMPLER_ASSET_PACKS = {"bridge_v2_real2sim": ("tasks/bridge_v2_real2sim_dataset"
                        "widowx250s": ("robots/widowx", "")}
 
 
+def maniskill_env_id(name: str) -> str:
+    """The ManiSkill env id that `maniskill-<task>` (or `<task>`) names: a SIMPLER short name ("carrot") resolves to
+    its id, an env id (the README's `maniskill-PutCarrotOnPlateInScene-v1`) is itself."""
+    task = name.removeprefix("maniskill-")
+    return SIMPLER_TASKS.get(task, task)
+
+
 def maniskill_control_mode(env_id: str) -> str:
     """The arm controller each ManiSkill task's robot offers: WidowX (SIMPLER) or Panda's ee-delta pose."""
     return WIDOWX_CONTROL_MODE if env_id in SIMPLER_TASKS.values() else "pd_ee_delta_pose"
@@ -1030,7 +1037,7 @@ def camera_names(name: str) -> tuple[str, ...]:
         return ("agentview_image", "robot0_eye_in_hand_image")
     if name.startswith("metaworld-"):
         return (METAWORLD_CAMERA,)
-    return ("3rd_view_camera" if SIMPLER_TASKS.get(name.removeprefix("maniskill-")) else "base_camera",)
+    return ("3rd_view_camera" if maniskill_env_id(name) in SIMPLER_TASKS.values() else "base_camera",)
 
 
 def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = None,
@@ -1082,8 +1089,7 @@ def make_envs(name: str, num_envs: int, seed: int = 0, image_size: int | None = 
                            eval_init_ids=range(METAWORLD_EVAL_INITS), context="forkserver", **common)
     # ManiSkill
     _require("mani_skill", "mani_skill==3.0.1")
-    key = name.removeprefix("maniskill-")
-    env_id = SIMPLER_TASKS.get(key, key)
+    env_id = maniskill_env_id(name)
     _check_maniskill_assets(env_id)
     _check_maniskill_client(maniskill_client)
     desc = maniskill_instruction(env_id)

@@ -461,6 +461,11 @@ class EpisodeCounts:
 
 
 # ---- the main loop's plumbing ---------------------------------------------------------------------
+def rollout_decisions(num_envs: int, interaction_steps: int, replan_steps: int, rollout_epochs: int = 1) -> int:
+    """The policy decisions (action chunks) one rollout collects: the PPO batch the minibatches split."""
+    return num_envs * rollout_epochs * (interaction_steps // replan_steps)
+
+
 def check_batch_sizes(args, world_size: int, action_horizon: int) -> None:
     """The rollout and minibatch sizes of every script (each script's check_args adds its own): ValueError naming the flags."""
     if args.replan_steps < 1 or args.replan_steps > action_horizon:
@@ -472,7 +477,7 @@ def check_batch_sizes(args, world_size: int, action_horizon: int) -> None:
     if args.minibatch_size % world_size or (args.minibatch_size // world_size) % args.micro_batch_size:
         raise ValueError(f"--minibatch-size ({args.minibatch_size}) must split into {world_size} ranks x whole "
                          f"micro-batches of --micro-batch-size ({args.micro_batch_size})")
-    batch = args.num_envs * args.rollout_epochs * (args.interaction_steps // args.replan_steps)
+    batch = rollout_decisions(args.num_envs, args.interaction_steps, args.replan_steps, args.rollout_epochs)
     if batch % args.minibatch_size:
         raise ValueError(f"the rollout batch (num_envs x rollout_epochs x interaction_steps / replan_steps = {batch}) "
                          f"must be a multiple of --minibatch-size ({args.minibatch_size})")

@@ -99,6 +99,15 @@ def test_maniskill_control_mode_is_one_the_robot_offers():
     assert E.maniskill_control_mode("PickCube-v1") == "pd_ee_delta_pose"
 
 
+def test_a_simpler_task_is_the_same_task_by_short_name_or_env_id():
+    """`maniskill-carrot` and the README's `maniskill-PutCarrotOnPlateInScene-v1` name one env: its id, its camera."""
+    for name in ("maniskill-carrot", "maniskill-PutCarrotOnPlateInScene-v1", "PutCarrotOnPlateInScene-v1"):
+        assert E.maniskill_env_id(name) == "PutCarrotOnPlateInScene-v1"
+        assert E.camera_names(name) == ("3rd_view_camera",)
+    assert E.maniskill_env_id("maniskill-PickCube-v1") == "PickCube-v1"
+    assert E.camera_names("maniskill-PickCube-v1") == ("base_camera",)
+
+
 # ----------------------------------------------------------------------------- MetaWorld
 def test_metaworld_layout_upright_and_chunk_step():
     env = make_envs(MW, 2, image_size=64, asynchronous=False, max_episode_steps=12)
