@@ -39,20 +39,20 @@ class Args:
 
 
 def check_args(args: Args):
-    """Every flag checked before any simulator is built (UsageError: one `error:` line)."""
+    """Every flag checked before any simulator is built (UsageError: one `error:` line); returns the data config."""
     sft.check_expert(args.env)
     # flags left out: the embedded default's setting for this env
     args.num_demos, _, args.image_size = sft.few_shot_setting(args.env, args.num_demos, image_size=args.image_size)
     for flag, value in (("--num-demos", args.num_demos), ("--image-size", args.image_size), ("--num-envs", args.num_envs)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1 (got {value})")
-    check_embedded_data_config(args.data_config)
+    conventions = check_embedded_data_config(args.data_config)
     check_writable(args.cache_dir or sft.default_cache_dir(), "--cache-dir")
+    return conventions
 
 
 def main(args: Args):
-    check_args(args)
-    view = check_embedded_data_config(args.data_config).metaworld_view
+    view = check_args(args).metaworld_view
     demos = sft.collect_demos(args.env, args.num_demos, args.seed, args.image_size, args.num_envs,
                               args.cache_dir, use_cache=not args.overwrite, view=view)
     path = sft.demo_cache_path(args.env, args.num_demos, args.seed, args.image_size, args.cache_dir, view)
