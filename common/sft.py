@@ -438,13 +438,14 @@ def make_default_sft_policy(env_name: str = DEFAULT_ENV, num_demos: int | None =
     from common.conventions import check_embedded_data_config
 
     conventions = check_embedded_data_config(data_config)
-    view = conventions.metaworld_view
     num_demos, sft_steps, image_size = few_shot_setting(env_name, num_demos, sft_steps, image_size)
     check_checkpoint_or_expert(None, env_name)
-    out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir, view)
+    rendering = demo_rendering(conventions, env_name, image_size)   # as RL and evals will render the env for it
+    out = sft_checkpoint_dir(env_name, num_demos, seed, preset, sft_steps, image_size, action_horizon, cache_dir,
+                             rendering["view"])
     if _is_main() and not (out / "model.safetensors").is_file():
         t0 = time.time()
-        demos = collect_demos(env_name, num_demos, seed, image_size, cache_dir=cache_dir, progress=progress, view=view)
+        demos = collect_demos(env_name, num_demos, seed, cache_dir=cache_dir, progress=progress, **rendering)
         t1 = time.time()
         # rank 0 alone: no gradient all-reduce (the other ranks are waiting at the barrier below)
         policy, processor, losses = train_sft(demos, preset, sft_steps, seed=seed, device=device,
