@@ -94,7 +94,7 @@ METAWORLD_MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawe
                   "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3",
                   "window-open-v3", "window-close-v3"]
 METAWORLD_EVAL_INITS = 50  # eval init ids 0..49 (like MT1's 50 fixed variations); train ids >= 50
-METAWORLD_MAX_CACHED_TASKS = 10  # task envs one worker keeps built (MT10: all; MT50: the 10 last used)
+METAWORLD_MAX_IDLE_TASK_ENVS = 10  # task envs a process keeps built beside its sims' own (MT10: all; MT50: 10 last used)
 
 MANISKILL_MAX_STEPS = 50  # ManiSkill's default for PickCube-v1; SIMPLER WidowX tasks use 60+
 MANISKILL_TASKS = ["PickCube-v1", "PushCube-v1", "PullCube-v1", "StackCube-v1", "PegInsertionSide-v1"]
@@ -200,7 +200,8 @@ def _metaworld_instruction(task: str, view: str = METAWORLD_DEFAULT_VIEW) -> str
 
 
 class _MetaWorldSim:
-    """One MetaWorld v3 env per task (created lazily), our own fast MuJoCo renderer.
+    """The MetaWorld v3 env of its episode's task, with our own fast MuJoCo renderer: kept while the task stays the
+    same, else given back to its process and the new task's taken from there or built (_IdleTaskEnvs).
 
     Initial conditions: MT1 draws 50 fixed task variations ("rand_vec": object/goal positions) with a
     benchmark seed. Here (task, init_id) picks the variation directly: the rand_vec is drawn by
@@ -218,44 +219,42 @@ class _MetaWorldSim:
         if view not in METAWORLD_VIEWS:
             raise ValueError(f"MetaWorld view {view!r}; known: {METAWORLD_VIEWS}")
         self.tasks, self.image_size, self.camera, self.view = tasks, image_size, camera, view
-        self._built = {}  # task_id -> (env, renderer), least recently used first
         self.env = self.renderer = None
+        self.env_key = None   # (task, image size, camera, view) of self.env: what _IDLE_TASK_ENVS files it under
+        self.closed = False
+        _IDLE_TASK_ENVS.sims += 1
 
-    def _get(self, task_id: int):
-        if task_id in self._built:   # move to the end: most recently used
-            self._built[task_id] = self._built.pop(task_id)
-        else:
-            if len(self._built) >= METAWORLD_MAX_CACHED_TASKS:
-                # one env + renderer per task costs up to ~100 MB per sim: bound it, or MT50 x 64 envs needs
-                # hundreds of GB; a task evicted here is rebuilt (~1 s) the next time this worker draws it
-                old_env, old_renderer = self._built.pop(next(iter(self._built)))
-                old_renderer.close()
-                old_env.close()
-            import mujoco
-            from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-            env = ALL_V3_ENVIRONMENTS[self.tasks[task_id]]()
-            env._set_task_called = True
-            env._freeze_rand_vec, env.seeded_rand_vec = False, True  # rand_vec from env.np_random
-            env._partially_observable = False  # goal in the 39-D state: the scripted experts read it
-            env.__dict__.pop("sawyer_observation_space", None)  # cached bounds zero the goal otherwise
-            env.max_path_length = 10**9  # our ChunkVecEnv owns the time limit
-            if self.view != "fast":   # LeRobot's and RLinf's camera pose
-                env.model.cam_pos[env.model.camera("corner2").id] = LEROBOT_CORNER2_POS
-            if self.view in ("lerobot", "rlinf"):   # MuJoCo's default visuals
-                renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
-            else:   # fast render settings: no shadows / reflections / multisampling (fast: no skybox either)
-                env.model.vis.quality.offsamples = 0
-                env.model.vis.quality.shadowsize = 0
-                renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
-                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = int(self.view == "lerobot-fast")
-            self._built[task_id] = env, renderer
-        return self._built[task_id]
+    def _build(self, task: str):
+        """A fresh MetaWorld env of `task` and its renderer, in this sim's view (~1 s; up to ~100 MB)."""
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+        env = ALL_V3_ENVIRONMENTS[task]()
+        env._set_task_called = True
+        env._freeze_rand_vec, env.seeded_rand_vec = False, True  # rand_vec from env.np_random
+        env._partially_observable = False  # goal in the 39-D state: the scripted experts read it
+        env.__dict__.pop("sawyer_observation_space", None)  # cached bounds zero the goal otherwise
+        env.max_path_length = 10**9  # our ChunkVecEnv owns the time limit
+        if self.view != "fast":   # LeRobot's and RLinf's camera pose
+            env.model.cam_pos[env.model.camera("corner2").id] = LEROBOT_CORNER2_POS
+        if self.view in ("lerobot", "rlinf"):   # MuJoCo's default visuals
+            renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+        else:   # fast render settings: no shadows / reflections / multisampling (fast: no skybox either)
+            env.model.vis.quality.offsamples = 0
+            env.model.vis.quality.shadowsize = 0
+            renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = int(self.view == "lerobot-fast")
+        return env, renderer
 
     def reset(self, task_id: int, init_id: int):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-        self.env, self.renderer = self._get(task_id)
+        key = (self.tasks[task_id], self.image_size, self.camera, self.view)
+        if key != self.env_key:   # another task: give this one's env back to the process, take (or build) the new one's
+            if self.env is not None:
+                _IDLE_TASK_ENVS.give_back(self.env_key, self.env, self.renderer)
+            self.env, self.renderer = _IDLE_TASK_ENVS.take(key) or self._build(self.tasks[task_id])
+            self.env_key = key
         global_id = list(ALL_V3_ENVIRONMENTS).index(self.tasks[task_id])
         self.env.np_random = np.random.Generator(np.random.PCG64([global_id, init_id]))
         self.full_obs, _ = self.env.reset()
@@ -278,9 +277,51 @@ class _MetaWorldSim:
         return self.full_obs.copy()  # 39-D MetaWorld observation (with goal) for scripted policies
 
     def close(self):
-        for env, renderer in self._built.values():
+        if self.closed:
+            return
+        if self.env is not None:
+            self.renderer.close()
+            self.env.close()
+            self.env = self.renderer = self.env_key = None
+        self.closed = True
+        _IDLE_TASK_ENVS.sims -= 1
+        if _IDLE_TASK_ENVS.sims == 0:   # the process's last MetaWorld sim: nothing will take the idle ones
+            _IDLE_TASK_ENVS.close()
+
+
+class _IdleTaskEnvs:
+    """The MetaWorld task envs (env + renderer) of this process that none of its sims is using. A sim gives its env
+    back when it resets to another task and takes the new task's from here, or builds one. At most
+    METAWORLD_MAX_IDLE_TASK_ENVS are kept, the least recently given back closed first (rebuilt identically when drawn
+    again): a process holds at most (its sims + that many) task envs, where a cache per sim would hold sims x tasks
+    (MT50, 16 sims in 2 processes: 15.8 GB; docs/results.md, "Env workers")."""
+
+    def __init__(self):
+        self.idle = []   # [(key, env, renderer)], least recently given back first
+        self.sims = 0    # this process's open _MetaWorldSims
+
+    def take(self, key):
+        """The most recently given back (env, renderer) built under `key`, or None."""
+        for i in reversed(range(len(self.idle))):
+            if self.idle[i][0] == key:
+                return self.idle.pop(i)[1:]
+        return None
+
+    def give_back(self, key, env, renderer):
+        self.idle.append((key, env, renderer))
+        while len(self.idle) > METAWORLD_MAX_IDLE_TASK_ENVS:
+            _, env, renderer = self.idle.pop(0)
             renderer.close()
             env.close()
+
+    def close(self):
+        for _, env, renderer in self.idle:
+            renderer.close()
+            env.close()
+        self.idle = []
+
+
+_IDLE_TASK_ENVS = _IdleTaskEnvs()   # this process's (each worker process has its own)
 
 
 # ----------------------------------------------------------------------------- LIBERO

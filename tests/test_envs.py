@@ -194,23 +194,65 @@ def test_metaworld_lerobot_fast_view_is_lerobots_camera_with_fast_render_setting
     assert E._metaworld_instruction("drawer-open-v3", "lerobot-fast") == "Open a drawer"
 
 
-def test_metaworld_worker_keeps_a_bounded_number_of_task_envs(monkeypatch):
-    """MT10/MT50: a worker builds one env + renderer per task it draws (~120 MB each); past
-    METAWORLD_MAX_CACHED_TASKS the least recently used is closed, and rebuilt identically if drawn again."""
-    monkeypatch.setattr(E, "METAWORLD_MAX_CACHED_TASKS", 2)
-    sim = E._MetaWorldSim(E.METAWORLD_MT10[:3], image_size=32)
+def test_metaworld_process_keeps_a_bounded_number_of_idle_task_envs(monkeypatch):
+    """MT10/MT50: a sim gives its task env (~100 MB with its renderer) back to its process when it draws another task;
+    past METAWORLD_MAX_IDLE_TASK_ENVS idle ones the least recently given back is closed, and rebuilt identically."""
+    monkeypatch.setattr(E, "METAWORLD_MAX_IDLE_TASK_ENVS", 2)
+    monkeypatch.setattr(E, "_IDLE_TASK_ENVS", E._IdleTaskEnvs())
+    tasks = E.METAWORLD_MT10[:4]
+    sim = E._MetaWorldSim(tasks, image_size=32)
+    idle = lambda: [key[0] for key, *_ in E._IDLE_TASK_ENVS.idle]   # noqa: E731
     try:
         first, _ = sim.reset(0, 5)
-        sim.reset(1, 5)
-        sim.reset(0, 6)                        # task 0 used again: task 1 is now the oldest
-        sim.reset(2, 5)                        # a third task: evicts task 1, keeps 0
-        assert list(sim._built) == [0, 2]
-        sim.reset(1, 5)                        # evicts 0; task 1 is rebuilt
-        assert list(sim._built) == [2, 1]
-        again, _ = sim.reset(0, 5)             # rebuilt from scratch: the very same scene
-        np.testing.assert_array_equal(first, again)
+        first_1, _ = sim.reset(1, 5)
+        sim.reset(0, 6)                        # task 0's env taken back; task 1's is idle
+        assert idle() == [tasks[1]]
+        sim.reset(2, 5)
+        sim.reset(3, 5)                        # a third idle one: task 1's, the oldest, is closed
+        assert idle() == [tasks[0], tasks[2]]
+        assert sim.reset(1, 5)[0].tobytes() == first_1.tobytes()   # rebuilt from scratch: the very same scene
+        assert idle() == [tasks[2], tasks[3]]
+        assert sim.reset(0, 5)[0].tobytes() == first.tobytes()     # task 0's env, used since: the same scene too
     finally:
         sim.close()
+    assert E._IDLE_TASK_ENVS.sims == 0 and idle() == []   # the last sim closed: so are the idle envs
+
+
+def test_a_task_env_another_sim_used_gives_the_same_episode_as_a_fresh_one(monkeypatch):
+    """The sims of one process share their idle task envs: an env another sim has stepped through an episode must
+    give, from the same (task, init id), the same observations and rewards as a freshly built one."""
+    monkeypatch.setattr(E, "_IDLE_TASK_ENVS", E._IdleTaskEnvs())
+    tasks, rng = E.METAWORLD_MT10[:2], np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (30, 4))
+
+    def flat(entry):   # ((image, state), full state) or ((reward, success), (image, state), full state) -> arrays
+        return [np.asarray(x) for part in entry for x in (part if isinstance(part, tuple) else (part,))]
+
+    def episode(sim):
+        out = [(sim.reset(0, 7), sim.expert_obs())]
+        out += [(sim.step(a), sim.observe(), sim.expert_obs()) for a in actions]
+        return out
+
+    fresh = E._MetaWorldSim(tasks, image_size=32)
+    used_by, taker = E._MetaWorldSim(tasks, image_size=32), E._MetaWorldSim(tasks, image_size=32)
+    try:
+        expected = episode(fresh)
+        used_by.reset(0, 3)
+        for a in actions[::-1]:                # another scene, other actions
+            used_by.step(a)
+        used_by.reset(1, 3)                    # gives task 0's env back to the process
+        env = E._IDLE_TASK_ENVS.idle[-1][1]
+        got = episode(taker)
+        assert taker.env is env                # the used env, not a new one
+        assert len(got) == len(expected) == len(actions) + 1
+        for want, have in zip(expected, got):  # the reset's obs and 39-D state, then each step's reward, obs, state
+            want, have = flat(want), flat(have)
+            assert len(want) == len(have)
+            for x, y in zip(want, have):
+                np.testing.assert_array_equal(x, y)
+    finally:
+        for sim in (fresh, used_by, taker):
+            sim.close()
 
 
 def test_metaworld_expert_succeeds_and_partial_reset_only_resets_finished_env():
@@ -251,11 +293,13 @@ def test_metaworld_autoreset_false_freezes_done_envs():
         env.close()
 
 
-def test_several_sims_per_worker_process_give_the_same_episodes():
+@pytest.mark.parametrize("name", [MW, "metaworld-mt10"])
+def test_several_sims_per_worker_process_give_the_same_episodes(name):
     # the sims of one process run one after another: each env's observations, rewards and resets are those it has
-    # in a process of its own (num_workers only trades processes, i.e. memory, for nothing else)
+    # in a process of its own (num_workers only trades processes, i.e. memory, for nothing else); MT10: they also
+    # hand each other their task envs (_IdleTaskEnvs)
     def rollout(num_workers):
-        env = make_envs(MW, 3, seed=4, image_size=32, asynchronous=True, max_episode_steps=6, num_workers=num_workers)
+        env = make_envs(name, 3, seed=4, image_size=32, asynchronous=True, max_episode_steps=6, num_workers=num_workers)
         try:
             assert len(env._processes) == num_workers
             out = [env.reset()]
