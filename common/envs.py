@@ -778,8 +778,10 @@ class _Local:
 
 
 def default_num_workers() -> int:
-    """Worker processes for CPU-simulated envs: one per CPU this process may run on (more only add memory)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Worker processes for CPU-simulated envs: one per CPU this process may run on (more only add memory), shared
+    with the other ranks torchrun started on this node (LOCAL_WORLD_SIZE): 8 ranks on 96 cores get 12 each."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 class ChunkVecEnv:

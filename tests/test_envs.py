@@ -320,6 +320,16 @@ def test_several_sims_per_worker_process_give_the_same_episodes(name):
             np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
+def test_ranks_on_one_node_share_its_cpus_for_env_workers(monkeypatch):
+    monkeypatch.setattr(E.os, "sched_getaffinity", lambda pid: set(range(96)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert E.default_num_workers() == 96               # one process: one worker per CPU
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")         # torchrun --nproc_per_node 8
+    assert E.default_num_workers() == 12
+    monkeypatch.setattr(E.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert E.default_num_workers() == 1                 # never none
+
+
 def test_worker_death_is_reported_with_env_index():
     env = make_envs(MW, 2, image_size=32, asynchronous=True, num_workers=2)
     try:
